@@ -1,0 +1,55 @@
+"""Shared fixtures: real MiniLM weights and tiny Llama / Gemma-2 / GPT-2 models, offline.
+
+Models are built once per session: the tiny ones are written with ``save_pretrained`` and
+booted from their folder through ``TransformerBridge.boot_transformers``, the real
+loading path users take.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from tl_dynamics.data import python_docs  # noqa: E402
+from tl_dynamics.models import build_tiny_model, load_model  # noqa: E402
+
+ARCHITECTURES = ("llama", "gemma2", "gpt2", "bert")
+"""Every architecture the library is tested on; "bert" is the real MiniLM."""
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The packaged all-MiniLM-L6-v2 (BERT, 6 layers, d_model 384), real weights."""
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folders(tmp_path_factory):
+    """Folders of the tiny decoder models, keyed by architecture."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        arch: build_tiny_model(arch, root / arch) for arch in ("llama", "gemma2", "gpt2")
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_model_folders):
+    """Booted tiny decoder models, keyed by architecture."""
+    return {arch: load_model(folder) for arch, folder in tiny_model_folders.items()}
+
+
+@pytest.fixture(scope="session", params=ARCHITECTURES)
+def any_model(request, minilm, tiny_models):
+    """Each architecture in turn: tiny Llama, Gemma-2, GPT-2, and the real MiniLM."""
+    return minilm if request.param == "bert" else tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def texts():
+    """A dozen offline corpus texts of different lengths."""
+    return python_docs()[:12]

@@ -1,0 +1,59 @@
+"""tl-dynamics: the residual stream as a dynamical system over depth.
+
+Fernando & Guitchounts (2025, arXiv 2502.12131) read a transformer's residual stream
+before every attention and MLP sub-block and study the resulting trajectories with the
+tools neuroscience uses for populations of neurons evolving in time: correlations,
+mutual information, velocities, phase portraits, low-dimensional embeddings and
+perturbations. This package does the same for any TransformerLens model.
+
+Importing it registers two accessors: ``model.dynamics(texts, ...)`` on
+``TransformerBridge`` (and TL 2's ``HookedTransformer`` where installed), the same as
+:func:`collect`, and ``cache.dynamics()`` on ``ActivationCache``.
+
+Example::
+
+    import tl_dynamics as tld
+    model = tld.models.load_model()                  # packaged MiniLM, offline
+    dyn = tld.collect(model, tld.data.python_docs()[:200])
+    tld.metrics.velocity(dyn.resid).mean(0)          # mean step length per transition
+"""
+
+import importlib
+
+from tl_dynamics import data, metrics, models
+from tl_dynamics._version import __version__
+from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
+from tl_dynamics.collect import cache_dynamics, collect
+
+
+_MODEL_CLASSES = (
+    ("transformer_lens.model_bridge", "TransformerBridge"),  # TransformerLens 4
+    ("transformer_lens", "HookedTransformer"),  # TransformerLens 2; 4.0 raises ImportError
+)
+
+
+def _register_accessors() -> None:
+    """Attach ``.dynamics`` to TransformerLens's model and cache classes that exist."""
+    from transformer_lens import ActivationCache
+
+    for module, name in _MODEL_CLASSES:
+        try:
+            model_class = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        model_class.dynamics = collect
+    ActivationCache.dynamics = cache_dynamics
+
+
+_register_accessors()
+
+__all__ = [
+    "DynamicsCache",
+    "DynamicsMetadata",
+    "__version__",
+    "cache_dynamics",
+    "collect",
+    "data",
+    "metrics",
+    "models",
+]

@@ -1,0 +1,232 @@
+"""``DynamicsCache``: residual-stream trajectories with their labels and provenance.
+
+Running a model over N texts and reading the residual stream at the chosen token of each
+text, before every attention and MLP sub-block, gives a tensor of shape
+``[sample, sublayer, d_model]``: one trajectory through ``d_model``-dimensional space per
+sample, with depth as time. ``DynamicsCache`` holds that tensor (float32, CPU), the
+TransformerLens labels of its sublayers (``"0_pre", "0_mid", "1_pre", ...``), which text
+and token position each sample came from, and the settings that produced it.
+
+Every metric of :mod:`tl_dynamics.metrics` is also a method here (``dyn.velocity()`` is
+``tld.metrics.velocity(dyn.resid)``). ``save``/``load`` use safetensors for tensors and
+JSON for everything else: loading never unpickles anything.
+
+Example::
+
+    import tl_dynamics as tld
+    dyn = tld.collect(model, tld.data.python_docs()[:64])
+    dyn.resid.shape                      # (64, 2 * n_layers, d_model)
+    dyn.velocity().mean(0)               # mean step length per transition
+    dyn.save("minilm.safetensors")       # + minilm.json
+    same = tld.DynamicsCache.load("minilm.safetensors")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from tl_dynamics import metrics
+from tl_dynamics._version import __version__
+
+FORMAT_VERSION = 1
+"""Version of the on-disk layout written by :meth:`DynamicsCache.save`."""
+
+
+@dataclass(frozen=True)
+class DynamicsMetadata:
+    """Where a :class:`DynamicsCache` came from.
+
+    Attributes:
+        model_name: The model's ``cfg.model_name`` (or class name).
+        n_layers: Number of transformer blocks.
+        d_model: Width of the residual stream.
+        positions: Which token positions were kept: ``"last"``, ``"all"`` or a list of ints.
+        sites: Residual-stream read points per block, ``("pre", "mid")`` or ``("pre",)``.
+        corpus: Name of the text source, if known (e.g. ``"python-docs"``).
+        shuffle: Whether the tokens after BOS were permuted (the paper's control).
+        seed: Seed of the shuffle.
+        model_dtype: The model's parameter dtype; ``resid`` itself is always float32.
+        texts: The texts, in sample order of ``text_index``, when they were kept.
+        version: tl-dynamics version that collected the data.
+    """
+
+    model_name: str = "unknown"
+    n_layers: int = 0
+    d_model: int = 0
+    positions: str | list[int] = "last"
+    sites: tuple[str, ...] = ("pre", "mid")
+    corpus: str | None = None
+    shuffle: bool = False
+    seed: int = 0
+    model_dtype: str = "float32"
+    texts: tuple[str, ...] | None = None
+    version: str = __version__
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields."""
+        record = dataclasses.asdict(self)
+        record["sites"] = list(self.sites)
+        record["texts"] = None if self.texts is None else list(self.texts)
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> DynamicsMetadata:
+        """Inverse of :meth:`to_json`; unknown keys are ignored (newer writers)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        values["sites"] = tuple(values.get("sites", ("pre", "mid")))
+        if values.get("texts") is not None:
+            values["texts"] = tuple(values["texts"])
+        return cls(**values)
+
+
+def _on_resid(metric: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ``metric(resid, ...)`` into a method computing it on ``self.resid``."""
+
+    @functools.wraps(metric)
+    def method(self: DynamicsCache, *args: Any, **kwargs: Any) -> Any:
+        return metric(self.resid, *args, **kwargs)
+
+    return method
+
+
+@dataclass(frozen=True)
+class DynamicsCache:
+    """Residual-stream trajectories, one per sample, over the sublayers of a model.
+
+    Attributes:
+        resid: ``[sample, sublayer, d_model]`` float32 residual stream, in the model's
+            units, on CPU unless moved.
+        labels: ``accumulated_resid`` label of each sublayer, e.g. ``("0_pre", "0_mid", ...)``.
+        text_index: ``[sample]`` index of the text each sample came from.
+        position: ``[sample]`` token position (0-based, BOS included) of each sample.
+        metadata: :class:`DynamicsMetadata` provenance.
+    """
+
+    resid: Float[Tensor, "sample sublayer d_model"]
+    labels: tuple[str, ...]
+    text_index: Int[Tensor, " sample"]
+    position: Int[Tensor, " sample"]
+    metadata: DynamicsMetadata = field(default_factory=DynamicsMetadata)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.resid, Tensor) or self.resid.ndim != 3:
+            got = tuple(self.resid.shape) if isinstance(self.resid, Tensor) else type(self.resid)
+            raise ValueError(f"resid must be a [sample, sublayer, d_model] tensor, got {got}")
+        object.__setattr__(self, "labels", tuple(self.labels))
+        n_samples, n_sublayers, _ = self.resid.shape
+        if len(self.labels) != n_sublayers:
+            raise ValueError(
+                f"labels has {len(self.labels)} entries but resid has {n_sublayers} sublayers"
+            )
+        for name in ("text_index", "position"):
+            if tuple(getattr(self, name).shape) != (n_samples,):
+                raise ValueError(f"{name} must have shape ({n_samples},), one entry per sample")
+
+    def __repr__(self) -> str:
+        n, s, d = self.resid.shape
+        return (
+            f"DynamicsCache(model={self.metadata.model_name!r}, samples={n}, sublayers={s}, "
+            f"d_model={d}, positions={self.metadata.positions!r}, shuffle={self.metadata.shuffle})"
+        )
+
+    @property
+    def n_samples(self) -> int:
+        """Number of trajectories (texts x kept positions)."""
+        return int(self.resid.shape[0])
+
+    @property
+    def transition_kinds(self) -> list[str]:
+        """Kind of each transition t -> t+1: ``"within"``, ``"cross"`` or ``"layer"``."""
+        return metrics.transition_kinds(self.labels)
+
+    def transition_frame(self, values: Tensor, value_name: str, **kwargs: Any) -> pd.DataFrame:
+        """Tidy frame of a per-transition result, see :func:`tl_dynamics.metrics.transition_frame`."""
+        return metrics.transition_frame(values, self.labels, value_name, **kwargs)
+
+    def select(self, samples: Tensor | slice | list[int]) -> DynamicsCache:
+        """A new cache with only the given samples (index, slice or boolean mask)."""
+        return dataclasses.replace(
+            self,
+            resid=self.resid[samples],
+            text_index=self.text_index[samples],
+            position=self.position[samples],
+        )
+
+    def to(self, device: str | torch.device) -> DynamicsCache:
+        """A new cache with ``resid`` on ``device`` (metrics then run there)."""
+        return dataclasses.replace(self, resid=self.resid.to(device))
+
+    mean_activation = _on_resid(metrics.mean_activation)
+    unit_order = _on_resid(metrics.unit_order)
+    cosine_similarity = _on_resid(metrics.cosine_similarity)
+    velocity = _on_resid(metrics.velocity)
+    norms = _on_resid(metrics.norms)
+    unit_correlation = _on_resid(metrics.unit_correlation)
+    pairwise_unit_correlation = _on_resid(metrics.pairwise_unit_correlation)
+    correlation_distribution = _on_resid(metrics.correlation_distribution)
+    mutual_information = _on_resid(metrics.mutual_information)
+    phase_portrait = _on_resid(metrics.phase_portrait)
+    rotations = _on_resid(metrics.rotations)
+    rotation_null = _on_resid(metrics.rotation_null)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (safetensors: resid, text_index, position) and its JSON sidecar.
+
+        ``path`` gets the suffix ``.safetensors`` if it has none; the sidecar is the same
+        path with suffix ``.json``. Returns the safetensors path.
+        """
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "resid": self.resid.detach().to("cpu").contiguous(),
+            "text_index": self.text_index.to("cpu").contiguous(),
+            "position": self.position.to("cpu").contiguous(),
+        }
+        save_file(tensors, str(path), metadata={"format": "tl-dynamics", "version": __version__})
+        sidecar = {
+            "format_version": FORMAT_VERSION,
+            "labels": list(self.labels),
+            "metadata": self.metadata.to_json(),
+        }
+        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DynamicsCache:
+        """Read a cache written by :meth:`save` (no pickle involved)."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        sidecar_path = path.with_suffix(".json")
+        for needed in (path, sidecar_path):
+            if not needed.is_file():
+                raise FileNotFoundError(f"{str(needed)!r} not found; write it with DynamicsCache.save")
+        sidecar = json.loads(sidecar_path.read_text())
+        if sidecar.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"{str(sidecar_path)!r} has format version {sidecar['format_version']}, newer "
+                f"than this tl-dynamics ({__version__}) reads; upgrade tl-dynamics"
+            )
+        tensors = load_file(str(path))
+        return cls(
+            resid=tensors["resid"],
+            labels=tuple(sidecar["labels"]),
+            text_index=tensors["text_index"],
+            position=tensors["position"],
+            metadata=DynamicsMetadata.from_json(sidecar["metadata"]),
+        )

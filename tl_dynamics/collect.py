@@ -1,0 +1,429 @@
+"""Run a model over texts and keep the residual-stream trajectory of chosen tokens.
+
+For every text the model reads, the residual stream at a token position is a point in
+``d_model``-dimensional space before each attention and each MLP sub-block: 2L points
+that trace the token's trajectory over depth (Fernando & Guitchounts 2025, section 2.1).
+:func:`collect` records those trajectories for many texts at once:
+
+* texts are tokenized one by one with the model's own ``to_tokens`` (BOS as the model
+  prepends it), optionally shuffled after BOS (the paper's control), sorted by length and
+  batched with right padding *and* an attention mask, so a padded batch gives the same
+  vectors as running each text alone (an encoder such as BERT attends to padding
+  otherwise, and a causal model only hides the mistake);
+* hooks on ``blocks.{l}.hook_resid_pre`` / ``hook_resid_mid`` copy only the kept
+  positions (by default the last *real* token of each text), so memory is
+  ``samples x 2L x d_model``, and the forward pass stops at the last hook it needs;
+* results are float32 on CPU whatever the model's dtype, and non-finite values (fp16
+  overflow) are reported with the sublayer where they first appear.
+
+Example::
+
+    import tl_dynamics as tld
+    model = tld.models.load_model()                     # packaged MiniLM, offline
+    dyn = tld.collect(model, tld.data.python_docs()[:200], batch_size=16)
+    dyn.resid.shape, dyn.labels[:3]                     # (200, 12, 384), ('0_pre', ...)
+    control = tld.collect(model, tld.data.python_docs()[:200], shuffle=True, seed=0)
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
+from tl_dynamics.data import shuffle_tokens
+from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
+
+Positions = Union[str, int, Sequence[int]]
+"""``"last"`` (last real token), ``"all"`` (every token) or token indices; negative
+indices count back from the last real token (``-1`` is the last)."""
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook to skip the rest of the forward pass."""
+
+
+@dataclass(frozen=True)
+class CollectedBatch:
+    """Trajectories of one forward pass.
+
+    Attributes:
+        resid: ``[row, sublayer, d_model]`` float32 on CPU.
+        text_index: ``[row]`` index into the texts passed to :func:`iter_batches`.
+        position: ``[row]`` token position of each row.
+    """
+
+    resid: Float[Tensor, "row sublayer d_model"]
+    text_index: Int[Tensor, " row"]
+    position: Int[Tensor, " row"]
+
+
+def validate_texts(texts: Any) -> list[str]:
+    """Return ``texts`` as a list, or raise ``TypeError``/``ValueError`` naming the problem."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, got a single str; wrap it: [text]")
+    try:
+        texts = list(texts)
+    except TypeError as error:
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}") from error
+    if not texts:
+        raise ValueError("texts is empty; pass at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"texts[{i}] is empty or only whitespace")
+    return texts
+
+
+def _validate_positions(positions: Positions) -> str | list[int]:
+    if positions in ("last", "all"):
+        return str(positions)
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        return [positions]
+    if isinstance(positions, Sequence) and not isinstance(positions, str) and positions:
+        if all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+            return list(positions)
+    raise ValueError(
+        f"positions must be 'last', 'all', an int or a non-empty list of ints, got {positions!r}"
+    )
+
+
+def _kept_positions(length: int, positions: str | list[int], text: int) -> list[int]:
+    if positions == "last":
+        return [length - 1]
+    if positions == "all":
+        return list(range(length))
+    resolved = [p if p >= 0 else length + p for p in positions]
+    if any(not 0 <= p < length for p in resolved):
+        raise ValueError(
+            f"positions {positions} fall outside text {text}, which has {length} tokens"
+        )
+    return resolved
+
+
+def tokenize(
+    model: Any, texts: Sequence[str], *, shuffle: bool = False, seed: int = 0
+) -> list[Int[Tensor, " pos"]]:
+    """Token ids of each text as the model would see it alone (BOS as it prepends it).
+
+    Texts longer than the model's context ``cfg.n_ctx`` are truncated to their first
+    ``n_ctx`` tokens with one warning that counts them. With ``shuffle``, the tokens
+    between the leading and trailing special tokens are permuted, reproducibly from
+    ``seed`` and independently of batching.
+
+    Returns:
+        One 1-D int64 CPU tensor per text.
+    """
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    generator = torch.Generator().manual_seed(seed)
+    special_ids = list(getattr(model.tokenizer, "all_special_ids", []))
+    token_lists, truncated = [], 0
+    for i, text in enumerate(texts):
+        tokens = model.to_tokens(text, truncate=False)[0].to("cpu")
+        if len(tokens) == 0:
+            raise ValueError(f"texts[{i}] tokenizes to no tokens")
+        if n_ctx is not None and len(tokens) > n_ctx:
+            tokens, truncated = tokens[:n_ctx], truncated + 1
+        if shuffle:
+            tokens = shuffle_tokens(tokens, special_ids, generator)
+        token_lists.append(tokens)
+    if truncated:
+        warnings.warn(
+            f"{truncated} of {len(texts)} texts are longer than the model's context of "
+            f"{n_ctx} tokens and were truncated to their first {n_ctx} tokens",
+            stacklevel=3,
+        )
+    return token_lists
+
+
+def pad_token_id(model: Any) -> int:
+    """The tokenizer's padding id (0 when it has none: the mask hides padding anyway)."""
+    return getattr(model.tokenizer, "pad_token_id", None) or 0
+
+
+def pad_tokens(
+    token_lists: Sequence[Int[Tensor, " pos"]], pad_id: int
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Right-pad 1-D token tensors into a batch.
+
+    Returns:
+        ``(tokens, attention_mask)``, both ``[batch, longest]`` int64; the mask is 1 on
+        real tokens and 0 on padding.
+    """
+    lengths = torch.tensor([len(t) for t in token_lists])
+    padded = torch.full((len(token_lists), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        padded[row, : len(tokens)] = tokens
+    mask = (torch.arange(padded.shape[1]) < lengths[:, None]).long()
+    return padded, mask
+
+
+def _capture(
+    activation: Tensor,
+    hook: Any,
+    *,
+    sublayer: int,
+    out: Tensor,
+    rows: tuple[Tensor, Tensor],
+    stop: bool,
+) -> None:
+    out[:, sublayer] = activation[rows].float()
+    if stop:
+        raise _StopForward
+
+
+def forward_trajectories(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"],
+    rows: tuple[Int[Tensor, " row"], Int[Tensor, " row"]],
+    hooks: Sequence[TrajectoryHook],
+    *,
+    extra_hooks: Sequence[tuple[str, Any]] = (),
+    return_type: str | None = None,
+) -> tuple[Float[Tensor, "row sublayer d_model"], Any]:
+    """One hooked forward pass that reads the trajectory at chosen (batch, position) rows.
+
+    Args:
+        model: A TransformerLens model in eval mode.
+        tokens: Right-padded token ids.
+        attention_mask: 1 for real tokens, 0 for padding.
+        rows: ``(batch_index, token_index)`` of each row to read, 1-D int tensors.
+        hooks: The hook points to read, in depth order (see
+            :func:`tl_dynamics.hooks.trajectory_hooks`).
+        extra_hooks: ``(hook name, fn)`` pairs run before the readers at the same hook
+            point, e.g. interventions that write the residual stream.
+        return_type: Passed to the model; ``None`` stops the pass at the last read hook.
+
+    Returns:
+        ``(resid, output)``: ``[row, sublayer, d_model]`` float32 on CPU, and the model's
+        output (``None`` when ``return_type`` is ``None``).
+    """
+    device = getattr(model.cfg, "device", None) or "cpu"
+    out = torch.empty(len(rows[0]), len(hooks), int(model.cfg.d_model), device=device)
+    rows = (rows[0].to(device), rows[1].to(device))
+    readers = [
+        (
+            hook.name,
+            functools.partial(
+                _capture,
+                sublayer=s,
+                out=out,
+                rows=rows,
+                stop=return_type is None and s == len(hooks) - 1,
+            ),
+        )
+        for s, hook in enumerate(hooks)
+    ]
+    output = None
+    with torch.inference_mode():
+        try:
+            output = model.run_with_hooks(
+                tokens.to(device),
+                fwd_hooks=[*extra_hooks, *readers],
+                attention_mask=attention_mask.to(device),
+                return_type=return_type,
+            )
+        except _StopForward:
+            pass
+    return out.to("cpu"), output
+
+
+def _check_finite(resid: Tensor, hooks: list[TrajectoryHook], text_index: Tensor, model: Any):
+    finite = torch.isfinite(resid).all(dim=-1)  # [row, sublayer]
+    if bool(finite.all()):
+        return
+    first = int((~finite).any(dim=0).nonzero()[0])
+    texts = sorted({int(t) for t in text_index[~finite[:, first]]})
+    dtype = str(next(iter(model.parameters())).dtype) if hasattr(model, "parameters") else "?"
+    raise FloatingPointError(
+        f"non-finite activations (inf/nan) first appear at sublayer {hooks[first].label!r} "
+        f"({hooks[first].name}) for texts {texts[:10]} of model {model_name(model)!r} in "
+        f"{dtype}; fp16 overflows easily: load the model in float32 or bfloat16"
+    )
+
+
+def _check_eval(model: Any) -> None:
+    if getattr(model, "training", False):
+        raise ValueError(
+            f"model {model_name(model)!r} is in training mode, so dropout would make its "
+            "residual stream random: call model.eval() first"
+        )
+
+
+def iter_batches(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    positions: Positions = "last",
+    shuffle: bool = False,
+    seed: int = 0,
+    include_final: bool = False,
+    sites: Sequence[str] = SITES,
+    progress: bool = True,
+) -> Iterator[CollectedBatch]:
+    """Yield the trajectories of ``texts`` one forward pass at a time (longest texts first).
+
+    Arguments are those of :func:`collect`. Each text appears in exactly one batch; rows
+    of the same text are contiguous and in position order.
+    """
+    check_model(model)
+    texts = validate_texts(texts)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    kept = _validate_positions(positions)
+    _check_eval(model)
+    hooks = trajectory_hooks(model, sites, include_final)
+    tokens = tokenize(model, texts, shuffle=shuffle, seed=seed)
+    kept_rows = [_kept_positions(len(t), kept, i) for i, t in enumerate(tokens)]
+    order = sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
+    pad_id = pad_token_id(model)
+    bar = tqdm(total=len(texts), desc="collect", unit="text", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        padded, mask = pad_tokens([tokens[i] for i in batch], pad_id)
+        batch_rows = torch.tensor([row for row, i in enumerate(batch) for _ in kept_rows[i]])
+        token_rows = torch.tensor([p for i in batch for p in kept_rows[i]])
+        resid, _ = forward_trajectories(model, padded, mask, (batch_rows, token_rows), hooks)
+        text_index = torch.tensor([i for i in batch for _ in kept_rows[i]])
+        _check_finite(resid, hooks, text_index, model)
+        yield CollectedBatch(resid, text_index, token_rows)
+        bar.update(len(batch))
+    bar.close()
+
+
+def collect(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    positions: Positions = "last",
+    shuffle: bool = False,
+    seed: int = 0,
+    include_final: bool = False,
+    sites: Sequence[str] = SITES,
+    corpus: str | None = None,
+    keep_texts: bool = True,
+    progress: bool = True,
+) -> DynamicsCache:
+    """Residual-stream trajectories of ``texts`` through ``model``.
+
+    Args:
+        model: A TransformerLens ``TransformerBridge`` (or TL 2 ``HookedTransformer``) in
+            eval mode.
+        texts: Non-empty texts.
+        batch_size: Texts per forward pass.
+        positions: ``"last"`` (the last real token of each text, the paper's choice),
+            ``"all"`` (every token: whole sequences), or token indices (negative ones count
+            back from the last real token). Each kept (text, position) is one sample.
+        shuffle: The paper's control: permute each text's tokens after BOS.
+        seed: Seed of the shuffle.
+        include_final: Append the last block's ``resid_post`` (label ``"final_post"``).
+        sites: ``("pre", "mid")`` for the paper's 2L sublayers; ``("pre",)`` for one point
+            per layer (the only choice for parallel-attention models such as Pythia).
+        corpus: Name of the text source, recorded in the metadata.
+        keep_texts: Store the texts in the metadata (and in saved files).
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`DynamicsCache` with ``resid`` of shape ``[sample, sublayer, d_model]``
+        (float32, CPU), samples in text order (then position order), labels as
+        ``ActivationCache.accumulated_resid(incl_mid=True)`` gives them.
+
+    Raises:
+        TypeError: ``model`` is no TransformerLens model, or ``texts`` are not strings.
+        ValueError: empty ``texts`` or text, ``batch_size < 1``, bad ``positions``, a
+            model in training mode, or a site the model lacks (parallel attention).
+        FloatingPointError: non-finite activations, naming the sublayer.
+    """
+    batches = list(
+        iter_batches(
+            model,
+            texts,
+            batch_size=batch_size,
+            positions=positions,
+            shuffle=shuffle,
+            seed=seed,
+            include_final=include_final,
+            sites=sites,
+            progress=progress,
+        )
+    )
+    resid = torch.cat([b.resid for b in batches])
+    text_index = torch.cat([b.text_index for b in batches])
+    position = torch.cat([b.position for b in batches])
+    order = torch.argsort(text_index * (int(position.max()) + 1) + position)
+    hooks = trajectory_hooks(model, sites, include_final)
+    metadata = DynamicsMetadata(
+        model_name=model_name(model),
+        n_layers=int(model.cfg.n_layers),
+        d_model=int(model.cfg.d_model),
+        positions=_validate_positions(positions),
+        sites=tuple(s for s in SITES if s in sites),
+        corpus=corpus,
+        shuffle=shuffle,
+        seed=seed,
+        model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
+        texts=tuple(texts) if keep_texts else None,
+    )
+    return DynamicsCache(
+        resid=resid[order],
+        labels=tuple(h.label for h in hooks),
+        text_index=text_index[order],
+        position=position[order],
+        metadata=metadata,
+    )
+
+
+def cache_dynamics(
+    cache: Any,
+    *,
+    positions: int = -1,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    include_final: bool = False,
+    sites: Sequence[str] = SITES,
+) -> DynamicsCache:
+    """A :class:`DynamicsCache` from an existing TransformerLens ``ActivationCache``.
+
+    Registered as ``ActivationCache.dynamics``. Uses ``cache.accumulated_resid`` at token
+    ``positions`` (an int; default the last). With right-padded batches pass the
+    ``attention_mask`` of the run: positions then count from each row's last real token.
+
+    Returns:
+        ``[batch, sublayer, d_model]`` float32 CPU trajectories with TL's labels.
+    """
+    sites = tuple(s for s in SITES if s in sites)
+    incl_mid = "mid" in sites
+    stack, labels = cache.accumulated_resid(incl_mid=incl_mid, return_labels=True)
+    if not cache.has_batch_dim:
+        stack = stack.unsqueeze(1)
+    stack = einops.rearrange(stack, "sublayer batch pos d_model -> batch pos sublayer d_model")
+    n_batch, n_pos = stack.shape[:2]
+    if attention_mask is None:
+        lengths = torch.full((n_batch,), n_pos)
+    else:
+        lengths = attention_mask.to("cpu").long().sum(-1)
+    token = torch.tensor([_kept_positions(int(n), [positions], b)[0] for b, n in enumerate(lengths)])
+    resid = stack[torch.arange(n_batch), token.to(stack.device)].float().to("cpu")
+    if not include_final:
+        resid, labels = resid[:, :-1], labels[:-1]
+    model = cache.model
+    metadata = DynamicsMetadata(
+        model_name=model_name(model),
+        n_layers=int(model.cfg.n_layers),
+        d_model=int(model.cfg.d_model),
+        positions=[positions],
+        sites=sites,
+    )
+    return DynamicsCache(resid, tuple(labels), torch.arange(n_batch), token, metadata)

@@ -1,0 +1,197 @@
+"""Corpora for residual-stream dynamics, and the token-shuffle control.
+
+The paper (Fernando & Guitchounts 2025, section 2.1) feeds a transformer short
+paragraphs of WikiText-2 (``wikitext-2-raw-v1``), keeping texts with more than 100 and
+fewer than 500 characters, and reads the residual stream at the last token of each.
+Its control condition runs the same texts with their tokens shuffled: every token after
+the beginning-of-sequence token is permuted at random, so the model sees the same
+multiset of tokens without any word order.
+
+Three sources, one filter:
+
+* :func:`wikitext` loads WikiText-2 through Hugging Face ``datasets`` (needs the hub).
+* :func:`python_docs` is the offline default: Python ships the text of its own
+  documentation topics (``pydoc_data.topics``), several hundred English prose
+  paragraphs (823 distinct ones) of 100-500 characters, an honest stand-in when the hub is out of reach.
+* :func:`read_texts` reads a user's ``.txt`` (one text per blank-line separated
+  paragraph) or ``.jsonl`` (one JSON object per line with a ``"text"`` field).
+
+Example::
+
+    import tl_dynamics as tld
+    texts = tld.data.python_docs()      # 823 paragraphs, no network
+    len(texts), texts[0][:40]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+MIN_CHARS = 100  # the paper keeps WikiText texts with 100 < len(text) < 500 (section 2.1)
+MAX_CHARS = 500
+
+WIKITEXT_NAME = "wikitext"
+WIKITEXT_CONFIG = "wikitext-2-raw-v1"  # the paper's corpus (section 2.1)
+
+OFFLINE_ALTERNATIVES = (
+    "tl_dynamics.data.python_docs() (offline, bundled with Python) or "
+    "tl_dynamics.data.read_texts(path) for your own .txt/.jsonl file"
+)
+
+
+def keep_text(text: str, min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS) -> bool:
+    """Whether ``text`` passes the paper's length filter ``min_chars < len < max_chars``."""
+    return min_chars < len(text) < max_chars
+
+
+def _normalise_whitespace(paragraph: str) -> str:
+    return re.sub(r"\s+", " ", paragraph).strip()
+
+
+PROSE_LETTER_FRACTION = 0.85
+"""A paragraph counts as prose when at least this fraction of its characters are letters or
+spaces; code samples and grammar rules fall below it (chosen by reading the rejects)."""
+
+_CODE_MARKERS = re.compile(r">>>|::=|^\s*(def|class|import|for|if|while|return|try|with)\b.*[:(]", re.M)
+
+
+def _looks_like_prose(paragraph: str, folded: str) -> bool:
+    letters = sum(c.isalpha() or c == " " for c in folded)
+    return letters >= PROSE_LETTER_FRACTION * len(folded) and not _CODE_MARKERS.search(paragraph)
+
+
+def python_docs(min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS) -> list[str]:
+    """English prose paragraphs from Python's bundled documentation topics.
+
+    Splits every topic of ``pydoc_data.topics`` at blank lines, folds each paragraph's
+    whitespace to single spaces, drops code samples and grammar rules (see
+    :data:`PROSE_LETTER_FRACTION`) and duplicates, and keeps paragraphs with
+    ``min_chars < len < max_chars``. Deterministic: the same Python version gives the
+    same list in the same order.
+
+    Returns:
+        A list of distinct paragraphs (823 on Python 3.11 with the default filter;
+        196 more repeat across topics and are kept once).
+    """
+    from pydoc_data.topics import topics
+
+    texts: dict[str, None] = {}
+    for topic in sorted(topics):
+        for paragraph in topics[topic].split("\n\n"):
+            text = _normalise_whitespace(paragraph)
+            if keep_text(text, min_chars, max_chars) and _looks_like_prose(paragraph, text):
+                texts[text] = None
+    return list(texts)
+
+
+def wikitext(
+    split: str = "train",
+    min_chars: int = MIN_CHARS,
+    max_chars: int = MAX_CHARS,
+    cache_dir: str | None = None,
+) -> list[str]:
+    """The paper's corpus: WikiText-2 raw lines within the length filter.
+
+    Loads ``wikitext-2-raw-v1`` through Hugging Face ``datasets`` (``pip install
+    "tl-dynamics[hub]"``), strips each line and keeps those with
+    ``min_chars < len < max_chars``; section headings (`` = Title = ``) are dropped.
+
+    Returns:
+        A list of texts in corpus order.
+
+    Raises:
+        ImportError: ``datasets`` is not installed.
+        ConnectionError: the Hugging Face hub cannot be reached and the corpus is not
+            in the local cache; the message names the offline alternatives.
+    """
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(
+            'wikitext() needs the "datasets" package: pip install "tl-dynamics[hub]". '
+            f"Offline, use {OFFLINE_ALTERNATIVES}."
+        ) from error
+    try:
+        rows = datasets.load_dataset(WIKITEXT_NAME, WIKITEXT_CONFIG, split=split, cache_dir=cache_dir)
+    except Exception as error:  # datasets raises many types when offline; all mean "no corpus"
+        raise ConnectionError(
+            f"could not load {WIKITEXT_NAME}/{WIKITEXT_CONFIG} from the Hugging Face hub "
+            f"(offline, or not in the local cache: {type(error).__name__}: {error}). "
+            f"Use {OFFLINE_ALTERNATIVES}."
+        ) from error
+    texts = (line.strip() for line in rows["text"])
+    return [t for t in texts if keep_text(t, min_chars, max_chars) and not t.startswith("=")]
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts from a user's file.
+
+    ``.jsonl``: one JSON object per line, its ``"text"`` field a text. Anything else is
+    read as plain UTF-8 text with one text per blank-line separated paragraph (whitespace
+    inside a paragraph folded to single spaces). No length filter is applied: pass the
+    result through :func:`keep_text` to apply the paper's.
+
+    Returns:
+        A non-empty list of texts in file order.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is empty, not UTF-8, or a ``.jsonl`` line has no ``text``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"texts file {str(path)!r} does not exist or is not a file")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"texts file {str(path)!r} is not UTF-8 text: {error}") from error
+    if path.suffix == ".jsonl":
+        texts = []
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                texts.append(str(record["text"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(
+                    f"line {number} of {str(path)!r} is not a JSON object with a 'text' "
+                    f"field ({type(error).__name__}: {error})"
+                ) from error
+    else:
+        texts = [_normalise_whitespace(p) for p in re.split(r"\n\s*\n", content)]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError(f"texts file {str(path)!r} holds no text")
+    return texts
+
+
+def shuffle_tokens(
+    tokens: Int[Tensor, " pos"], special_ids: Sequence[int], generator: torch.Generator
+) -> Int[Tensor, " pos"]:
+    """The paper's control: permute the tokens between the leading and trailing specials.
+
+    Leading special tokens (BOS, or BERT's ``[CLS]``) stay first and trailing ones
+    (``[SEP]``, EOS) stay last; the tokens in between are permuted with ``generator``.
+
+    Returns:
+        A new 1-D tensor with the same tokens, the inner ones in random order.
+    """
+    special = torch.isin(tokens, torch.as_tensor(list(special_ids), dtype=tokens.dtype))
+    start = 0
+    while start < len(tokens) and special[start]:
+        start += 1
+    stop = len(tokens)
+    while stop > start and special[stop - 1]:
+        stop -= 1
+    shuffled = tokens.clone()
+    order = torch.randperm(stop - start, generator=generator) + start
+    shuffled[start:stop] = tokens[order]
+    return shuffled

@@ -1,0 +1,125 @@
+"""Which TransformerLens hook points make up the residual-stream trajectory.
+
+A transformer's residual stream is written to additively, first by the attention
+sub-block and then by the MLP sub-block of every layer. Reading it *before* each of
+them gives the paper's 2L "sublayers" (Fernando & Guitchounts 2025, section 2.1):
+
+    blocks.0.hook_resid_pre  -> "0_pre"   input to attention of layer 0
+    blocks.0.hook_resid_mid  -> "0_mid"   input to the MLP of layer 0
+    blocks.1.hook_resid_pre  -> "1_pre"   ...
+
+optionally followed by the last block's ``hook_resid_post`` ("final_post"). These are
+TransformerLens's own names and labels (``ActivationCache.accumulated_resid``), shared by
+TransformerLens 4's ``TransformerBridge`` and 2.x's ``HookedTransformer``: this module
+only needs a model with ``cfg.n_layers`` and a ``hook_dict``.
+
+Models with parallel attention and MLP (GPT-NeoX/Pythia, GPT-J) read the same input in
+both sub-blocks, so they have no ``hook_resid_mid``; collect them with ``sites=("pre",)``.
+
+Example::
+
+    from tl_dynamics.hooks import trajectory_hooks
+    hooks = trajectory_hooks(model)             # model: a TransformerBridge
+    [h.label for h in hooks][:3]                # ['0_pre', '0_mid', '1_pre']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SITES = ("pre", "mid")
+"""Residual-stream read points inside a block, in the order the stream passes them."""
+
+FINAL_LABEL = "final_post"
+"""TransformerLens's label for the residual stream after the last block."""
+
+
+@dataclass(frozen=True)
+class TrajectoryHook:
+    """One hook point of the trajectory.
+
+    Attributes:
+        name: TransformerLens hook name, e.g. ``"blocks.3.hook_resid_mid"``.
+        label: ``accumulated_resid`` label, e.g. ``"3_mid"`` or ``"final_post"``.
+        layer: Block index the hook belongs to.
+    """
+
+    name: str
+    label: str
+    layer: int
+
+
+def model_name(model: Any) -> str:
+    """A readable name for ``model``: its config's ``model_name`` or its class name."""
+    cfg = getattr(model, "cfg", None)
+    return str(getattr(cfg, "model_name", None) or type(model).__name__)
+
+
+def check_model(model: Any) -> None:
+    """Raise ``TypeError`` unless ``model`` looks like a TransformerLens model.
+
+    Duck-typed: a ``TransformerBridge`` (TL 4) or ``HookedTransformer`` (TL 2) has a
+    ``cfg`` with ``n_layers``, a ``hook_dict`` of hook points, ``to_tokens`` and
+    ``run_with_hooks``.
+    """
+    missing = [
+        attr
+        for attr in ("cfg", "hook_dict", "to_tokens", "run_with_hooks")
+        if not hasattr(model, attr)
+    ]
+    if missing or not hasattr(model.cfg, "n_layers"):
+        raise TypeError(
+            f"model must be a TransformerLens model (TransformerBridge or HookedTransformer), "
+            f"got {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
+            "Load one with transformer_lens.model_bridge.TransformerBridge.boot_transformers(...)."
+        )
+
+
+def validate_sites(sites: Sequence[str]) -> tuple[str, ...]:
+    """Return ``sites`` as a tuple in stream order, or raise ``ValueError``."""
+    if isinstance(sites, str):
+        sites = (sites,)
+    unknown = [s for s in sites if s not in SITES]
+    if unknown or not sites:
+        raise ValueError(f"sites must be a non-empty subset of {SITES}, got {tuple(sites)!r}")
+    return tuple(s for s in SITES if s in sites)
+
+
+def trajectory_hooks(
+    model: Any, sites: Sequence[str] = SITES, include_final: bool = False
+) -> list[TrajectoryHook]:
+    """The hook points to read, in depth order.
+
+    Returns a list of ``n_layers * len(sites)`` hooks (plus ``final_post`` when
+    ``include_final``), labelled as TransformerLens's ``accumulated_resid`` labels them.
+    Raises ``ValueError`` naming the model when it lacks a requested hook, e.g.
+    ``hook_resid_mid`` on a parallel-attention model.
+    """
+    check_model(model)
+    sites = validate_sites(sites)
+    n_layers = int(model.cfg.n_layers)
+    hooks = [
+        TrajectoryHook(f"blocks.{layer}.hook_resid_{site}", f"{layer}_{site}", layer)
+        for layer in range(n_layers)
+        for site in sites
+    ]
+    if include_final:
+        hooks.append(
+            TrajectoryHook(f"blocks.{n_layers - 1}.hook_resid_post", FINAL_LABEL, n_layers - 1)
+        )
+    missing = [h.name for h in hooks if h.name not in model.hook_dict]
+    if missing:
+        parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))
+        hint = (
+            " It computes attention and MLP in parallel (GPT-NeoX/Pythia, GPT-J style), so "
+            "there is no residual stream between them: pass sites=('pre',)."
+            if parallel and all("resid_mid" in name for name in missing)
+            else ""
+        )
+        raise ValueError(
+            f"model {model_name(model)!r} has no hook point {missing[0]!r}"
+            f" ({len(missing)} of the {len(hooks)} needed are missing).{hint}"
+        )
+    return hooks

