@@ -15,8 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from tl_dynamics.cli import main  # noqa: E402
 from tl_dynamics.data import python_docs  # noqa: E402
 from tl_dynamics.models import build_tiny_model, load_model  # noqa: E402
+
+REPORT_TEXTS = 40  # texts in the session's MiniLM report: small, so it runs in seconds
 
 ARCHITECTURES = ("llama", "gemma2", "gpt2", "bert")
 """Every architecture the library is tested on; "bert" is the real MiniLM."""
@@ -53,3 +56,20 @@ def any_model(request, minilm, tiny_models):
 def texts():
     """A dozen offline corpus texts of different lengths."""
     return python_docs()[:12]
+
+
+@pytest.fixture(scope="session")
+def minilm_report(tmp_path_factory, minilm):
+    """A `tl-dynamics report` folder on the packaged MiniLM (offline defaults)."""
+    out = tmp_path_factory.mktemp("reports") / "minilm"
+    assert main(["report", "--n", str(REPORT_TEXTS), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def llama_report(tmp_path_factory, tiny_model_folders):
+    """A `tl-dynamics report` folder on the tiny Llama."""
+    out = tmp_path_factory.mktemp("reports") / "llama"
+    args = ["report", "--model", str(tiny_model_folders["llama"]), "--n", "30", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    return out

@@ -20,7 +20,7 @@ Example::
 
 import importlib
 
-from tl_dynamics import data, metrics, models
+from tl_dynamics import data, metrics, models, plot
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
@@ -56,4 +56,5 @@ __all__ = [
     "data",
     "metrics",
     "models",
+    "plot",
 ]

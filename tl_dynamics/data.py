@@ -195,3 +195,43 @@ def shuffle_tokens(
     order = torch.randperm(stop - start, generator=generator) + start
     shuffled[start:stop] = tokens[order]
     return shuffled
+
+
+CORPORA = ("python-docs", "wikitext")
+"""Corpus names :func:`load_corpus` accepts besides a file path."""
+
+
+def load_corpus(source: str | Path) -> list[str]:
+    """Texts from a corpus name (``"python-docs"``, ``"wikitext"``) or a file path.
+
+    Corpora get the paper's length filter; a user's file is taken as it is
+    (:func:`read_texts`).
+
+    Raises:
+        FileNotFoundError: ``source`` is neither a corpus name nor an existing file.
+    """
+    if source == "python-docs":
+        return python_docs()
+    if source == "wikitext":
+        return wikitext()
+    if not Path(source).is_file():
+        raise FileNotFoundError(
+            f"texts {str(source)!r} is neither a corpus ({', '.join(CORPORA)}) nor a file"
+        )
+    return read_texts(source)
+
+
+def sample_texts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
+    """``n`` texts drawn without replacement with ``seed``, kept in corpus order.
+
+    Raises:
+        ValueError: ``n`` is not positive or exceeds ``len(texts)`` (the message says how
+            many texts there are).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if n > len(texts):
+        raise ValueError(f"n = {n} is larger than the corpus: only {len(texts)} texts were found")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(texts), generator=generator)[:n].sort().values
+    return [texts[i] for i in chosen.tolist()]

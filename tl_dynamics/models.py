@@ -101,6 +101,8 @@ def load_model(
             "hub is unreachable (or the name is wrong). Pass a folder saved with "
             "save_pretrained, or omit the model to use the packaged offline MiniLM."
         ) from error
+    if source == str(minilm_path()):
+        model.cfg.model_name = MINILM_NAME  # not the site-packages folder it was read from
     return model.eval()
 
 

@@ -1,0 +1,159 @@
+"""The main job end to end: `tl-dynamics report` / `compare`, their files and their errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import plotly.offline
+import pytest
+import torch
+
+import tl_dynamics as tld
+from tl_dynamics import report as report_module
+from tl_dynamics.cli import EXIT_BAD_INPUT, main
+from tl_dynamics.compare import CURVES
+from tl_dynamics.data import python_docs, sample_texts
+
+from conftest import REPORT_TEXTS as N_TEXTS
+
+def test_report_writes_every_file(minilm_report):
+    names = {p.name for p in minilm_report.iterdir()}
+    assert set(report_module.REPORT_FILES) <= names
+    assert {"dynamics_shuffled.safetensors", "dynamics_shuffled.json"} <= names
+    assert not [p for p in minilm_report.parent.iterdir() if ".partial-" in p.name]
+
+
+def test_metrics_json_holds_the_numbers_of_every_figure(minilm_report, minilm):
+    record = json.loads((minilm_report / "metrics.json").read_text())
+    assert record["schema_version"] == report_module.SCHEMA_VERSION
+    assert set(record["conditions"]) == {"original", "shuffled"}
+    n_sublayers = 2 * minilm.cfg.n_layers
+    for numbers in record["conditions"].values():
+        assert len(numbers["labels"]) == n_sublayers
+        assert len(numbers["fig1c_unit_correlation"]) == n_sublayers - 1
+        assert len(numbers["fig1c_unit_correlation"][0]) == minilm.cfg.d_model
+        assert len(numbers["fig1g_mutual_information_nats"]) == n_sublayers - 1
+        assert len(numbers["fig2c_rotation_null"]["observed"]) == minilm.cfg.d_model
+        for key in ("fig1b_mean_activation", "fig1d_correlation_distribution",
+                    "fig1e_cosine_similarity_mean", "fig1f_velocity_mean", "fig2b_rotations_per_unit"):
+            assert key in numbers
+    verdicts = {f["verdict"] for f in record["findings"]["original"]}
+    assert verdicts <= {"yes", "no", "undecided"} and len(record["findings"]["original"]) >= 10
+
+
+def test_metrics_json_matches_the_library_on_the_saved_trajectories(minilm_report):
+    record = json.loads((minilm_report / "metrics.json").read_text())
+    dyn = tld.DynamicsCache.load(minilm_report / "dynamics.safetensors")
+    assert dyn.n_samples == N_TEXTS and not dyn.metadata.shuffle
+    expected = tld.metrics.velocity(dyn.resid).mean(0)
+    torch.testing.assert_close(
+        torch.tensor(record["conditions"]["original"]["fig1f_velocity_mean"], dtype=torch.float64),
+        expected.double(),
+    )
+    shuffled = tld.DynamicsCache.load(minilm_report / "dynamics_shuffled.safetensors")
+    assert shuffled.metadata.shuffle and shuffled.metadata.texts == dyn.metadata.texts
+
+
+def test_report_trajectories_equal_a_direct_collect(minilm_report, minilm):
+    texts = sample_texts(python_docs(), N_TEXTS, seed=0)
+    direct = tld.collect(minilm, texts, progress=False)
+    saved = tld.DynamicsCache.load(minilm_report / "dynamics.safetensors")
+    assert (saved.resid - direct.resid).abs().max() <= 1e-4
+
+
+def test_report_html_is_self_contained_with_plotly_embedded_once(minilm_report):
+    page = (minilm_report / "report.html").read_text()
+    signature = plotly.offline.get_plotlyjs()[:300]
+    assert page.count(signature) == 1
+    assert not re.search(r"<script[^>]+src=['\"]https?:", page)  # nothing from the network
+    assert page.count("Plotly.newPlot") == len(re.findall(r'class="plotly-graph-div"', page))
+    assert page.count("Plotly.newPlot") >= 20  # ten panels per condition
+    assert "the paper's finding" in page
+
+
+def test_existing_output_is_refused_without_overwrite(minilm_report, capsys):
+    before = (minilm_report / "metrics.json").stat().st_mtime_ns
+    assert main(["report", "--n", "5", "--out", str(minilm_report), "--quiet"]) == EXIT_BAD_INPUT
+    assert "--overwrite" in capsys.readouterr().err
+    assert (minilm_report / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_overwrite_replaces_the_report(tmp_path):
+    out = tmp_path / "twice"
+    assert main(["report", "--n", "6", "--out", str(out), "--quiet"]) == 0
+    assert main(["report", "--n", "7", "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["n_texts"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["twice"]
+
+
+def test_interrupted_report_leaves_nothing_behind(tmp_path, minilm, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module.DynamicsCache, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report_module.run_report(minilm, python_docs()[:6], out=tmp_path / "cut", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "no-such-org/no-such-model"], "hub"),
+        (["--texts", "missing-file.txt"], "neither a corpus"),
+        (["--n", "100000"], "only 823 texts were found"),
+        (["--n", "0"], "n must be a positive int"),
+        (["--dtype", "float16"], "not supported on CPU"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert main(["report", *args, "--out", str(out), "--quiet"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.startswith("tl-dynamics: error:") and message in error
+    assert len(error.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_empty_or_undecodable_texts_file_exits_2(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00broken")
+    for path, message in ((empty, "holds no text"), (binary, "not UTF-8")):
+        assert main(["report", "--texts", str(path), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_report_reads_a_users_jsonl_file(tmp_path, tiny_model_folders):
+    texts = tmp_path / "mine.jsonl"
+    texts.write_text("\n".join(json.dumps({"text": t}) for t in python_docs()[:8]))
+    out = tmp_path / "mine"
+    args = ["report", "--model", str(tiny_model_folders["gpt2"]), "--texts", str(texts)]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["n_texts"] == 8
+
+
+def test_compare_overlays_reports_on_normalised_depth(minilm_report, llama_report, tmp_path):
+    out = tmp_path / "comparison"
+    assert main(["compare", str(minilm_report), str(llama_report), "--out", str(out)]) == 0
+    record = json.loads((out / "compare.json").read_text())
+    assert len(record["reports"]) == 2
+    for curves in record["reports"].values():
+        cosine = [c for c in curves if c["quantity"] == "fig1e_cosine_similarity_mean"]
+        assert {c["condition"] for c in cosine} == {"original", "shuffled"}
+        for curve in curves:
+            n_sublayers = len(curve["depth"]) + (curve["quantity"] != "norms_mean")
+            expected = [s / n_sublayers for s in range(n_sublayers)]
+            if curve["quantity"] != "norms_mean":  # transitions sit at their target's depth
+                expected = expected[1:]
+            assert curve["depth"] == pytest.approx(expected)
+            assert len(curve["depth"]) == len(curve["values"])
+    page = (out / "compare.html").read_text()
+    assert page.count("Plotly.newPlot") == len(CURVES)
+
+
+def test_compare_refuses_a_folder_that_is_not_a_report(tmp_path, capsys):
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "c")]) == EXIT_BAD_INPUT
+    assert "not a tl-dynamics report" in capsys.readouterr().err

@@ -1,0 +1,16 @@
+"""Interactive plotly figures, one function per panel of the paper's Figures 1-4.
+
+Every function takes a :class:`~tl_dynamics.DynamicsCache` (or a result object) and
+returns a ``plotly.graph_objects.Figure`` with labelled axes and units; call ``.show()``
+in a notebook or ``.write_html(path)`` to keep it. Plots know nothing of models or hooks.
+
+Example::
+
+    import tl_dynamics as tld
+    tld.plot.velocity(dyn).show()
+"""
+
+from tl_dynamics.plot.dynamics import *  # noqa: F401,F403
+from tl_dynamics.plot.dynamics import __all__ as _dynamics_all
+
+__all__ = [*_dynamics_all]

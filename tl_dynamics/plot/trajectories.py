@@ -1,0 +1,378 @@
+"""Figures 3 and 4 of the paper: trajectories in two dimensions, and teleport recovery.
+
+The residual stream's path over depth is drawn in a plane: the 2-D bottleneck of a
+compressing autoencoder (Fig 3) or the first two principal components (Fig 4). One
+function per panel, each taking the result object of :mod:`tl_dynamics.embed` or
+:mod:`tl_dynamics.interventions` and returning a plotly ``Figure`` with labelled axes
+and units. Depth is coloured from dark (first sublayer) to light (last).
+
+=========================  =====  ==================================================
+function                   panel  shows
+=========================  =====  ==================================================
+cae_trajectory             3B     mean trajectory through the 2-D bottleneck
+cae_step_distance          3C     distance between successive sublayers' codes
+cae_explained_variance     3D     held-out explained variance per sublayer
+pca_trajectories           4A     a few trajectories and the mean in PC1-PC2
+pca_cumulative_variance    4B     cumulative explained variance vs components
+pca_variance_per_sublayer  4C     explained variance per sublayer with k components
+teleport_quiver            4D     teleported runs over the next 12 sublayers
+teleport_recovery          --     normalised distance to the control after injection
+=========================  =====  ==================================================
+
+Example::
+
+    import tl_dynamics as tld
+    from tl_dynamics.embed import pca_trajectories
+    from tl_dynamics.interventions import teleport_sweep
+    from tl_dynamics.plot import trajectories as plots
+
+    model = tld.models.load_model()
+    pca = pca_trajectories(tld.collect(model, tld.data.python_docs()[:128]))
+    plots.pca_trajectories(pca).show()
+    plots.teleport_quiver(teleport_sweep(model, pca)).write_html("fig4d.html")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import torch
+from plotly.figure_factory import create_quiver
+from plotly.subplots import make_subplots
+
+from tl_dynamics import metrics
+from tl_dynamics.embed import AutoencoderTrajectories, CompressingAutoencoder, PCATrajectories
+from tl_dynamics.interventions import TeleportResult, TeleportSweep
+from tl_dynamics.plot.dynamics import KIND_COLOURS, KIND_NAMES, SEQUENTIAL
+
+QUIVER_STEPS = 12  # the paper's arrows follow the next 12 sublayers after injection (Fig 4D)
+DEFAULT_SAMPLES = 5  # single trajectories drawn under the mean in Fig 4A
+ARROW_SCALE = 0.25  # arrow-head length as a fraction of the arrow (plotly's default is 0.3)
+CONTROL_COLOUR = "#7f7f7f"  # the unperturbed run, grey as in the paper's Fig 4D
+RUN_COLOUR = "#1f77b4"
+TEMPLATE = "plotly_white"
+
+__all__ = [
+    "cae_trajectory",
+    "cae_step_distance",
+    "cae_explained_variance",
+    "pca_trajectories",
+    "pca_cumulative_variance",
+    "pca_variance_per_sublayer",
+    "teleport_quiver",
+    "teleport_recovery",
+]
+
+
+def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> AutoencoderTrajectories:
+    """The trajectories to draw: a result as is, a fitted autoencoder's held-out report."""
+    if isinstance(result, CompressingAutoencoder):
+        held_out = getattr(result, "held_out_", None)
+        if held_out is None:
+            raise ValueError(
+                "result is a CompressingAutoencoder without held-out trajectories: fit it "
+                "with val_fraction > 0, or pass cae.trajectories(dyn)"
+            )
+        return held_out
+    if not isinstance(result, AutoencoderTrajectories):
+        raise TypeError(
+            "result must be an AutoencoderTrajectories or a fitted CompressingAutoencoder; "
+            f"received {type(result).__name__}"
+        )
+    return result
+
+
+def _check_pca(pca: object) -> PCATrajectories:
+    if not isinstance(pca, PCATrajectories):
+        raise TypeError(f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}")
+    return pca
+
+
+def _depth_path(
+    points: torch.Tensor, labels: Sequence[str], name: str, colour: str, width: float, colourbar: bool
+) -> go.Scatter:
+    """A path through the plane, markers coloured by sublayer index."""
+    return go.Scatter(
+        x=points[:, 0].tolist(),
+        y=points[:, 1].tolist(),
+        mode="lines+markers",
+        name=name,
+        line={"color": colour, "width": width},
+        marker={
+            "color": list(range(len(labels))),
+            "colorscale": SEQUENTIAL,
+            "size": 4 + width,
+            "showscale": colourbar,
+            "colorbar": {"title": "sublayer"},
+        },
+        text=list(labels),
+        hovertemplate="%{text}<br>(%{x:.4g}, %{y:.4g})<extra>" + name + "</extra>",
+    )
+
+
+def _per_sublayer(values: torch.Tensor, labels: Sequence[str], title: str, y_title: str) -> go.Figure:
+    """One value per sublayer, against the sublayer index (labels on hover and ticks)."""
+    figure = go.Figure(
+        go.Scatter(
+            x=list(range(len(labels))),
+            y=values.double().tolist(),
+            mode="lines+markers",
+            text=list(labels),
+            hovertemplate="%{text}: %{y:.4f}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    figure.update_layout(
+        title=title,
+        xaxis={"title": "sublayer (depth)", "tickmode": "array", "tickvals": list(range(len(labels))),
+               "ticktext": list(labels)},
+        yaxis_title=y_title,
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def cae_trajectory(result: AutoencoderTrajectories | CompressingAutoencoder) -> go.Figure:
+    """Fig 3B: the mean trajectory through the autoencoder's 2-D bottleneck.
+
+    Takes :meth:`CompressingAutoencoder.trajectories` output, or a fitted autoencoder
+    (its held-out samples). Only the first two bottleneck axes are drawn.
+    """
+    result = _held_out(result)
+    if result.codes.shape[-1] < 2:
+        raise ValueError(f"result must have a bottleneck of at least 2 dims to draw; it has {result.codes.shape[-1]}")
+    figure = go.Figure(_depth_path(result.mean_trajectory, result.labels, "mean trajectory", "#444", 2, True))
+    figure.update_layout(
+        title=f"Fig 3B · mean trajectory in the autoencoder bottleneck<br><sup>{result.codes.shape[0]} samples</sup>",
+        xaxis_title="bottleneck z1 (arbitrary units)",
+        yaxis_title="bottleneck z2 (arbitrary units)",
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def cae_step_distance(result: AutoencoderTrajectories | CompressingAutoencoder) -> go.Figure:
+    """Fig 3C: distance in the bottleneck between the codes of sublayers t and t+1.
+
+    Mean ± one standard deviation over samples; split into within-layer and cross-layer
+    transitions when the labels are TransformerLens sublayer labels.
+    """
+    result = _held_out(result)
+    steps = result.step_distance.double()
+    mean, spread = steps.mean(0), steps.std(0, correction=0)
+    try:
+        kinds = metrics.transition_kinds(result.labels)
+    except ValueError:  # bare-tensor labels carry no kind
+        kinds = ["layer"] * steps.shape[1]
+    names = [f"{a}→{b}" for a, b in zip(result.labels[:-1], result.labels[1:])]
+    figure = go.Figure()
+    for kind in dict.fromkeys(kinds):
+        keep = [t for t, k in enumerate(kinds) if k == kind]
+        figure.add_trace(
+            go.Scatter(
+                x=keep,
+                y=mean[keep].tolist(),
+                error_y={"type": "data", "array": spread[keep].tolist(), "thickness": 1},
+                mode="markers+lines",
+                name=KIND_NAMES[kind],
+                marker={"color": KIND_COLOURS[kind], "size": 7},
+                line={"color": KIND_COLOURS[kind], "width": 1, "dash": "dot"},
+                text=[names[t] for t in keep],
+                hovertemplate="%{text}<br>distance %{y:.4g}<extra>mean over samples</extra>",
+            )
+        )
+    figure.update_layout(
+        title="Fig 3C · step distance in the autoencoder bottleneck",
+        xaxis_title="transition t (sublayer t → t+1)",
+        yaxis_title="‖z(t+1) − z(t)‖ (bottleneck units, mean ± sd over samples)",
+        legend={"orientation": "h", "y": -0.2},
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def cae_explained_variance(result: AutoencoderTrajectories | CompressingAutoencoder) -> go.Figure:
+    """Fig 3D: explained variance of the autoencoder's reconstruction, per sublayer.
+
+    With a fitted autoencoder, on its held-out samples.
+    """
+    result = _held_out(result)
+    return _per_sublayer(
+        result.explained_variance,
+        result.labels,
+        "Fig 3D · explained variance of the 2-D reconstruction",
+        "explained variance (fraction of the sublayer's variance)",
+    )
+
+
+def pca_trajectories(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go.Figure:
+    """Fig 4A: trajectories in the PC1-PC2 plane, the first ``samples`` and the mean.
+
+    Returns a figure with ``samples + 1`` traces (fewer samples if the PCA has fewer).
+    """
+    pca = _check_pca(pca)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(f"samples must be an int >= 0; received {samples!r}")
+    figure = go.Figure()
+    for i in range(min(samples, pca.trajectories.shape[0])):
+        figure.add_trace(_depth_path(pca.trajectories[i], pca.labels, f"sample {i}", "#c7c7c7", 1, False))
+    figure.add_trace(_depth_path(pca.mean_trajectory, pca.labels, "mean", "#444", 3, True))
+    figure.update_layout(
+        title=f"Fig 4A · trajectories on the first two principal components<br><sup>"
+        f"{pca.trajectories.shape[0]} samples</sup>",
+        xaxis_title="PC1 (residual-stream units)",
+        yaxis_title="PC2 (residual-stream units)",
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def pca_cumulative_variance(pca: PCATrajectories) -> go.Figure:
+    """Fig 4B: fraction of the variance of all vectors held by the first k components."""
+    pca = _check_pca(pca)
+    k = pca.n_components
+    figure = go.Figure(
+        go.Scatter(
+            x=list(range(1, k + 1)),
+            y=pca.cumulative_variance.tolist(),
+            mode="lines+markers",
+            marker={"size": 4},
+            hovertemplate="%{x} components: %{y:.4f}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    figure.update_layout(
+        title="Fig 4B · cumulative explained variance",
+        xaxis_title="number of principal components k",
+        yaxis_title="cumulative explained variance (fraction)",
+        yaxis_range=[0, 1.02],
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def pca_variance_per_sublayer(pca: PCATrajectories) -> go.Figure:
+    """Fig 4C: explained variance of each sublayer reconstructed from the k components."""
+    pca = _check_pca(pca)
+    return _per_sublayer(
+        pca.variance_per_sublayer,
+        pca.labels,
+        f"Fig 4C · explained variance per sublayer with {pca.n_components} components",
+        "explained variance (fraction of the sublayer's variance)",
+    )
+
+
+def _teleports(results: TeleportSweep | TeleportResult | Sequence[TeleportResult]) -> list[TeleportResult]:
+    if isinstance(results, TeleportSweep):
+        results = results.results
+    if isinstance(results, TeleportResult):
+        results = [results]
+    results = list(results) if isinstance(results, Sequence) else [results]
+    if not results or not all(isinstance(r, TeleportResult) for r in results):
+        raise TypeError(
+            "results must be a TeleportSweep, a TeleportResult or a non-empty list of them; "
+            f"received {[type(r).__name__ for r in results] or 'an empty list'}"
+        )
+    return results
+
+
+def teleport_quiver(
+    results: TeleportSweep | TeleportResult | Sequence[TeleportResult],
+    pca: PCATrajectories | None = None,
+    steps: int = QUIVER_STEPS,
+) -> go.Figure:
+    """Fig 4D: where teleported states go over the next ``steps`` sublayers, one panel per layer.
+
+    In the PC1-PC2 plane of ``pca`` (default: each result's own), every run gets one
+    arrow per sublayer from the injection on (blue), its injected point a dot, and the
+    control run's whole path is drawn in grey. Each panel holds three traces: arrows,
+    injected points, control.
+
+    Raises:
+        ValueError: no PCA given and a result was run without one; bad ``steps``.
+    """
+    results = _teleports(results)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int (sublayers after injection); received {steps!r}")
+    if pca is not None:
+        _check_pca(pca)
+    elif any(result.pca is None for result in results):
+        raise ValueError("pca is needed: a result was run without one, so it has no plane to draw in")
+    columns = min(3, len(results))
+    rows = -(-len(results) // columns)
+    figure = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=[f"layer {r.layer} ({r.labels[r.injection]})" for r in results],
+    )
+    for i, result in enumerate(results):
+        plane = pca or result.pca
+        end = min(result.injection + steps, len(result.labels) - 1)
+        runs = plane.project(result.trajectories[:, result.injection : end + 1])[..., :2]
+        control = plane.project(result.control)[:, :2]
+        where = {"row": i // columns + 1, "col": i % columns + 1}
+        starts, moves = runs[:, :-1].reshape(-1, 2), (runs[:, 1:] - runs[:, :-1]).reshape(-1, 2)
+        arrows = create_quiver(
+            starts[:, 0].numpy(), starts[:, 1].numpy(), moves[:, 0].numpy(), moves[:, 1].numpy(),
+            scale=1, arrow_scale=ARROW_SCALE, name="teleported runs", line={"color": RUN_COLOUR, "width": 1},
+            showlegend=i == 0, hoverinfo="skip",
+        ).data[0]
+        figure.add_trace(arrows, **where)
+        figure.add_trace(
+            go.Scatter(
+                x=runs[:, 0, 0].tolist(), y=runs[:, 0, 1].tolist(), mode="markers", name="injected points",
+                marker={"color": RUN_COLOUR, "size": 4}, showlegend=i == 0,
+                hovertemplate="injected (%{x:.4g}, %{y:.4g})<extra></extra>",
+            ),
+            **where,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=control[:, 0].tolist(), y=control[:, 1].tolist(), mode="lines+markers", name="control",
+                line={"color": CONTROL_COLOUR, "width": 2}, marker={"color": CONTROL_COLOUR, "size": 5},
+                text=list(result.labels), showlegend=i == 0,
+                hovertemplate="control %{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>",
+            ),
+            **where,
+        )
+    figure.update_xaxes(title_text="PC1 (residual-stream units)")
+    figure.update_yaxes(title_text="PC2 (residual-stream units)")
+    figure.update_layout(
+        title=f"Fig 4D · teleported states over the next {steps} sublayers<br><sup>"
+        f"{results[0].model_name} · {results[0].prompt!r}</sup>",
+        legend={"orientation": "h", "y": -0.15},
+        height=360 * rows,
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def teleport_recovery(results: TeleportSweep | TeleportResult | Sequence[TeleportResult]) -> go.Figure:
+    """Distance to the control after teleporting, over the sublayers after the injection.
+
+    One line per injection layer: the median over runs of the distance to the control
+    divided by the displacement at injection (1 at the injection; below 1, pulled back).
+    """
+    results = _teleports(results)
+    figure = go.Figure()
+    for result in results:
+        recovery = result.recovery()
+        figure.add_trace(
+            go.Scatter(
+                x=list(range(len(recovery.labels))),
+                y=recovery.normalised.nanmedian(0).values.tolist(),
+                mode="lines+markers",
+                name=f"layer {result.layer}",
+                text=list(recovery.labels),
+                hovertemplate="%{text}: %{y:.3f}<extra>layer " + str(result.layer) + "</extra>",
+            )
+        )
+    figure.add_hline(y=1, line_dash="dash", line_color=CONTROL_COLOUR)
+    figure.update_layout(
+        title="Teleport recovery · distance to the control relative to the displacement",
+        xaxis_title="sublayers after injection",
+        yaxis_title="‖x − control‖ / displacement at injection (median over runs)",
+        template=TEMPLATE,
+    )
+    return figure

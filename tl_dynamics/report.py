@@ -1,0 +1,328 @@
+"""The main job: every measure of the paper on one model, as an HTML report plus data.
+
+:func:`run_report` runs the paper's two conditions on the same texts, the original
+token order and the token-shuffled control (section 2.1), computes every measure of
+Figures 1-4, tests the paper's findings on the numbers (:mod:`tl_dynamics.findings`) and
+writes a folder:
+
+* ``report.html``: self-contained (plotly's JavaScript embedded once), opens offline;
+* ``metrics.json``: every number behind every figure, with a schema version;
+* ``dynamics.safetensors`` / ``dynamics.json`` and ``dynamics_shuffled.*``: the
+  trajectories, loadable with :meth:`tl_dynamics.DynamicsCache.load`.
+
+The folder is written atomically: everything goes to a temporary sibling folder that is
+renamed into place at the end, so an interrupted run leaves no half-written report, and
+an existing folder is replaced only with ``overwrite=True``.
+
+Example::
+
+    import tl_dynamics as tld
+    from tl_dynamics.report import run_report
+    model = tld.models.load_model()
+    run_report(model, tld.data.python_docs()[:200], out="minilm-report", corpus="python-docs")
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.offline
+import torch
+from tqdm.auto import tqdm
+
+from tl_dynamics import findings as findings_module
+from tl_dynamics import metrics, plot
+from tl_dynamics._version import __version__
+from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.collect import collect
+
+SCHEMA_VERSION = 1
+"""Version of the layout of ``metrics.json``; bumped when a key changes meaning."""
+
+REPORT_FILES = ("report.html", "metrics.json", "dynamics.safetensors", "dynamics.json")
+
+
+@dataclass
+class StageTimer:
+    """Wall time of each stage of a report, in seconds (in the order the stages ran)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str, progress: bool):
+        """Time the block; print the stage name when progress is shown."""
+        if progress:
+            tqdm.write(f"[tl-dynamics] {name} ...")
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def tensor_json(value: Any) -> Any:
+    """Tensors as nested lists of Python floats (NaN as ``None``: JSON has no NaN)."""
+    if isinstance(value, torch.Tensor):
+        return _nan_to_none(value.detach().cpu().tolist())
+    if isinstance(value, dict):
+        return {k: tensor_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [tensor_json(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _nan_to_none(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_nan_to_none(v) for v in values]
+    return None if isinstance(values, float) and values != values else values
+
+
+def condition_measures(dyn: DynamicsCache, seed: int, progress: bool) -> dict[str, Any]:
+    """Every Figure 1-2 measure of one condition, as tensors and result objects.
+
+    Returns a dict keyed by measure name (an internal record that is turned into JSON
+    and figures; users call the metric functions directly).
+    """
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("mean_activation", lambda: metrics.mean_activation(dyn.resid)),
+        ("unit_order", lambda: metrics.unit_order(dyn.resid)),
+        ("norms", lambda: metrics.norms(dyn.resid)),
+        ("cosine_similarity", lambda: metrics.cosine_similarity(dyn.resid)),
+        ("velocity", lambda: metrics.velocity(dyn.resid)),
+        ("unit_correlation", lambda: metrics.unit_correlation(dyn.resid)),
+        ("correlation_distribution", lambda: metrics.correlation_distribution(dyn.resid)),
+        ("mutual_information", lambda: metrics.mutual_information(dyn.resid)),
+        ("rotations", lambda: metrics.rotations(dyn.resid)),
+        ("rotation_null", lambda: metrics.rotation_null(dyn.resid, seed=seed)),
+    ]
+    measures = {}
+    for name, compute in tqdm(steps, desc="measures", unit="measure", disable=not progress):
+        measures[name] = compute()
+    return measures
+
+
+def measures_json(dyn: DynamicsCache, measures: dict[str, Any]) -> dict[str, Any]:
+    """The numbers behind every Figure 1-2 panel of one condition, JSON-ready."""
+    distribution = measures["correlation_distribution"]
+    null = measures["rotation_null"]
+    return {
+        "labels": list(dyn.labels),
+        "transition_kinds": dyn.transition_kinds,
+        "n_samples": dyn.n_samples,
+        "fig1b_mean_activation": tensor_json(measures["mean_activation"]),
+        "fig1b_unit_order": measures["unit_order"].tolist(),
+        "norms_mean": tensor_json(measures["norms"].mean(0)),
+        "fig1c_unit_correlation": tensor_json(measures["unit_correlation"]),
+        "fig1d_correlation_distribution": {
+            "bin_edges": tensor_json(distribution.bin_edges),
+            "fraction": tensor_json(distribution.fraction),
+            "below": tensor_json(distribution.below),
+            "above": tensor_json(distribution.above),
+            "undefined": tensor_json(distribution.undefined),
+        },
+        "fig1e_cosine_similarity_mean": tensor_json(measures["cosine_similarity"].mean(0)),
+        "fig1e_cosine_similarity_sd": tensor_json(measures["cosine_similarity"].std(0)),
+        "fig1f_velocity_mean": tensor_json(measures["velocity"].mean(0)),
+        "fig1f_velocity_sd": tensor_json(measures["velocity"].std(0)),
+        "fig1g_mutual_information_nats": tensor_json(measures["mutual_information"]),
+        "fig1h_mutual_information_mean_nats": tensor_json(measures["mutual_information"].nanmean(-1)),
+        "fig1h_unit_correlation_mean": tensor_json(measures["unit_correlation"].nanmean(-1)),
+        "fig2b_rotations_per_unit": tensor_json(measures["rotations"].mean(0)),
+        "fig2c_rotation_null": {
+            "observed": tensor_json(null.observed),
+            "null_mean": tensor_json(null.null.mean(0)),
+            "null_sd": tensor_json(null.null.std(0)),
+            "p_value": tensor_json(null.p_value),
+            "n_shuffles": null.n_shuffles,
+            "seed": null.seed,
+            "signed": null.signed,
+            "trajectory": null.trajectory,
+            "gradient": null.gradient,
+        },
+    }
+
+
+def condition_figures(dyn: DynamicsCache, measures: dict[str, Any]) -> list[go.Figure]:
+    """The Figure 1-2 panels of one condition."""
+    return [
+        plot.mean_activation(dyn),
+        plot.unit_correlation(dyn),
+        plot.correlation_distribution(dyn),
+        plot.cosine_similarity(dyn),
+        plot.velocity(dyn),
+        plot.mutual_information(dyn, values=measures["mutual_information"]),
+        plot.mutual_information_depth(dyn, values=measures["mutual_information"]),
+        plot.phase_portrait(dyn),
+        plot.rotations(dyn, values=measures["rotations"]),
+        plot.rotation_null(dyn, null=measures["rotation_null"]),
+    ]
+
+
+def _findings_table(original: list[findings_module.Finding], shuffled: list[findings_module.Finding]) -> str:
+    rows = []
+    for mine, control in zip(original, shuffled):
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(mine.claim)}</td>"
+            f"<td class='{mine.verdict}'>{mine.verdict}</td>"
+            f"<td>{html.escape(mine.observed)}</td>"
+            f"<td class='{control.verdict}'>{control.verdict}</td>"
+            f"<td>{html.escape(control.observed)}</td>"
+            "</tr>"
+        )
+    return (
+        "<table class='findings'><thead><tr><th>the paper's finding</th>"
+        "<th>this model</th><th>observed</th><th>shuffled control</th><th>observed (control)</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0; } .sub { color: #666; margin-top: .3em; }
+table { border-collapse: collapse; width: 100%; font-size: 90%; }
+td, th { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; text-align: left; }
+td.yes { background: #e6f4ea; } td.no { background: #fce8e6; } td.undecided { background: #f1f3f4; }
+.figure { margin: 1.5em 0; } nav a { margin-right: 1em; }
+"""
+
+
+def render_html(title: str, intro: str, sections: Sequence[tuple[str, str, Sequence[go.Figure]]]) -> str:
+    """A self-contained page: plotly.js embedded once, then each section's figures.
+
+    Args:
+        title: Page title.
+        intro: HTML shown under the title.
+        sections: ``(anchor title, HTML text, figures)`` per section.
+    """
+    body = [f"<h1>{html.escape(title)}</h1>", intro, "<nav>"]
+    body += [f"<a href='#s{i}'>{html.escape(name)}</a>" for i, (name, _, _) in enumerate(sections)]
+    body.append("</nav>")
+    for i, (name, text, figures) in enumerate(sections):
+        body.append(f"<h2 id='s{i}'>{html.escape(name)}</h2>{text}")
+        for figure in figures:
+            figure_html = figure.to_html(full_html=False, include_plotlyjs=False)
+            body.append(f"<div class='figure'>{figure_html}</div>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
+        f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
+        "</head><body>" + "\n".join(body) + "</body></html>"
+    )
+
+
+@contextmanager
+def atomic_folder(out: str | Path, overwrite: bool):
+    """Yield a temporary folder that replaces ``out`` only when the block succeeds.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, retired / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` as JSON (no NaN: they are ``null``)."""
+    path.write_text(json.dumps(tensor_json(record), allow_nan=False))
+
+
+def run_report(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    out: str | Path,
+    corpus: str | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Run every measure on ``texts`` in both conditions and write the report folder.
+
+    Returns:
+        Wall time of each stage in seconds.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+    timer = StageTimer()
+    with timer.stage("collect", progress):
+        original = collect(model, texts, batch_size=batch_size, corpus=corpus, progress=progress)
+        shuffled = collect(
+            model, texts, batch_size=batch_size, corpus=corpus, shuffle=True, seed=seed,
+            progress=progress,
+        )
+    with timer.stage("measures", progress):
+        measures = {
+            "original": condition_measures(original, seed, progress),
+            "shuffled": condition_measures(shuffled, seed, progress),
+        }
+    with timer.stage("findings", progress):
+        found = {
+            name: findings_module.dynamics_findings(
+                dyn, measures[name]["mutual_information"], measures[name]["rotation_null"]
+            )
+            for name, dyn in (("original", original), ("shuffled", shuffled))
+        }
+    with timer.stage("figures", progress):
+        sections = [
+            ("Findings", _findings_table(found["original"], found["shuffled"]), []),
+            ("Figures 1-2: original texts", "", condition_figures(original, measures["original"])),
+            ("Figures 1-2: shuffled control", "", condition_figures(shuffled, measures["shuffled"])),
+        ]
+    with timer.stage("write", progress), atomic_folder(out, overwrite) as staging:
+        meta = original.metadata
+        intro = (
+            f"<p class='sub'>{html.escape(meta.model_name)} · {meta.n_layers} layers · "
+            f"d_model {meta.d_model} · {len(texts)} texts from {html.escape(str(corpus))} · "
+            f"last token · seed {seed} · tl-dynamics {__version__}</p>"
+        )
+        page = render_html("Transformer dynamics report", intro, sections)
+        (staging / "report.html").write_text(page, encoding="utf-8")
+        write_json(
+            staging / "metrics.json",
+            {
+                "schema_version": SCHEMA_VERSION,
+                "tl_dynamics_version": __version__,
+                "model": meta.to_json() | {"texts": None},
+                "n_texts": len(texts),
+                "corpus": corpus,
+                "seed": seed,
+                "conditions": {
+                    name: measures_json(dyn, measures[name])
+                    for name, dyn in (("original", original), ("shuffled", shuffled))
+                },
+                "findings": {name: [f.to_json() for f in fs] for name, fs in found.items()},
+                "stage_seconds": timer.seconds,
+            },
+        )
+        original.save(staging / "dynamics.safetensors")
+        shuffled.save(staging / "dynamics_shuffled.safetensors")
+    return timer.seconds
