@@ -1,0 +1,52 @@
+"""Figures 1-2: every panel is a plotly Figure with labelled axes, built from real data."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import pytest
+
+import tl_dynamics as tld
+
+
+@pytest.fixture(scope="module")
+def dyn(minilm):
+    return tld.collect(minilm, tld.data.python_docs()[:24], progress=False)
+
+
+@pytest.mark.parametrize("panel", tld.plot.dynamics.__all__)
+def test_every_panel_is_a_labelled_figure(dyn, panel):
+    figure = getattr(tld.plot, panel)(dyn)
+    assert isinstance(figure, go.Figure) and figure.data
+    assert figure.layout.title.text
+    layout = figure.to_plotly_json()["layout"]
+    x_titles = [v["title"]["text"] for k, v in layout.items() if k.startswith("xaxis") and "title" in v]
+    y_titles = [v["title"]["text"] for k, v in layout.items() if k.startswith("yaxis") and "title" in v]
+    assert x_titles and all(x_titles) and y_titles and all(y_titles)
+
+
+def test_per_transition_panels_split_within_and_cross(dyn):
+    figure = tld.plot.velocity(dyn)
+    names = [trace.name for trace in figure.data]
+    assert len(names) == 2 and "within" in names[0] and "cross" in names[1]
+    n_points = sum(len(trace.x) for trace in figure.data)
+    assert n_points == len(dyn.labels) - 1
+    means = tld.metrics.velocity(dyn.resid).mean(0)
+    within = tld.metrics.select_transitions(means, dyn.labels, "within")
+    assert list(figure.data[0].y) == pytest.approx(within.double().tolist(), rel=1e-6)
+
+
+def test_precomputed_values_are_used(dyn):
+    fake = tld.metrics.unit_correlation(dyn.resid) * 0 + 7.0
+    figure = tld.plot.mutual_information(dyn, values=fake)
+    assert set(v for row in figure.data[0].z for v in row) == {7.0}
+
+
+def test_phase_portrait_units_are_checked(dyn):
+    assert len(tld.plot.phase_portrait(dyn, units=[0, 5]).data) == 2
+    with pytest.raises(ValueError, match="units must be"):
+        tld.plot.phase_portrait(dyn, units=[10_000])
+
+
+def test_plots_refuse_a_tensor(dyn):
+    with pytest.raises(TypeError, match="dyn must be a DynamicsCache"):
+        tld.plot.velocity(dyn.resid)
