@@ -1,0 +1,193 @@
+"""Mutual information of a unit with itself one sublayer later.
+
+Correlation (:mod:`~tl_dynamics.metrics.correlation`) only sees linear dependence. Mutual
+information (MI) sees any: ``I(X; Y) = E[log p(x, y) / (p(x) p(y))]``, in nats, is 0 when
+the unit's value at sublayer ``t + 1`` (``Y``) tells nothing about its value at ``t``
+(``X``), and grows as one predicts the other better. The paper (Fig 1G, H) estimates it
+per unit between successive sublayers and finds a sharp drop in early layers (steepest at
+cross-layer transitions) while the linear correlation rises: units become more linearly
+but less richly coupled.
+
+``method="kde"`` (default) is the reference estimator of PAPER.md section 5:
+
+1. Estimate ``p(x, y)``, ``p(x)`` and ``p(y)`` with Gaussian kernel density estimates,
+   exactly as ``scipy.stats.gaussian_kde`` builds them: Scott's bandwidth factor
+   ``n ** (-1 / (d + 4))`` (``d = 2`` for the joint, 1 for the marginals) and kernel
+   covariance ``factor**2 * sample covariance`` (``ddof=1``; the full 2 x 2 covariance
+   for the joint, so the kernel is tilted along the correlation).
+2. Evaluate them at the samples themselves (resubstitution; each sample's own kernel is
+   included, so no density is ever 0).
+3. ``MI = mean_i log((p(x_i, y_i) + 1e-10) / (p(x_i) p(y_i) + 1e-10))``.
+
+It is vectorised in torch over units and transitions. Each sample is whitened by the
+kernel covariance (for the joint: ``z1 = u / f``, ``z2 = (v - r u) / (f sqrt(1 - r^2))``
+with ``u, v`` the standardised values, ``f`` Scott's factor, ``r`` the Pearson
+correlation), so every density is a sum of ``exp(-|z_i - z_j|^2 / 2)`` over one
+``[chunk, n, n]`` block; chunks are sized to keep the blocks near 256 MB (and units are
+taken in chunks, so the float64 copies of the data stay near 256 MB too). Marginal
+densities are computed once per sublayer and shared by the two transitions that use it.
+Cost grows as ``n^2`` per unit: 1000 texts x 4096 units x 64 sublayers is hours on a CPU,
+MiniLM-sized data seconds.
+
+``method="gaussian"`` is the closed form for a bivariate Gaussian,
+``-1/2 log(1 - r^2)``, from the Pearson ``r``: a linear baseline that the KDE estimate
+matches on Gaussian data and exceeds where the dependence is non-linear.
+
+Degenerate units give NaN with every method, never an error: a unit that is constant over
+the batch at either sublayer (no density), or perfectly collinear across the transition
+(``1 - r^2 < 1e-12``: the joint covariance is singular, as it is for any data with
+only 2 samples).
+
+Example::
+
+    import torch
+    from tl_dynamics.metrics import mutual_information
+
+    x = torch.randn(200, 1, 8)
+    resid = torch.cat([x, x + 0.5 * torch.randn(200, 1, 8), torch.randn(200, 1, 8)], dim=1)
+    mi = mutual_information(resid)          # [transition, d_model] = [2, 8], nats
+    mi.mean(1)                              # high for the coupled step, ~0 for the independent one
+    mutual_information(resid, method="gaussian").mean(1)   # -1/2 log(1 - r^2) = 0.80 and ~0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from einops import rearrange, reduce
+from jaxtyping import Float
+from torch import Tensor
+
+from tl_dynamics.metrics._validation import (
+    STAT_DTYPE,
+    check_choice,
+    check_positive_int,
+    check_resid,
+    chunk_slices,
+)
+from tl_dynamics.metrics.correlation import _column_bytes, _successive_correlation, _unit_chunks
+
+MI_LOG_EPSILON = 1e-10  # PAPER.md section 5: added inside both logs
+# 1 - r**2 below this: the joint covariance is singular to float64 precision -> NaN.
+SINGULAR_TOLERANCE = 1e-12
+# float64 [chunk, batch, batch] blocks alive at once in _kernel_sums.
+KDE_TEMPORARIES = 3
+# float64 [batch, sublayer] columns alive per unit (input, standardised, densities, logs).
+MI_COLUMN_COPIES = 8
+
+# (x: float64 [batch, sublayer, unit], z: x standardised by _standardise, r: [transition,
+# unit] Pearson r, chunk_size) -> MI in nats, [transition, unit].
+Estimator = Callable[[Tensor, Tensor, Tensor, int | None], Tensor]
+
+
+def _scott_factor(n_samples: int, n_dims: int) -> float:
+    """Scott's bandwidth factor, ``scipy.stats.gaussian_kde``'s default for equal weights."""
+    return n_samples ** (-1.0 / (n_dims + 4))
+
+
+def _kernel_sums(coords: Sequence[Float[Tensor, "item sample"]]) -> Float[Tensor, "item sample"]:
+    """``sum_j exp(-|p_i - p_j|^2 / 2)`` for every sample ``i`` of every item.
+
+    ``coords`` holds the whitened coordinates of the points, one ``[item, sample]`` tensor
+    per dimension.
+    """
+    squared = None
+    for c in coords:
+        gap = rearrange(c, "item i -> item i 1") - rearrange(c, "item j -> item 1 j")
+        gap.square_()
+        squared = gap if squared is None else squared.add_(gap)
+    return squared.mul_(-0.5).exp_().sum(dim=-1)
+
+
+def _kde_mutual_information(
+    x: Float[Tensor, "batch sublayer unit"],
+    z: Float[Tensor, "batch sublayer unit"],
+    r: Float[Tensor, "transition unit"],
+    chunk_size: int | None,
+) -> Float[Tensor, "transition unit"]:
+    """Resubstitution KDE estimate of MI (module docstring), nats, ``[transition, unit]``."""
+    n = x.shape[0]
+    sd = torch.std(x, dim=0, correction=1)  # [sublayer, unit], units of x
+    u = rearrange(z * math.sqrt(n - 1), "batch s d -> s d batch")  # mean 0, sd 1 (ddof=1)
+    block_bytes = KDE_TEMPORARIES * n * n * STAT_DTYPE.itemsize
+
+    # Marginal densities p(x_i) of every sublayer, in units of 1 / x.
+    h = _scott_factor(n, 1)
+    items = rearrange(u, "s d batch -> (s d) batch") / h
+    sums = torch.cat(
+        [_kernel_sums([items[k]]) for k in chunk_slices(len(items), block_bytes, chunk_size)]
+    )
+    marginal = rearrange(sums, "(s d) batch -> s d batch", d=x.shape[2]) / (
+        n * h * math.sqrt(2 * math.pi) * sd.unsqueeze(-1)
+    )
+
+    # Joint densities p(x_i, y_i) of every transition, in units of 1 / (x y).
+    f = _scott_factor(n, 2)
+    spread = torch.sqrt((1 - r) * (1 + r)).unsqueeze(-1)  # sqrt(1 - r^2), [transition, d, 1]
+    z1 = rearrange(u[:-1] / f, "t d batch -> (t d) batch")
+    z2 = rearrange((u[1:] - r.unsqueeze(-1) * u[:-1]) / (f * spread), "t d batch -> (t d) batch")
+    sums = torch.cat(
+        [_kernel_sums([z1[k], z2[k]]) for k in chunk_slices(len(z1), block_bytes, chunk_size)]
+    )
+    norm = n * 2 * math.pi * f**2 * spread * (sd[:-1] * sd[1:]).unsqueeze(-1)
+    joint = rearrange(sums, "(t d) batch -> t d batch", d=x.shape[2]) / norm
+
+    log_ratio = torch.log(joint + MI_LOG_EPSILON) - torch.log(
+        marginal[:-1] * marginal[1:] + MI_LOG_EPSILON
+    )
+    return reduce(log_ratio, "t d batch -> t d", "mean")
+
+
+def _gaussian_mutual_information(
+    x: Float[Tensor, "batch sublayer unit"],
+    z: Float[Tensor, "batch sublayer unit"],
+    r: Float[Tensor, "transition unit"],
+    chunk_size: int | None,
+) -> Float[Tensor, "transition unit"]:
+    """Closed-form MI of a bivariate Gaussian with correlation ``r``: ``-1/2 log(1 - r^2)``.
+
+    Needs only ``r``; the other arguments are part of the estimator signature.
+    """
+    return -0.5 * torch.log1p(-r.square())
+
+
+# Estimators by name; add one here to offer a new ``method``.
+_ESTIMATORS: dict[str, Estimator] = {
+    "kde": _kde_mutual_information,
+    "gaussian": _gaussian_mutual_information,
+}
+MI_METHODS = tuple(_ESTIMATORS)
+
+
+def mutual_information(
+    resid: Float[Tensor, "batch sublayer d_model"],
+    *,
+    method: str = "kde",
+    chunk_size: int | None = None,
+) -> Float[Tensor, "transition d_model"]:
+    """Per-unit mutual information between sublayers ``t`` and ``t + 1``, in nats (Fig 1G, H).
+
+    ``method`` is ``"kde"`` (the reference Gaussian-KDE resubstitution estimator of
+    PAPER.md section 5, exactly as ``scipy.stats.gaussian_kde`` computes the densities)
+    or ``"gaussian"`` (``-1/2 log(1 - r^2)``, a linear baseline); see the module
+    docstring. ``chunk_size`` is the number of (sublayer, unit) columns per
+    ``[chunk, batch, batch]`` kernel block of the KDE; ``None`` keeps blocks near 256 MB.
+
+    Returns float64 ``[sublayer - 1, d_model]`` in nats, on the input's device. NaN for
+    degenerate units: constant over the batch at either sublayer, or perfectly collinear
+    across the transition (singular joint covariance). Needs at least 2 samples and 2
+    sublayers.
+    """
+    check_resid(resid, min_sublayers=2, min_batch=2)
+    check_choice(method, "method", MI_METHODS)
+    if chunk_size is not None:
+        check_positive_int(chunk_size, "chunk_size")
+    estimator = _ESTIMATORS[method]
+    pieces = []
+    for x, z in _unit_chunks(resid, _column_bytes(resid, MI_COLUMN_COPIES)):
+        r = _successive_correlation(z)
+        degenerate = r.isnan() | ((1 - r) * (1 + r) < SINGULAR_TOLERANCE)
+        pieces.append(estimator(x, z, r, chunk_size).masked_fill(degenerate, math.nan))
+    return torch.cat(pieces, dim=-1)
