@@ -24,6 +24,17 @@ from tl_dynamics import data, metrics, models, plot
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
+from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.interventions import (
+    DEFAULT_PROMPT,
+    TeleportResult,
+    inject_noise,
+    pca_grid,
+    swap_activations,
+    teleport,
+    teleport_layers,
+    teleport_sweep,
+)
 
 
 _MODEL_CLASSES = (
@@ -48,13 +59,24 @@ def _register_accessors() -> None:
 _register_accessors()
 
 __all__ = [
+    "DEFAULT_PROMPT",
+    "CompressingAutoencoder",
     "DynamicsCache",
     "DynamicsMetadata",
+    "PCATrajectories",
+    "TeleportResult",
     "__version__",
     "cache_dynamics",
     "collect",
     "data",
+    "inject_noise",
     "metrics",
     "models",
+    "pca_grid",
+    "pca_trajectories",
     "plot",
+    "swap_activations",
+    "teleport",
+    "teleport_layers",
+    "teleport_sweep",
 ]

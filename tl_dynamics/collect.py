@@ -253,7 +253,8 @@ def _check_finite(resid: Tensor, hooks: list[TrajectoryHook], text_index: Tensor
     )
 
 
-def _check_eval(model: Any) -> None:
+def check_eval(model: Any) -> None:
+    """Raise ``ValueError`` if ``model`` is in training mode (dropout would be active)."""
     if getattr(model, "training", False):
         raise ValueError(
             f"model {model_name(model)!r} is in training mode, so dropout would make its "
@@ -283,7 +284,7 @@ def iter_batches(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     kept = _validate_positions(positions)
-    _check_eval(model)
+    check_eval(model)
     hooks = trajectory_hooks(model, sites, include_final)
     tokens = tokenize(model, texts, shuffle=shuffle, seed=seed)
     kept_rows = [_kept_positions(len(t), kept, i) for i, t in enumerate(tokens)]

@@ -260,3 +260,56 @@ def rotations_exceed_null(null: metrics.RotationNull) -> Finding:
             "trajectory": null.trajectory,
         },
     )
+
+
+def variance_concentrates_with_depth(pca: Any) -> Finding:
+    """Fig 4C: later sublayers are better explained by the shared principal components."""
+    return _trend(
+        "variance_concentrates",
+        "Early layers spread variance over more dimensions than late ones: the explained "
+        "variance per sublayer from the top components rises with depth (Fig 4C).",
+        pca.variance_per_sublayer_pooled,
+        f"explained variance from {pca.n_components} components",
+        rising=True,
+    )
+
+
+def steps_lengthen_in_pca_plane(pca: Any) -> Finding:
+    """Fig 4A: trajectories take longer steps later in depth (PC1-PC2 plane)."""
+    plane = pca.trajectories[..., :2].double()
+    steps = (plane[:, 1:] - plane[:, :-1]).norm(dim=-1).mean(0)
+    return _trend(
+        "pca_steps_lengthen",
+        "Trajectories in the PC1-PC2 plane take longer steps late in depth (Fig 4A).",
+        steps,
+        "mean step length in PC1-PC2",
+        rising=True,
+    )
+
+
+def mid_layers_attract(sweep: Any) -> Finding:
+    """Fig 4D: mid-layer teleports are pulled back more than first- and last-layer ones."""
+    table = sweep.to_frame()
+    if len(table) < 3:
+        return Finding("mid_layers_attract", "", "fewer than three teleport layers", None, {})
+    contraction = table["contraction"].tolist()
+    middle = sum(contraction[1:-1]) / len(contraction[1:-1])
+    edges = min(contraction[0], contraction[-1])
+    listing = ", ".join(f"layer {l}: {c:.2f}" for l, c in zip(table["layer"], contraction))
+    observed = (
+        f"final distance to the control / displacement: {listing} "
+        f"(mid-layer mean {middle:.2f} vs first/last {contraction[0]:.2f}/{contraction[-1]:.2f})"
+    )
+    return Finding(
+        "mid_layers_attract",
+        "Teleported states are pulled back towards the control path at middle layers "
+        "(attractor-like), not at the first or last layer (Fig 4D).",
+        observed,
+        middle < edges,
+        {"layers": table["layer"].tolist(), "contraction": contraction},
+    )
+
+
+def trajectory_findings(pca: Any, sweep: Any) -> list[Finding]:
+    """The Figure 4 findings, tested on a PCA and a teleport sweep of the same model."""
+    return [variance_concentrates_with_depth(pca), steps_lengthen_in_pca_plane(pca), mid_layers_attract(sweep)]

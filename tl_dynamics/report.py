@@ -46,9 +46,15 @@ from tl_dynamics import metrics, plot
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
+from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.interventions import TeleportSweep, teleport_sweep
 
 SCHEMA_VERSION = 1
 """Version of the layout of ``metrics.json``; bumped when a key changes meaning."""
+
+PCA_COMPONENTS = 100  # the paper's Fig 4C reconstructs from 100 components
+TELEPORT_GRID = 10  # the paper's n x n teleport grid, n ~ 10 (section 9)
+CAE_EPOCHS = 20  # enough for a 2-D bottleneck on ~10^4 vectors on a CPU
 
 REPORT_FILES = ("report.html", "metrics.json", "dynamics.safetensors", "dynamics.json")
 
@@ -169,6 +175,77 @@ def condition_figures(dyn: DynamicsCache, measures: dict[str, Any]) -> list[go.F
     ]
 
 
+@dataclass(frozen=True)
+class TrajectoryMeasures:
+    """The Figure 3-4 results of one condition.
+
+    Attributes:
+        pca: PCA of all residual-stream vectors (Fig 4A-C).
+        autoencoder: The fitted compressing autoencoder; its ``held_out_`` holds the
+            held-out Fig 3B-D numbers.
+        sweep: Teleports of a PCA grid at the default layers (Fig 4D).
+    """
+
+    pca: PCATrajectories
+    autoencoder: CompressingAutoencoder
+    sweep: TeleportSweep
+
+
+def trajectory_measures(
+    model: Any, dyn: DynamicsCache, seed: int, progress: bool
+) -> TrajectoryMeasures:
+    """PCA, compressing autoencoder and teleport sweep of ``dyn``'s model (Figures 3-4)."""
+    pca = pca_trajectories(dyn, n_components=PCA_COMPONENTS, seed=seed)
+    autoencoder = CompressingAutoencoder(dyn.resid.shape[-1]).fit(
+        dyn, epochs=CAE_EPOCHS, seed=seed, progress=progress
+    )
+    sweep = teleport_sweep(model, pca, n=TELEPORT_GRID, progress=progress)
+    return TrajectoryMeasures(pca, autoencoder, sweep)
+
+
+def trajectory_json(measures: TrajectoryMeasures) -> dict[str, Any]:
+    """The numbers behind every Figure 3-4 panel, JSON-ready."""
+    pca, held_out = measures.pca, measures.autoencoder.held_out_
+    return {
+        "fig3b_cae_mean_trajectory": tensor_json(held_out.mean_trajectory),
+        "fig3c_cae_step_distance_mean": tensor_json(held_out.step_distance.mean(0)),
+        "fig3d_cae_explained_variance": tensor_json(held_out.explained_variance),
+        "fig3d_cae_explained_variance_pooled": tensor_json(held_out.explained_variance_pooled),
+        "cae_loss_history": tensor_json(measures.autoencoder.history_.to_frame().to_dict("list")),
+        "fig4a_pca_trajectories_pc12": tensor_json(pca.trajectories[..., :2]),
+        "fig4a_pca_mean_trajectory": tensor_json(pca.mean_trajectory[:, :2]),
+        "fig4b_pca_cumulative_variance": tensor_json(pca.cumulative_variance),
+        "fig4c_pca_variance_per_sublayer": tensor_json(pca.variance_per_sublayer),
+        "fig4c_pca_variance_per_sublayer_pooled": tensor_json(pca.variance_per_sublayer_pooled),
+        "fig4d_teleport": {
+            "summary": tensor_json(measures.sweep.to_frame().to_dict("list")),
+            "plane_trajectories": {
+                str(result.layer): tensor_json(pca.project(result.trajectories)[..., :2])
+                for result in measures.sweep.results
+            },
+            "plane_control": {
+                str(result.layer): tensor_json(pca.project(result.control)[..., :2])
+                for result in measures.sweep.results
+            },
+        },
+    }
+
+
+def trajectory_figures(measures: TrajectoryMeasures) -> list[go.Figure]:
+    """The Figure 3-4 panels."""
+    held_out = measures.autoencoder.held_out_
+    return [
+        plot.cae_trajectory(held_out),
+        plot.cae_step_distance(held_out),
+        plot.cae_explained_variance(held_out),
+        plot.pca_trajectories(measures.pca),
+        plot.pca_cumulative_variance(measures.pca),
+        plot.pca_variance_per_sublayer(measures.pca),
+        plot.teleport_quiver(measures.sweep, pca=measures.pca),
+        plot.teleport_recovery(measures.sweep),
+    ]
+
+
 def _findings_table(original: list[findings_module.Finding], shuffled: list[findings_module.Finding]) -> str:
     rows = []
     for mine, control in zip(original, shuffled):
@@ -187,6 +264,16 @@ def _findings_table(original: list[findings_module.Finding], shuffled: list[find
         "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
+
+TRAJECTORY_TEXT = (
+    "<p>PCA is fitted on every residual-stream vector of every sample and sublayer; the "
+    "compressing autoencoder's numbers are on held-out samples. Teleports write points of "
+    f"a {TELEPORT_GRID}×{TELEPORT_GRID} grid in the PC1–PC2 plane into the residual stream "
+    "of the default prompt at the input of the attention sub-block of the chosen layers, "
+    "then follow the runs; <i>contraction</i> is the final distance to the unperturbed run "
+    "divided by the displacement (below 1: pulled back). In a post-LayerNorm model such "
+    "as BERT the normalisation alone pulls distant points in.</p>"
+)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -284,10 +371,18 @@ def run_report(
             "original": condition_measures(original, seed, progress),
             "shuffled": condition_measures(shuffled, seed, progress),
         }
+    with timer.stage("trajectories and teleports", progress):
+        trajectories = {
+            "original": trajectory_measures(model, original, seed, progress),
+            "shuffled": trajectory_measures(model, shuffled, seed, progress),
+        }
     with timer.stage("findings", progress):
         found = {
             name: findings_module.dynamics_findings(
                 dyn, measures[name]["mutual_information"], measures[name]["rotation_null"]
+            )
+            + findings_module.trajectory_findings(
+                trajectories[name].pca, trajectories[name].sweep
             )
             for name, dyn in (("original", original), ("shuffled", shuffled))
         }
@@ -296,6 +391,8 @@ def run_report(
             ("Findings", _findings_table(found["original"], found["shuffled"]), []),
             ("Figures 1-2: original texts", "", condition_figures(original, measures["original"])),
             ("Figures 1-2: shuffled control", "", condition_figures(shuffled, measures["shuffled"])),
+            ("Figures 3-4: original texts", TRAJECTORY_TEXT, trajectory_figures(trajectories["original"])),
+            ("Figures 3-4: shuffled control", "", trajectory_figures(trajectories["shuffled"])),
         ]
     with timer.stage("write", progress), atomic_folder(out, overwrite) as staging:
         meta = original.metadata
@@ -316,7 +413,7 @@ def run_report(
                 "corpus": corpus,
                 "seed": seed,
                 "conditions": {
-                    name: measures_json(dyn, measures[name])
+                    name: measures_json(dyn, measures[name]) | trajectory_json(trajectories[name])
                     for name, dyn in (("original", original), ("shuffled", shuffled))
                 },
                 "findings": {name: [f.to_json() for f in fs] for name, fs in found.items()},

@@ -12,5 +12,7 @@ Example::
 
 from tl_dynamics.plot.dynamics import *  # noqa: F401,F403
 from tl_dynamics.plot.dynamics import __all__ as _dynamics_all
+from tl_dynamics.plot.trajectories import *  # noqa: F401,F403
+from tl_dynamics.plot.trajectories import __all__ as _trajectories_all
 
-__all__ = [*_dynamics_all]
+__all__ = [*_dynamics_all, *_trajectories_all]

@@ -85,12 +85,19 @@ def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> Autoe
 
 def _check_pca(pca: object) -> PCATrajectories:
     if not isinstance(pca, PCATrajectories):
-        raise TypeError(f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}")
+        raise TypeError(
+            f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}"
+        )
     return pca
 
 
 def _depth_path(
-    points: torch.Tensor, labels: Sequence[str], name: str, colour: str, width: float, colourbar: bool
+    points: torch.Tensor,
+    labels: Sequence[str],
+    name: str,
+    colour: str,
+    width: float,
+    colourbar: bool,
 ) -> go.Scatter:
     """A path through the plane, markers coloured by sublayer index."""
     return go.Scatter(
@@ -111,23 +118,36 @@ def _depth_path(
     )
 
 
-def _per_sublayer(values: torch.Tensor, labels: Sequence[str], title: str, y_title: str) -> go.Figure:
-    """One value per sublayer, against the sublayer index (labels on hover and ticks)."""
-    figure = go.Figure(
-        go.Scatter(
-            x=list(range(len(labels))),
-            y=values.double().tolist(),
-            mode="lines+markers",
-            text=list(labels),
-            hovertemplate="%{text}: %{y:.4f}<extra></extra>",
-            showlegend=False,
+def _per_sublayer(
+    own: torch.Tensor, pooled: torch.Tensor, labels: Sequence[str], title: str
+) -> go.Figure:
+    """Explained variance per sublayer around the sublayer's own mean and the pooled mean."""
+    figure = go.Figure()
+    for values, name, dash in (
+        (own, "around each sublayer's mean", "solid"),
+        (pooled, "around the mean of all vectors", "dot"),
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=list(range(len(labels))),
+                y=values.double().tolist(),
+                mode="lines+markers",
+                name=name,
+                line={"dash": dash},
+                text=list(labels),
+                hovertemplate="%{text}: %{y:.4f}<extra>" + name + "</extra>",
+            )
         )
-    )
     figure.update_layout(
         title=title,
-        xaxis={"title": "sublayer (depth)", "tickmode": "array", "tickvals": list(range(len(labels))),
-               "ticktext": list(labels)},
-        yaxis_title=y_title,
+        xaxis={
+            "title": "sublayer (depth)",
+            "tickmode": "array",
+            "tickvals": list(range(len(labels))),
+            "ticktext": list(labels),
+        },
+        yaxis_title="explained variance (fraction, 1 = perfect)",
+        legend={"orientation": "h", "y": -0.2},
         template=TEMPLATE,
     )
     return figure
@@ -141,10 +161,16 @@ def cae_trajectory(result: AutoencoderTrajectories | CompressingAutoencoder) -> 
     """
     result = _held_out(result)
     if result.codes.shape[-1] < 2:
-        raise ValueError(f"result must have a bottleneck of at least 2 dims to draw; it has {result.codes.shape[-1]}")
-    figure = go.Figure(_depth_path(result.mean_trajectory, result.labels, "mean trajectory", "#444", 2, True))
+        raise ValueError(
+            f"result must have a bottleneck of at least 2 dims to draw; it has "
+            f"{result.codes.shape[-1]}"
+        )
+    figure = go.Figure(
+        _depth_path(result.mean_trajectory, result.labels, "mean trajectory", "#444", 2, True)
+    )
     figure.update_layout(
-        title=f"Fig 3B · mean trajectory in the autoencoder bottleneck<br><sup>{result.codes.shape[0]} samples</sup>",
+        title="Fig 3B · mean trajectory in the autoencoder bottleneck"
+        f"<br><sup>{result.codes.shape[0]} samples</sup>",
         xaxis_title="bottleneck z1 (arbitrary units)",
         yaxis_title="bottleneck z2 (arbitrary units)",
         template=TEMPLATE,
@@ -195,14 +221,16 @@ def cae_step_distance(result: AutoencoderTrajectories | CompressingAutoencoder) 
 def cae_explained_variance(result: AutoencoderTrajectories | CompressingAutoencoder) -> go.Figure:
     """Fig 3D: explained variance of the autoencoder's reconstruction, per sublayer.
 
-    With a fitted autoencoder, on its held-out samples.
+    Two traces: around each sublayer's own mean and around the mean of all vectors (see
+    :func:`tl_dynamics.embed.explained_variance`). With a fitted autoencoder, on its
+    held-out samples.
     """
     result = _held_out(result)
     return _per_sublayer(
         result.explained_variance,
+        result.explained_variance_pooled,
         result.labels,
-        "Fig 3D · explained variance of the 2-D reconstruction",
-        "explained variance (fraction of the sublayer's variance)",
+        "Fig 3D · explained variance of the autoencoder's reconstruction",
     )
 
 
@@ -216,7 +244,9 @@ def pca_trajectories(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go
         raise ValueError(f"samples must be an int >= 0; received {samples!r}")
     figure = go.Figure()
     for i in range(min(samples, pca.trajectories.shape[0])):
-        figure.add_trace(_depth_path(pca.trajectories[i], pca.labels, f"sample {i}", "#c7c7c7", 1, False))
+        figure.add_trace(
+            _depth_path(pca.trajectories[i], pca.labels, f"sample {i}", "#c7c7c7", 1, False)
+        )
     figure.add_trace(_depth_path(pca.mean_trajectory, pca.labels, "mean", "#444", 3, True))
     figure.update_layout(
         title=f"Fig 4A · trajectories on the first two principal components<br><sup>"
@@ -253,17 +283,22 @@ def pca_cumulative_variance(pca: PCATrajectories) -> go.Figure:
 
 
 def pca_variance_per_sublayer(pca: PCATrajectories) -> go.Figure:
-    """Fig 4C: explained variance of each sublayer reconstructed from the k components."""
+    """Fig 4C: explained variance of each sublayer reconstructed from the k components.
+
+    Two traces, as in :func:`cae_explained_variance`.
+    """
     pca = _check_pca(pca)
     return _per_sublayer(
         pca.variance_per_sublayer,
+        pca.variance_per_sublayer_pooled,
         pca.labels,
         f"Fig 4C · explained variance per sublayer with {pca.n_components} components",
-        "explained variance (fraction of the sublayer's variance)",
     )
 
 
-def _teleports(results: TeleportSweep | TeleportResult | Sequence[TeleportResult]) -> list[TeleportResult]:
+def _teleports(
+    results: TeleportSweep | TeleportResult | Sequence[TeleportResult],
+) -> list[TeleportResult]:
     if isinstance(results, TeleportSweep):
         results = results.results
     if isinstance(results, TeleportResult):
@@ -294,11 +329,15 @@ def teleport_quiver(
     """
     results = _teleports(results)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int (sublayers after injection); received {steps!r}")
+        raise ValueError(
+            f"steps must be a positive int (sublayers after injection); received {steps!r}"
+        )
     if pca is not None:
         _check_pca(pca)
     elif any(result.pca is None for result in results):
-        raise ValueError("pca is needed: a result was run without one, so it has no plane to draw in")
+        raise ValueError(
+            "pca is needed: a result was run without one, so it has no plane to draw in"
+        )
     columns = min(3, len(results))
     rows = -(-len(results) // columns)
     figure = make_subplots(
@@ -314,24 +353,40 @@ def teleport_quiver(
         where = {"row": i // columns + 1, "col": i % columns + 1}
         starts, moves = runs[:, :-1].reshape(-1, 2), (runs[:, 1:] - runs[:, :-1]).reshape(-1, 2)
         arrows = create_quiver(
-            starts[:, 0].numpy(), starts[:, 1].numpy(), moves[:, 0].numpy(), moves[:, 1].numpy(),
-            scale=1, arrow_scale=ARROW_SCALE, name="teleported runs", line={"color": RUN_COLOUR, "width": 1},
-            showlegend=i == 0, hoverinfo="skip",
+            starts[:, 0].numpy(),
+            starts[:, 1].numpy(),
+            moves[:, 0].numpy(),
+            moves[:, 1].numpy(),
+            scale=1,
+            arrow_scale=ARROW_SCALE,
+            name="teleported runs",
+            line={"color": RUN_COLOUR, "width": 1},
+            showlegend=i == 0,
+            hoverinfo="skip",
         ).data[0]
         figure.add_trace(arrows, **where)
         figure.add_trace(
             go.Scatter(
-                x=runs[:, 0, 0].tolist(), y=runs[:, 0, 1].tolist(), mode="markers", name="injected points",
-                marker={"color": RUN_COLOUR, "size": 4}, showlegend=i == 0,
+                x=runs[:, 0, 0].tolist(),
+                y=runs[:, 0, 1].tolist(),
+                mode="markers",
+                name="injected points",
+                marker={"color": RUN_COLOUR, "size": 4},
+                showlegend=i == 0,
                 hovertemplate="injected (%{x:.4g}, %{y:.4g})<extra></extra>",
             ),
             **where,
         )
         figure.add_trace(
             go.Scatter(
-                x=control[:, 0].tolist(), y=control[:, 1].tolist(), mode="lines+markers", name="control",
-                line={"color": CONTROL_COLOUR, "width": 2}, marker={"color": CONTROL_COLOUR, "size": 5},
-                text=list(result.labels), showlegend=i == 0,
+                x=control[:, 0].tolist(),
+                y=control[:, 1].tolist(),
+                mode="lines+markers",
+                name="control",
+                line={"color": CONTROL_COLOUR, "width": 2},
+                marker={"color": CONTROL_COLOUR, "size": 5},
+                text=list(result.labels),
+                showlegend=i == 0,
                 hovertemplate="control %{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>",
             ),
             **where,
@@ -348,7 +403,9 @@ def teleport_quiver(
     return figure
 
 
-def teleport_recovery(results: TeleportSweep | TeleportResult | Sequence[TeleportResult]) -> go.Figure:
+def teleport_recovery(
+    results: TeleportSweep | TeleportResult | Sequence[TeleportResult],
+) -> go.Figure:
     """Distance to the control after teleporting, over the sublayers after the injection.
 
     One line per injection layer: the median over runs of the distance to the control
@@ -361,7 +418,7 @@ def teleport_recovery(results: TeleportSweep | TeleportResult | Sequence[Telepor
         figure.add_trace(
             go.Scatter(
                 x=list(range(len(recovery.labels))),
-                y=recovery.normalised.nanmedian(0).values.tolist(),
+                y=recovery.normalised.nanquantile(0.5, dim=0).tolist(),
                 mode="lines+markers",
                 name=f"layer {result.layer}",
                 text=list(recovery.labels),

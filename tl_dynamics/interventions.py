@@ -1,0 +1,686 @@
+"""Perturb the residual stream mid-flight and watch whether the dynamics pull it back.
+
+If depth is time, a perturbation experiment asks what the system does after a kick.
+Fernando & Guitchounts (2025, section 2.9, Fig 4D) *teleport* the residual stream: they
+run one standard prompt, and at one layer they overwrite the stream at the last token
+with a point of their choosing, then let the remaining layers run. The unperturbed run
+is the control. Points come from an ``n x n`` grid in the plane of the first two
+principal components (:func:`pca_grid`), mapped back to the residual stream by the
+inverse PCA, ``x = z V[:2]^T + mu``. If later layers bring teleported states back
+towards the control path, the dynamics behave like an attractor (self-correcting); the
+paper finds this for middle layers but not for the first or the penultimate one.
+
+:func:`teleport` writes every point through a TransformerLens hook on
+``blocks.{layer}.hook_resid_{site}`` at one token position, many points per batched
+forward pass (each row of the batch is the same prompt with a different point), and
+records the whole ``2L``-sublayer trajectory of every run plus the control, and the
+logits at that position. :meth:`TeleportResult.recovery` measures, at every sublayer
+from the injection on, how far each run is from the control, divided by how far it was
+put (1 at the injection; below 1 means pulled back), and the paper's mean squared error
+against the control. :func:`teleport_sweep` repeats this for several layers, by default
+those the paper shows scaled to the model's depth (:func:`teleport_layers`).
+
+On MiniLM (6 layers; 10 x 10 grid from a PCA of 128 texts) every default layer pulls
+teleported states back: the median final distance is 0.44-0.64 of the displacement. MiniLM
+is a post-LayerNorm BERT that renormalises the stream after every sub-block, which by
+itself draws far-flung points in; :attr:`Recovery.relative` measures distance against the
+stream's own norm. Small random kicks (10% of the norm, :func:`inject_noise`) shrink
+after early injections (0.31 at layer 0) but grow after late ones (1.38 at layer 5).
+
+Two subtler kicks the paper names as future work reuse the same machinery and measure:
+:func:`inject_noise` adds random noise of a chosen relative size to the control's own
+state, and :func:`swap_activations` writes the states other prompts have at that point.
+
+Example::
+
+    import tl_dynamics as tld
+    from tl_dynamics.embed import pca_trajectories
+    from tl_dynamics.interventions import pca_grid, teleport, teleport_sweep
+
+    model = tld.models.load_model()                         # packaged MiniLM, 6 layers
+    pca = pca_trajectories(tld.collect(model, tld.data.python_docs()[:128]))
+    result = teleport(model, layer=2, points=pca_grid(pca, n=10), pca=pca)
+    result.recovery().contraction                           # < 1: pulled back
+    sweep = teleport_sweep(model, pca)                      # layers [0, 1, 2, 4, 5]
+    sweep.to_frame()                                        # one row per layer
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import einops
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tl_dynamics.collect import (
+    check_eval,
+    collect,
+    forward_trajectories,
+    pad_token_id,
+    pad_tokens,
+    tokenize,
+    validate_texts,
+)
+from tl_dynamics.embed import PCATrajectories, _check_int
+from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
+
+DEFAULT_PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."  # the paper's prompt (2.9)
+DEFAULT_GRID = 10  # points per axis of the paper's teleport grid ("n ~ 10", section 2.9)
+DEFAULT_BATCH_SIZE = 32  # perturbed runs per forward pass
+TELEPORT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Depths of the paper's teleport layers 0, 7, 15, 23, 31 of 32 (Fig 4D): the first layer
+and the last layer of the first quarter, half, three quarters and whole model."""
+
+
+def teleport_layers(n_layers: int) -> list[int]:
+    """The paper's teleport layers scaled to a model of ``n_layers`` blocks.
+
+    Layer ``max(0, ceil(f * n_layers) - 1)`` for each ``f`` in
+    :data:`TELEPORT_FRACTIONS`, without repeats: ``[0, 7, 15, 23, 31]`` for 32 layers,
+    ``[0, 1, 2, 4, 5]`` for 6 (MiniLM), ``[0, 1, 2, 3]`` for 4.
+
+    Returns:
+        Sorted distinct layer indices.
+    """
+    n_layers = _check_int(n_layers, "n_layers", 1)
+    return sorted({max(0, math.ceil(f * n_layers) - 1) for f in TELEPORT_FRACTIONS})
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+@dataclass(frozen=True)
+class TeleportGrid:
+    """An ``n x n`` grid in the PC1-PC2 plane and its residual-stream vectors.
+
+    Attributes:
+        plane_points: ``[n * n, 2]`` float32 (PC1, PC2) coordinates, PC1 varying slowest,
+            in residual-stream units.
+        points: ``[n * n, d_model]`` float32 vectors ``z V[:2]^T + mu``: the PCA mean
+            plus the plane coordinates, with every other component zero.
+    """
+
+    plane_points: Float[Tensor, "point 2"]
+    points: Float[Tensor, "point d_model"]
+
+
+def _axis_range(
+    values: Float[Tensor, " value"], r_min: float | None, r_max: float | None
+) -> tuple[float, float]:
+    low = float(values.min()) if r_min is None else r_min
+    high = float(values.max()) if r_max is None else r_max
+    return low, high
+
+
+def pca_grid(
+    pca: PCATrajectories,
+    n: int = DEFAULT_GRID,
+    r_min: float | None = None,
+    r_max: float | None = None,
+) -> TeleportGrid:
+    """The paper's teleport grid: ``n`` evenly spaced values per axis of the PC1-PC2 plane.
+
+    Args:
+        pca: A fitted :class:`~tl_dynamics.embed.PCATrajectories` with at least 2
+            components.
+        n: Points per axis (``n * n`` in all), at least 1; 10 in the paper.
+        r_min, r_max: Range of both axes, in residual-stream units. Left out, each axis
+            spans the range its component takes over all the PCA's trajectories.
+
+    Returns:
+        A :class:`TeleportGrid`.
+    """
+    if not isinstance(pca, PCATrajectories):
+        raise TypeError(
+            f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}"
+        )
+    if pca.n_components < 2:
+        raise ValueError(
+            f"pca must have at least 2 components for a plane; it has {pca.n_components}"
+        )
+    n = _check_int(n, "n", 1, why=" (points per axis)")
+    for name, value in (("r_min", r_min), ("r_max", r_max)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number or None; received {value!r}")
+    axes = []
+    for component in range(2):
+        low, high = _axis_range(pca.trajectories[..., component], r_min, r_max)
+        if low > high:
+            raise ValueError(f"r_min must not exceed r_max; received range [{low}, {high}]")
+        axes.append(torch.linspace(low, high, n))
+    plane = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    plane = einops.rearrange(plane, "i j c -> (i j) c")
+    return TeleportGrid(plane_points=plane, points=pca.inverse(plane))
+
+
+# ------------------------------------------------------------------------- teleport
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How far teleported runs stay from the control, at every sublayer from the injection.
+
+    Step 0 is the injection sublayer itself, where the distance is the displacement.
+
+    Attributes:
+        layer: Layer of the injection.
+        labels: Labels of the sublayers from the injection to the last one.
+        sublayers: ``[step]`` their indices in the full trajectory.
+        distance: ``[point, step]`` float64 Euclidean distance ``||x - c||`` to the control,
+            in residual-stream units.
+        normalised: ``[point, step]`` ``distance`` divided by the displacement at the
+            injection (1 at step 0; below 1 means pulled back); ``nan`` for points that
+            were not displaced.
+        mse: ``[point, step]`` mean over units of ``(x - c)^2``, the paper's measure, in
+            squared residual-stream units.
+        relative: ``[point, step]`` ``distance`` as a fraction of the control's norm at
+            that sublayer. Unlike ``normalised`` it ignores the stream growing or
+            shrinking with depth (a post-LayerNorm model such as BERT rescales it at
+            every sublayer).
+        plane_distance, plane_normalised: ``distance`` and ``normalised`` measured in the
+            PC1-PC2 plane of the PCA given to :func:`teleport`; ``None`` without one.
+        contraction: Median over points of ``normalised`` at the last sublayer: below 1,
+            the model pulls teleported states back towards the control.
+        relative_contraction: Median over points of ``relative`` at the last sublayer
+            divided by ``relative`` at the injection: the same question, scale-free.
+    """
+
+    layer: int
+    labels: tuple[str, ...]
+    sublayers: Int[Tensor, " step"]
+    distance: Float[Tensor, "point step"]
+    normalised: Float[Tensor, "point step"]
+    mse: Float[Tensor, "point step"]
+    relative: Float[Tensor, "point step"]
+    plane_distance: Float[Tensor, "point step"] | None
+    plane_normalised: Float[Tensor, "point step"] | None
+    contraction: float
+    relative_contraction: float
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per (point, step).
+
+        Columns ``layer``, ``point``, ``step`` (sublayers after the injection),
+        ``sublayer``, ``label``, ``distance``, ``normalised``, ``mse``, ``relative`` and,
+        with a PCA, ``plane_distance`` and ``plane_normalised``.
+        """
+        n_points, n_steps = self.distance.shape
+        columns = {
+            "layer": self.layer,
+            "point": np.repeat(np.arange(n_points), n_steps),
+            "step": np.tile(np.arange(n_steps), n_points),
+            "sublayer": np.tile(self.sublayers.numpy(), n_points),
+            "label": np.tile(np.array(self.labels, dtype=object), n_points),
+        }
+        names = ("distance", "normalised", "mse", "relative", "plane_distance", "plane_normalised")
+        for name in names:
+            values = getattr(self, name)
+            if values is not None:
+                columns[name] = values.reshape(-1).numpy()
+        return pd.DataFrame(columns)
+
+
+def _distances(
+    runs: Float[Tensor, "point step width"], control: Float[Tensor, "step width"]
+) -> tuple[Tensor, Tensor]:
+    """Distance to the control and the same divided by the step-0 displacement."""
+    distance = (runs - control).norm(dim=-1)
+    return distance, _per_first(distance)
+
+
+def _per_first(values: Float[Tensor, "point step"]) -> Float[Tensor, "point step"]:
+    """Each row divided by its step-0 value; ``nan`` in rows that start at 0."""
+    first = values[:, :1]
+    return torch.where(first > 0, values / first, torch.nan)
+
+
+def _final_median(ratios: Float[Tensor, "point step"] | None) -> float:
+    """Median over points of the last step, ignoring ``nan``; ``nan`` if none is finite."""
+    return math.nan if ratios is None else _median(ratios[:, -1])
+
+
+def _median(values: Float[Tensor, " point"]) -> float:
+    """The median (mean of the middle two for an even count), ignoring ``nan``."""
+    return float(torch.nanquantile(values.double(), 0.5))
+
+
+@dataclass(frozen=True)
+class TeleportResult:
+    """Runs of one prompt with the residual stream overwritten at one layer and position.
+
+    Attributes:
+        model_name: The model's name.
+        prompt: The prompt.
+        layer: Layer whose ``hook_resid_{site}`` was overwritten.
+        site: ``"pre"`` (input of the attention sub-block, the paper's choice) or
+            ``"mid"`` (input of the MLP sub-block).
+        position: Token index (0-based, BOS included) that was overwritten and is read.
+        injection: Index of the overwritten sublayer in the trajectory (``2 * layer``
+            for ``"pre"``, ``2 * layer + 1`` for ``"mid"``).
+        labels: Labels of the ``2L`` sublayers.
+        points: ``[point, d_model]`` float32 vectors written, in residual-stream units.
+        plane_points: ``[point, 2]`` their PC1-PC2 coordinates when they came from a
+            :class:`TeleportGrid`, else ``None``.
+        trajectories: ``[point, sublayer, d_model]`` float32 trajectory of each run at
+            ``position`` (equal to ``points`` at ``injection``).
+        control: ``[sublayer, d_model]`` float32 trajectory of the unperturbed run.
+        logits: ``[point, vocab]`` float32 output logits of each run at ``position``.
+        control_logits: ``[vocab]`` logits of the unperturbed run at ``position``.
+        pca: The PCA that places trajectories in the plane, if one was given.
+    """
+
+    model_name: str
+    prompt: str
+    layer: int
+    site: str
+    position: int
+    injection: int
+    labels: tuple[str, ...]
+    points: Float[Tensor, "point d_model"]
+    plane_points: Float[Tensor, "point 2"] | None
+    trajectories: Float[Tensor, "point sublayer d_model"]
+    control: Float[Tensor, "sublayer d_model"]
+    logits: Float[Tensor, "point vocab"]
+    control_logits: Float[Tensor, " vocab"]
+    pca: PCATrajectories | None = None
+
+    @property
+    def n_points(self) -> int:
+        """Number of perturbed runs."""
+        return int(self.points.shape[0])
+
+    def recovery(self) -> Recovery:
+        """Distance of every run to the control from the injection on; see :class:`Recovery`."""
+        runs = self.trajectories[:, self.injection :].double()
+        control = self.control[self.injection :].double()
+        distance, normalised = _distances(runs, control)
+        plane_distance = plane_normalised = None
+        if self.pca is not None:
+            plane_distance, plane_normalised = _distances(
+                self.pca.project(runs)[..., :2].double(),
+                self.pca.project(control)[..., :2].double(),
+            )
+        relative = distance / control.norm(dim=-1)
+        return Recovery(
+            layer=self.layer,
+            labels=self.labels[self.injection :],
+            sublayers=torch.arange(self.injection, len(self.labels)),
+            distance=distance,
+            normalised=normalised,
+            mse=(runs - control).pow(2).mean(-1),
+            relative=relative,
+            plane_distance=plane_distance,
+            plane_normalised=plane_normalised,
+            contraction=_final_median(normalised),
+            relative_contraction=_final_median(_per_first(relative)),
+        )
+
+
+def _prompt_tokens(model: Any, prompt: Any) -> Int[Tensor, " pos"]:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str; received {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("prompt is empty or only whitespace; pass some text")
+    try:
+        return tokenize(model, [prompt])[0]
+    except ValueError as error:
+        raise ValueError(f"prompt {prompt!r} cannot be run: {error}") from error
+
+
+def _points(points: Any, d_model: int) -> tuple[Tensor, Tensor | None]:
+    """``(points [n, d_model] float32, plane coordinates or None)`` from a grid or tensor."""
+    plane = None
+    if isinstance(points, TeleportGrid):
+        points, plane = points.points, points.plane_points
+    if not isinstance(points, Tensor) or not points.is_floating_point():
+        got = f"a {points.dtype} tensor" if isinstance(points, Tensor) else type(points).__name__
+        raise TypeError(
+            f"points must be a TeleportGrid or a floating tensor [n_points, d_model]; "
+            f"received {got}"
+        )
+    if points.ndim != 2 or points.shape[1] != d_model:
+        raise ValueError(
+            f"points must have shape [n_points, {d_model}] (the model's d_model); "
+            f"received {tuple(points.shape)}"
+        )
+    if points.shape[0] == 0:
+        raise ValueError("points is empty; pass at least one point")
+    if not bool(torch.isfinite(points).all()):
+        raise ValueError("points holds non-finite values (inf or nan)")
+    return points.detach().to("cpu", torch.float32), plane
+
+
+def _write(
+    activation: Tensor, hook: Any, *, position: int, values: Float[Tensor, "row d_model"]
+) -> Tensor:
+    """Hook: overwrite the residual stream of every batch row at ``position``."""
+    activation[:, position] = values.to(activation.device, activation.dtype)
+    return activation
+
+
+@dataclass(frozen=True)
+class _Injection:
+    """A checked (model, prompt, hook point, position): runs the prompt, with or without writes."""
+
+    model: Any
+    prompt: str
+    tokens: Int[Tensor, " pos"]
+    layer: int
+    site: str
+    position: int
+    hooks: tuple[TrajectoryHook, ...]
+    injection: int
+
+    @classmethod
+    def check(cls, model: Any, prompt: Any, layer: Any, site: Any, position: Any) -> _Injection:
+        check_model(model)
+        check_eval(model)
+        n_layers = int(model.cfg.n_layers)
+        layer = _check_int(
+            layer, "layer", 0, n_layers - 1, f" (model {model_name(model)!r} has {n_layers} layers)"
+        )
+        if site not in SITES:
+            raise ValueError(f"site must be one of {SITES}; received {site!r}")
+        tokens = _prompt_tokens(model, prompt)
+        n_tokens = len(tokens)
+        position = _check_int(
+            position, "position", -n_tokens, n_tokens - 1, f" (the prompt has {n_tokens} tokens)"
+        )
+        hooks = tuple(trajectory_hooks(model))
+        injection = [hook.name for hook in hooks].index(f"blocks.{layer}.hook_resid_{site}")
+        return cls(model, prompt, tokens, layer, site, position % n_tokens, hooks, injection)
+
+    def run(self, values: Float[Tensor, "row d_model"] | None) -> tuple[Tensor, Tensor]:
+        """``(trajectories [row, sublayer, d_model], logits [row, vocab])`` at ``position``.
+
+        ``values=None`` is the control: one unperturbed row.
+        """
+        rows = 1 if values is None else len(values)
+        batch, mask = pad_tokens([self.tokens] * rows, pad_token_id(self.model))
+        writes = []
+        if values is not None:
+            write = functools.partial(_write, position=self.position, values=values)
+            writes.append((self.hooks[self.injection].name, write))
+        index = (torch.arange(rows), torch.full((rows,), self.position))
+        resid, logits = forward_trajectories(
+            self.model, batch, mask, index, self.hooks, extra_hooks=writes, return_type="logits"
+        )
+        return resid, logits[:, self.position].float().to("cpu")
+
+    def teleport(
+        self,
+        points: Any,
+        batch_size: Any,
+        pca: Any,
+        progress: bool,
+        control: tuple[Tensor, Tensor] | None = None,
+    ) -> TeleportResult:
+        """Run every point, ``batch_size`` per pass, next to the control (run here if not given)."""
+        d_model = int(self.model.cfg.d_model)
+        if pca is not None and not isinstance(pca, PCATrajectories):
+            raise TypeError(f"pca must be a PCATrajectories or None; received {type(pca).__name__}")
+        if pca is not None and pca.d_model != d_model:
+            raise ValueError(
+                f"pca was fitted on vectors of width {pca.d_model}, but model "
+                f"{model_name(self.model)!r} has d_model={d_model}; fit it on this model's "
+                "trajectories"
+            )
+        points, plane = _points(points, d_model)
+        batch_size = _check_int(batch_size, "batch_size", 1)
+        control_resid, control_logits = control or self.run(None)
+        chunks = tqdm(
+            points.split(batch_size), desc=f"teleport L{self.layer}", disable=not progress
+        )
+        runs = [self.run(chunk) for chunk in chunks]
+        return TeleportResult(
+            model_name=model_name(self.model),
+            prompt=self.prompt,
+            layer=self.layer,
+            site=self.site,
+            position=self.position,
+            injection=self.injection,
+            labels=tuple(hook.label for hook in self.hooks),
+            points=points,
+            plane_points=plane,
+            trajectories=torch.cat([resid for resid, _ in runs]),
+            control=control_resid[0],
+            logits=torch.cat([logits for _, logits in runs]),
+            control_logits=control_logits[0],
+            pca=pca,
+        )
+
+
+def teleport(
+    model: Any,
+    prompt: str = DEFAULT_PROMPT,
+    *,
+    layer: int,
+    points: TeleportGrid | Float[Tensor, "point d_model"],
+    site: str = "pre",
+    position: int = -1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    pca: PCATrajectories | None = None,
+    progress: bool = False,
+) -> TeleportResult:
+    """Overwrite the residual stream with each point in turn and record the runs (Fig 4D).
+
+    One unperturbed forward pass gives the control; then the points, ``batch_size`` at a
+    time, each fill one row of a batch of copies of the prompt: a hook on
+    ``blocks.{layer}.hook_resid_{site}`` writes row ``i``'s point at ``position`` before
+    the trajectory is read, and the rest of the model runs on. ``n`` points take
+    ``ceil(n / batch_size)`` passes, plus one for the control.
+
+    Args:
+        model: A TransformerLens model in eval mode.
+        prompt: The text to run; the paper's HAL 9000 line by default.
+        layer: Block whose input (``"pre"``) or mid-point (``"mid"``) is overwritten,
+            in ``[0, n_layers - 1]``.
+        points: A :class:`TeleportGrid` (see :func:`pca_grid`) or a
+            ``[n_points, d_model]`` tensor of residual-stream vectors.
+        site: ``"pre"`` (the paper's choice) or ``"mid"``.
+        position: Token index to overwrite and read; negative counts from the end
+            (``-1``, the last token, as in the paper).
+        batch_size: Perturbed runs per forward pass.
+        pca: A PCA of the same model's trajectories: :meth:`TeleportResult.recovery`
+            then also measures distances in its PC1-PC2 plane, and plots can draw the
+            runs there.
+        progress: Show a progress bar over the batches.
+
+    Returns:
+        A :class:`TeleportResult`.
+
+    Raises:
+        TypeError: not a TransformerLens model; ``points``, ``prompt`` or ``pca`` of the
+            wrong type.
+        ValueError: ``layer``, ``site``, ``position`` or ``batch_size`` out of range;
+            ``points`` of the wrong width, empty or non-finite; an empty prompt; a
+            ``pca`` fitted on another width; a model in training mode.
+    """
+    setup = _Injection.check(model, prompt, layer, site, position)
+    return setup.teleport(points, batch_size, pca, progress)
+
+
+@dataclass(frozen=True)
+class TeleportSweep:
+    """Teleports of one grid at several layers (the panels of Fig 4D).
+
+    Attributes:
+        results: One :class:`TeleportResult` per layer, in layer order.
+    """
+
+    results: tuple[TeleportResult, ...]
+
+    @property
+    def layers(self) -> list[int]:
+        """The injection layers."""
+        return [result.layer for result in self.results]
+
+    def recovery_frame(self) -> pd.DataFrame:
+        """All layers' :meth:`Recovery.to_frame` tables stacked (told apart by ``layer``)."""
+        return pd.concat(
+            [result.recovery().to_frame() for result in self.results], ignore_index=True
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer: the summary of its recovery.
+
+        Columns ``layer``, ``label`` (injection sublayer), ``steps`` (sublayers after the
+        injection), ``displacement`` (median distance put from the control, residual-
+        stream units), ``contraction`` and ``relative_contraction`` (see
+        :class:`Recovery`; < 1: pulled back), ``plane_contraction`` (``contraction`` in
+        the PC1-PC2 plane, ``nan`` without a PCA) and ``final_mse`` (median over points
+        of the paper's MSE at the last sublayer).
+        """
+        rows = []
+        for result in self.results:
+            recovery = result.recovery()
+            rows.append(
+                {
+                    "layer": result.layer,
+                    "label": recovery.labels[0],
+                    "steps": len(recovery.labels) - 1,
+                    "displacement": _median(recovery.distance[:, 0]),
+                    "contraction": recovery.contraction,
+                    "relative_contraction": recovery.relative_contraction,
+                    "plane_contraction": _final_median(recovery.plane_normalised),
+                    "final_mse": _median(recovery.mse[:, -1]),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def teleport_sweep(
+    model: Any,
+    pca: PCATrajectories,
+    layers: Sequence[int] | None = None,
+    n: int = DEFAULT_GRID,
+    prompt: str = DEFAULT_PROMPT,
+    *,
+    r_min: float | None = None,
+    r_max: float | None = None,
+    site: str = "pre",
+    position: int = -1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> TeleportSweep:
+    """Teleport the same ``n x n`` PCA grid at several layers (Fig 4D).
+
+    Args:
+        model: A TransformerLens model in eval mode.
+        pca: A PCA of this model's trajectories; gives the grid and the plane.
+        layers: Injection layers; :func:`teleport_layers` of the model's depth when
+            ``None``.
+        n, r_min, r_max: The grid, see :func:`pca_grid`.
+        prompt, site, position, batch_size: See :func:`teleport`.
+        progress: Show a progress bar over layers.
+
+    Returns:
+        A :class:`TeleportSweep`.
+    """
+    check_model(model)
+    layers = teleport_layers(int(model.cfg.n_layers)) if layers is None else list(layers)
+    if not layers:
+        raise ValueError("layers is empty; pass at least one layer or None for the default")
+    grid = pca_grid(pca, n=n, r_min=r_min, r_max=r_max)
+    results = [
+        teleport(
+            model,
+            prompt,
+            layer=layer,
+            points=grid,
+            site=site,
+            position=position,
+            batch_size=batch_size,
+            pca=pca,
+        )
+        for layer in tqdm(layers, desc="teleport", unit="layer", disable=not progress)
+    ]
+    return TeleportSweep(tuple(results))
+
+
+# --------------------------------------------------------------- subtler perturbations
+
+
+def inject_noise(
+    model: Any,
+    prompt: str = DEFAULT_PROMPT,
+    *,
+    layer: int,
+    scale: float,
+    n: int,
+    seed: int = 0,
+    site: str = "pre",
+    position: int = -1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    pca: PCATrajectories | None = None,
+) -> TeleportResult:
+    """Kick the control's own state by random noise of a given relative size.
+
+    Each of the ``n`` points is the control's residual stream at the injection plus an
+    isotropic Gaussian direction rescaled to length ``scale * ||control state||``, so
+    ``scale=0.1`` displaces every run by 10% of the stream's norm there. Runs and
+    :meth:`~TeleportResult.recovery` are those of :func:`teleport`.
+
+    Args:
+        scale: Displacement relative to the norm of the control's state, > 0.
+        n: Number of noisy runs, >= 1.
+        seed: Seeds the noise directions.
+        Others: See :func:`teleport`.
+
+    Returns:
+        A :class:`TeleportResult` whose ``points`` are the noisy states.
+    """
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(
+            f"scale must be a positive number (relative to the state's norm); received {scale!r}"
+        )
+    n = _check_int(n, "n", 1)
+    seed = _check_int(seed, "seed", 0)
+    setup = _Injection.check(model, prompt, layer, site, position)
+    control = setup.run(None)
+    state = control[0][0, setup.injection]
+    noise = torch.randn(n, len(state), generator=torch.Generator().manual_seed(seed))
+    noise = noise / noise.norm(dim=-1, keepdim=True) * (scale * state.norm())
+    return setup.teleport(state + noise, batch_size, pca, progress=False, control=control)
+
+
+def swap_activations(
+    model: Any,
+    prompt: str = DEFAULT_PROMPT,
+    *,
+    layer: int,
+    donors: Sequence[str],
+    site: str = "pre",
+    position: int = -1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    pca: PCATrajectories | None = None,
+) -> TeleportResult:
+    """Write the states other texts have at the same point into the prompt's run.
+
+    Each donor text is run alone (:func:`~tl_dynamics.collect`); its residual stream at
+    ``blocks.{layer}.hook_resid_{site}`` at its last token replaces the prompt's at
+    ``position``, one run per donor. Do the later layers carry the donor's state on, or
+    return to the prompt's own path?
+
+    Args:
+        donors: Texts whose states are swapped in.
+        Others: See :func:`teleport`.
+
+    Returns:
+        A :class:`TeleportResult` whose ``points`` are the donors' states.
+    """
+    setup = _Injection.check(model, prompt, layer, site, position)
+    try:
+        donated = collect(model, validate_texts(donors), batch_size=batch_size, progress=False)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"donors: {error}") from error
+    return setup.teleport(donated.resid[:, setup.injection], batch_size, pca, progress=False)
