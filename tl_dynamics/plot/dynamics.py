@@ -85,21 +85,26 @@ def _transition_names(labels: Sequence[str]) -> list[str]:
     return [f"{a}→{b}" for a, b in zip(labels[:-1], labels[1:])]
 
 
-def _per_transition(
-    dyn: DynamicsCache,
-    values: Float[Tensor, "row transition"],
-    panel: str,
-    y_title: str,
-    row_name: str = "samples",
-) -> go.Figure:
-    """Mean ± one standard deviation over rows, one trace per transition kind."""
-    values = values.detach().double().cpu()
-    mean, spread = values.nanmean(0), _nanstd(values)
-    names = _transition_names(dyn.labels)
-    figure = go.Figure()
-    for kind in dict.fromkeys(dyn.transition_kinds):
-        keep = [t for t, k in enumerate(dyn.transition_kinds) if k == kind]
-        figure.add_trace(
+def transition_traces(
+    mean: Float[Tensor, " transition"],
+    spread: Float[Tensor, " transition"],
+    labels: Sequence[str],
+    value_name: str,
+    row_name: str,
+) -> list[go.Scatter]:
+    """Mean ± spread per transition, one marker trace per transition kind.
+
+    Labels that are not TransformerLens sublayer labels get one trace of kind "layer".
+    """
+    try:
+        kinds = metrics.transition_kinds(labels)
+    except ValueError:  # e.g. labels of a bare tensor: no within/cross split
+        kinds = ["layer"] * len(mean)
+    names = _transition_names(labels)
+    traces = []
+    for kind in dict.fromkeys(kinds):
+        keep = [t for t, k in enumerate(kinds) if k == kind]
+        traces.append(
             go.Scatter(
                 x=keep,
                 y=mean[keep].tolist(),
@@ -109,9 +114,24 @@ def _per_transition(
                 marker={"color": KIND_COLOURS[kind], "size": 7},
                 line={"color": KIND_COLOURS[kind], "width": 1, "dash": "dot"},
                 text=[names[t] for t in keep],
-                hovertemplate=f"%{{text}}<br>{y_title}: %{{y:.4g}}<extra>mean over {row_name}</extra>",
+                hovertemplate=f"%{{text}}<br>{value_name}: %{{y:.4g}}<extra>mean over {row_name}</extra>",
             )
         )
+    return traces
+
+
+def _per_transition(
+    dyn: DynamicsCache,
+    values: Float[Tensor, "row transition"],
+    panel: str,
+    y_title: str,
+    row_name: str = "samples",
+) -> go.Figure:
+    """Mean ± one standard deviation over rows, one trace per transition kind."""
+    values = values.detach().double().cpu()
+    figure = go.Figure(
+        transition_traces(values.nanmean(0), _nanstd(values), dyn.labels, y_title, row_name)
+    )
     figure.update_layout(
         title=_title(dyn, panel),
         xaxis_title="transition t (sublayer t → t+1)",

@@ -41,10 +41,9 @@ import torch
 from plotly.figure_factory import create_quiver
 from plotly.subplots import make_subplots
 
-from tl_dynamics import metrics
 from tl_dynamics.embed import AutoencoderTrajectories, CompressingAutoencoder, PCATrajectories
 from tl_dynamics.interventions import TeleportResult, TeleportSweep
-from tl_dynamics.plot.dynamics import KIND_COLOURS, KIND_NAMES, SEQUENTIAL
+from tl_dynamics.plot.dynamics import SEQUENTIAL, transition_traces
 
 QUIVER_STEPS = 12  # the paper's arrows follow the next 12 sublayers after injection (Fig 4D)
 DEFAULT_SAMPLES = 5  # single trajectories drawn under the mean in Fig 4A
@@ -186,28 +185,11 @@ def cae_step_distance(result: AutoencoderTrajectories | CompressingAutoencoder) 
     """
     result = _held_out(result)
     steps = result.step_distance.double()
-    mean, spread = steps.mean(0), steps.std(0, correction=0)
-    try:
-        kinds = metrics.transition_kinds(result.labels)
-    except ValueError:  # bare-tensor labels carry no kind
-        kinds = ["layer"] * steps.shape[1]
-    names = [f"{a}→{b}" for a, b in zip(result.labels[:-1], result.labels[1:])]
-    figure = go.Figure()
-    for kind in dict.fromkeys(kinds):
-        keep = [t for t, k in enumerate(kinds) if k == kind]
-        figure.add_trace(
-            go.Scatter(
-                x=keep,
-                y=mean[keep].tolist(),
-                error_y={"type": "data", "array": spread[keep].tolist(), "thickness": 1},
-                mode="markers+lines",
-                name=KIND_NAMES[kind],
-                marker={"color": KIND_COLOURS[kind], "size": 7},
-                line={"color": KIND_COLOURS[kind], "width": 1, "dash": "dot"},
-                text=[names[t] for t in keep],
-                hovertemplate="%{text}<br>distance %{y:.4g}<extra>mean over samples</extra>",
-            )
+    figure = go.Figure(
+        transition_traces(
+            steps.mean(0), steps.std(0, correction=0), result.labels, "distance", "samples"
         )
+    )
     figure.update_layout(
         title="Fig 3C · step distance in the autoencoder bottleneck",
         xaxis_title="transition t (sublayer t → t+1)",
