@@ -20,11 +20,12 @@ Example::
 
 import importlib
 
-from tl_dynamics import data, metrics, models, plot
+from tl_dynamics import data, metrics, models, plot, streaming
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.store import DynamicsStore, collect_to_store
 from tl_dynamics.interventions import (
     DEFAULT_PROMPT,
     TeleportResult,
@@ -63,11 +64,13 @@ __all__ = [
     "CompressingAutoencoder",
     "DynamicsCache",
     "DynamicsMetadata",
+    "DynamicsStore",
     "PCATrajectories",
     "TeleportResult",
     "__version__",
     "cache_dynamics",
     "collect",
+    "collect_to_store",
     "data",
     "inject_noise",
     "metrics",
@@ -75,6 +78,7 @@ __all__ = [
     "pca_grid",
     "pca_trajectories",
     "plot",
+    "streaming",
     "swap_activations",
     "teleport",
     "teleport_layers",

@@ -1,6 +1,8 @@
 """The ``tl-dynamics`` command: ``report`` on one model, ``compare`` several reports.
 
-``tl-dynamics report`` runs every measure of the paper's Figures 1-4 on a model, in the
+``tl-dynamics collect`` streams trajectories into a resumable on-disk store, one
+process or many under ``torchrun -m tl_dynamics collect`` (see
+:mod:`tl_dynamics.distributed`). ``tl-dynamics report`` runs every measure of the paper's Figures 1-4 on a model, in the
 original and the token-shuffled condition, and writes an offline HTML report, the
 numbers (``metrics.json``) and the trajectories (safetensors). With no arguments it runs
 offline on the packaged MiniLM and Python's own documentation. ``tl-dynamics compare``
@@ -16,6 +18,7 @@ Example (shell)::
     tl-dynamics report --model meta-llama/Llama-3.1-8B --texts wikitext \\
         --device cuda --dtype bfloat16 --out llama-report       # on a GPU with the hub
     tl-dynamics compare minilm-report llama-report --out comparison
+    torchrun --nproc_per_node 2 -m tl_dynamics collect --limit 200 --out minilm-store
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tl_dynamics.data import CORPORA
+from tl_dynamics.hooks import SITES
 from tl_dynamics.models import DEFAULT_MODEL, DTYPES
 
+PROG = "tl-dynamics"
 DEFAULT_N = 1000  # the paper's number of texts (section 2.1)
 EXIT_BAD_INPUT = 2  # argparse's own status for bad arguments
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tl-dynamics",
+        prog=PROG,
         description="Residual-stream dynamics of a transformer (Fernando & Guitchounts 2025).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,11 +69,87 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="tl-dynamics-report", help="output folder")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_collect_arguments(
+        commands.add_parser(
+            "collect", help="stream trajectories into a resumable store (torchrun splits texts)"
+        )
+    )
     compare = commands.add_parser("compare", help="overlay several reports on normalised depth")
     compare.add_argument("reports", nargs="+", help="report folders written by 'report'")
     compare.add_argument("--out", required=True, help="output folder")
     compare.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
+
+
+def parse_positions(value: str) -> str | list[int]:
+    """``"last"``, ``"all"``, or comma-separated token indices such as ``"0,-1"``."""
+    if value in ("last", "all"):
+        return value
+    try:
+        return [int(p) for p in value.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"positions must be 'last', 'all' or comma-separated ints like '0,-1'; got {value!r}"
+        ) from error
+
+
+def add_collect_arguments(collect: argparse.ArgumentParser) -> None:
+    """Add the options of the ``collect`` command to ``collect`` (a (sub)parser)."""
+    option = collect.add_argument
+    option("--model", default=DEFAULT_MODEL, help="minilm, a model folder, or a hub name")
+    option("--texts", default="python-docs", help=f"{' or '.join(CORPORA)}, or a .txt/.jsonl")
+    option("--out", required=True, help="store folder (created, or resumed)")
+    option("--limit", type=int, default=None, help="keep only the first N texts")
+    option("--batch-size", type=int, default=16, help="texts per forward pass")
+    option("--positions", type=parse_positions, default="last", help="last, all, or e.g. 0,-1")
+    option("--shuffle", action="store_true", help="the control: shuffle tokens after BOS")
+    option("--seed", type=int, default=0, help="seed of the shuffle")
+    option("--include-final", action="store_true", help="append the last block's resid_post")
+    option("--sites", nargs="+", default=list(SITES), choices=SITES, help="read points per block")
+    option("--shard-size", type=int, default=None, help="samples per shard (default ~256 MiB)")
+    option("--device", default=None, help="default: cuda (cuda:LOCAL_RANK) if any, else cpu")
+    option("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype")
+    option("--no-texts", action="store_true", help="do not keep the texts in the metadata")
+    option("--quiet", action="store_true", help="no progress bar")
+
+
+def _collect(args: argparse.Namespace) -> None:
+    """The ``collect`` command: single-process, or one rank of a ``torchrun`` job."""
+    import torch
+    import torch.distributed as dist
+
+    from tl_dynamics.data import load_corpus
+    from tl_dynamics.distributed import collect_distributed, init_distributed, world_size
+    from tl_dynamics.models import load_model
+    from tl_dynamics.store import collect_to_store
+
+    parallel = world_size() > 1
+    if parallel:
+        rank, _, default_device = init_distributed()
+    else:
+        rank, default_device = 0, "cuda" if torch.cuda.is_available() else "cpu"
+    texts = load_corpus(args.texts)[: args.limit]
+    model = load_model(args.model, device=args.device or default_device, dtype=args.dtype)
+    settings = {
+        "batch_size": args.batch_size,
+        "positions": args.positions,
+        "shuffle": args.shuffle,
+        "seed": args.seed,
+        "include_final": args.include_final,
+        "sites": tuple(args.sites),
+        "corpus": args.texts,
+        "keep_texts": not args.no_texts,
+        "progress": not args.quiet,
+        "shard_size": args.shard_size,
+    }
+    try:
+        run = collect_distributed if parallel else collect_to_store
+        store = run(model, texts, args.out, **settings)
+    finally:
+        if parallel:
+            dist.destroy_process_group()
+    if rank == 0:
+        print(store)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -103,13 +185,13 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tl-dynamics`` console script; returns the exit status."""
+    """Entry point of ``tl-dynamics`` and ``python -m tl_dynamics``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        {"report": _report, "compare": _compare}[args.command](args)
+        {"report": _report, "compare": _compare, "collect": _collect}[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, ConnectionError,
             ImportError) as error:
-        print(f"tl-dynamics: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

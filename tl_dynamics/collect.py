@@ -31,7 +31,8 @@ import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 import einops
 import torch
@@ -42,6 +43,9 @@ from tqdm.auto import tqdm
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.data import shuffle_tokens
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
+
+if TYPE_CHECKING:
+    from tl_dynamics.store import DynamicsStore
 
 Positions = Union[str, int, Sequence[int]]
 """``"last"`` (last real token), ``"all"`` (every token) or token indices; negative
@@ -96,6 +100,17 @@ def _validate_positions(positions: Positions) -> str | list[int]:
     raise ValueError(
         f"positions must be 'last', 'all', an int or a non-empty list of ints, got {positions!r}"
     )
+
+
+def _validate_subset(subset: Sequence[int] | None, n_texts: int) -> list[int]:
+    if subset is None:
+        return list(range(n_texts))
+    indices = list(subset)
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_texts for i in indices):
+        raise ValueError(f"subset must hold text indices in [0, {n_texts}), got {subset!r}")
+    if len(set(indices)) != len(indices):
+        raise ValueError("subset must not repeat a text index")
+    return indices
 
 
 def _kept_positions(length: int, positions: str | list[int], text: int) -> list[int]:
@@ -273,11 +288,15 @@ def iter_batches(
     include_final: bool = False,
     sites: Sequence[str] = SITES,
     progress: bool = True,
+    subset: Sequence[int] | None = None,
 ) -> Iterator[CollectedBatch]:
     """Yield the trajectories of ``texts`` one forward pass at a time (longest texts first).
 
-    Arguments are those of :func:`collect`. Each text appears in exactly one batch; rows
-    of the same text are contiguous and in position order.
+    Arguments are those of :func:`collect`, and ``subset``: indices of the texts to run
+    (default all; ``text_index`` still counts in ``texts``). Every text is tokenized
+    either way, so a shuffled control permutes each text the same whatever the subset
+    (a resumed or data-parallel run equals a whole one). Each text run appears in
+    exactly one batch; rows of the same text are contiguous and in position order.
     """
     check_model(model)
     texts = validate_texts(texts)
@@ -288,9 +307,9 @@ def iter_batches(
     hooks = trajectory_hooks(model, sites, include_final)
     tokens = tokenize(model, texts, shuffle=shuffle, seed=seed)
     kept_rows = [_kept_positions(len(t), kept, i) for i, t in enumerate(tokens)]
-    order = sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
+    order = sorted(_validate_subset(subset, len(texts)), key=lambda i: -len(tokens[i]))
     pad_id = pad_token_id(model)
-    bar = tqdm(total=len(texts), desc="collect", unit="text", disable=not progress)
+    bar = tqdm(total=len(order), desc="collect", unit="text", disable=not progress)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         padded, mask = pad_tokens([tokens[i] for i in batch], pad_id)
@@ -302,6 +321,32 @@ def iter_batches(
         yield CollectedBatch(resid, text_index, token_rows)
         bar.update(len(batch))
     bar.close()
+
+
+def collect_metadata(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    positions: Positions = "last",
+    sites: Sequence[str] = SITES,
+    corpus: str | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    keep_texts: bool = True,
+) -> DynamicsMetadata:
+    """The :class:`DynamicsMetadata` that :func:`collect` records for these arguments."""
+    return DynamicsMetadata(
+        model_name=model_name(model),
+        n_layers=int(model.cfg.n_layers),
+        d_model=int(model.cfg.d_model),
+        positions=_validate_positions(positions),
+        sites=tuple(s for s in SITES if s in sites),
+        corpus=corpus,
+        shuffle=shuffle,
+        seed=seed,
+        model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
+        texts=tuple(texts) if keep_texts else None,
+    )
 
 
 def collect(
@@ -317,7 +362,9 @@ def collect(
     corpus: str | None = None,
     keep_texts: bool = True,
     progress: bool = True,
-) -> DynamicsCache:
+    out: str | Path | None = None,
+    shard_size: int | None = None,
+) -> DynamicsCache | DynamicsStore:
     """Residual-stream trajectories of ``texts`` through ``model``.
 
     Args:
@@ -336,11 +383,16 @@ def collect(
         corpus: Name of the text source, recorded in the metadata.
         keep_texts: Store the texts in the metadata (and in saved files).
         progress: Show a progress bar.
+        out: A folder: stream the trajectories to a resumable on-disk
+            :class:`~tl_dynamics.store.DynamicsStore` there instead of memory (see
+            :func:`tl_dynamics.store.collect_to_store`); texts already in it are skipped.
+        shard_size: With ``out``, samples per shard file (default: about 256 MiB each).
 
     Returns:
         A :class:`DynamicsCache` with ``resid`` of shape ``[sample, sublayer, d_model]``
         (float32, CPU), samples in text order (then position order), labels as
-        ``ActivationCache.accumulated_resid(incl_mid=True)`` gives them.
+        ``ActivationCache.accumulated_resid(incl_mid=True)`` gives them; with ``out``,
+        the :class:`~tl_dynamics.store.DynamicsStore` (``.load()`` gives that cache).
 
     Raises:
         TypeError: ``model`` is no TransformerLens model, or ``texts`` are not strings.
@@ -348,6 +400,24 @@ def collect(
             model in training mode, or a site the model lacks (parallel attention).
         FloatingPointError: non-finite activations, naming the sublayer.
     """
+    if out is not None:
+        from tl_dynamics.store import collect_to_store  # store.py imports this module
+
+        return collect_to_store(
+            model,
+            texts,
+            out,
+            batch_size=batch_size,
+            positions=positions,
+            shuffle=shuffle,
+            seed=seed,
+            include_final=include_final,
+            sites=sites,
+            corpus=corpus,
+            keep_texts=keep_texts,
+            progress=progress,
+            shard_size=shard_size,
+        )
     batches = list(
         iter_batches(
             model,
@@ -366,17 +436,15 @@ def collect(
     position = torch.cat([b.position for b in batches])
     order = torch.argsort(text_index * (int(position.max()) + 1) + position)
     hooks = trajectory_hooks(model, sites, include_final)
-    metadata = DynamicsMetadata(
-        model_name=model_name(model),
-        n_layers=int(model.cfg.n_layers),
-        d_model=int(model.cfg.d_model),
-        positions=_validate_positions(positions),
-        sites=tuple(s for s in SITES if s in sites),
+    metadata = collect_metadata(
+        model,
+        texts,
+        positions=positions,
+        sites=sites,
         corpus=corpus,
         shuffle=shuffle,
         seed=seed,
-        model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
-        texts=tuple(texts) if keep_texts else None,
+        keep_texts=keep_texts,
     )
     return DynamicsCache(
         resid=resid[order],

@@ -1,0 +1,99 @@
+"""Peak memory of collecting 1,000 vs 10,000 texts: streamed to a store, or held in memory.
+
+``tl_dynamics.store.collect_to_store`` writes a shard to disk every ``shard_size``
+samples, so its memory should not grow with the number of texts; ``tl_dynamics.collect``
+holds every trajectory (and briefly a second copy while it sorts them). Each run starts
+in a fresh process, collects short synthetic texts through a small random Llama
+(8 layers, d_model 128: 16 sublayers x 128 float32 = 8 KiB per sample) and reports its
+peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), which includes
+Python, torch and the model.
+
+Target: with streaming, peak RSS at N = 10,000 within about 10% of N = 1,000.
+
+Run from the repository root::
+
+    python benchmarks/bench_memory.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+from _common import machine
+
+SIZES = (1_000, 10_000)  # texts per run
+SHARD_SIZE = 500  # samples per shard: 4 MiB here; memory is bounded by this, not by N
+BATCH_SIZE = 64  # texts per forward pass
+TINY = {"n_layers": 8, "d_model": 128}  # 8 KiB per sample: 10,000 samples are 80 MiB
+TARGET = 0.10  # allowed growth of peak RSS from N = 1,000 to N = 10,000, streaming
+WORDS = ["the", "a", "residual", "stream", "layer", "token", "model", "unit", "depth", "flows"]
+WORDS_PER_TEXT = (4, 12)  # short texts keep the run fast
+
+
+def synthetic_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` short distinct-enough texts of random words, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(*WORDS_PER_TEXT))) for _ in range(n)]
+
+
+def child(mode: str, n_texts: int, model_folder: str, out: str) -> None:
+    """One measured run (in its own process): print peak RSS in MiB and seconds as JSON."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import tl_dynamics as tld
+    from tl_dynamics.store import collect_to_store
+
+    model = tld.models.load_model(model_folder)
+    texts = synthetic_texts(n_texts)
+    start = time.perf_counter()
+    if mode == "store":
+        collect_to_store(
+            model, texts, out, batch_size=BATCH_SIZE, shard_size=SHARD_SIZE, progress=False
+        )
+    else:
+        tld.collect(model, texts, batch_size=BATCH_SIZE, progress=False)
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"peak_mib": peak_mib, "seconds": seconds}))
+
+
+def measure(mode: str, n_texts: int, model_folder: str, scratch: str) -> dict[str, float]:
+    out = os.path.join(scratch, f"{mode}-{n_texts}")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, __file__, "--child", mode, str(n_texts), model_folder, out]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def main():
+    from tl_dynamics.models import build_tiny_model
+
+    print(machine())
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = str(build_tiny_model("llama", os.path.join(scratch, "llama"), **TINY))
+        print(f"\ntiny Llama {TINY}, batch {BATCH_SIZE}, shard_size {SHARD_SIZE}")
+        print("one fresh process per run; peak RSS (wall time of the collection)")
+        for mode, label in (("store", "streamed to a store"), ("memory", "tld.collect in memory")):
+            runs = {n: measure(mode, n, folder, scratch) for n in SIZES}
+            cells = "   ".join(
+                f"N={n:>6,}: {r['peak_mib']:7.1f} MiB ({r['seconds']:5.1f} s)"
+                for n, r in runs.items()
+            )
+            growth = runs[SIZES[-1]]["peak_mib"] / runs[SIZES[0]]["peak_mib"] - 1
+            verdict = (
+                ("met" if growth <= TARGET else "NOT met") if mode == "store" else "for contrast"
+            )
+            print(f"  {label:<22} {cells}   growth {growth:+.1%} ({verdict})")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    else:
+        main()

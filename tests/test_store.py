@@ -1,0 +1,226 @@
+"""DynamicsStore: equal to in-memory collection, atomic, resumable after SIGKILL, strict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tl_dynamics as tld
+from tl_dynamics.__main__ import main
+from tl_dynamics.store import (
+    MANIFEST_NAME,
+    TEMP_PREFIX,
+    DynamicsStore,
+    collect_to_store,
+    consolidate,
+    prepare_store,
+    write_texts,
+)
+
+TOLERANCE = 1e-4  # max abs difference between batchings of the same text (test_collect's)
+KILL_AFTER_SHARDS = 2  # the killed run has written this many shards, and not all of them
+BATCH_DELAY_S = 0.3  # slows the killed run so that it is still running when killed
+RUN_TIMEOUT_S = 120
+
+
+def assert_same_cache(got, expected):
+    assert got.labels == expected.labels and got.metadata == expected.metadata
+    assert torch.equal(got.text_index, expected.text_index)
+    assert torch.equal(got.position, expected.position)
+    assert (got.resid - expected.resid).abs().max() <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_models):
+    return tiny_models["llama"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"positions": "all", "shuffle": True, "seed": 3},
+        {"positions": [0, -1], "include_final": True, "keep_texts": False, "corpus": "docs"},
+    ],
+)
+def test_load_equals_in_memory_collect(llama, texts, tmp_path, settings):
+    store = collect_to_store(
+        llama, texts, tmp_path / "store", batch_size=3, shard_size=4, progress=False, **settings
+    )
+    assert len(store.shards) > 1 and store.complete
+    expected = tld.collect(llama, texts, batch_size=5, progress=False, **settings)
+    assert len(store) == expected.n_samples
+    assert_same_cache(store.load(), expected)
+    assert_same_cache(DynamicsStore.open(tmp_path / "store").load(), expected)
+
+
+def test_collect_with_out_streams_to_a_store(llama, texts, tmp_path):
+    store = tld.collect(llama, texts, out=tmp_path / "store", shard_size=4, progress=False)
+    assert isinstance(store, DynamicsStore) and store.complete
+    assert_same_cache(store.load(), tld.collect(llama, texts, progress=False))
+
+
+def test_shards_are_in_text_order_and_hold_every_text_once(llama, texts, tmp_path):
+    store = collect_to_store(
+        llama, texts, tmp_path, batch_size=2, shard_size=3, positions="all", progress=False
+    )
+    seen = []
+    for record, chunk in zip(store.shards, store.iter_shards(), strict=True):
+        assert chunk.labels == store.labels and chunk.n_samples == record.rows
+        assert torch.equal(
+            torch.unique_consecutive(chunk.text_index), torch.tensor(record.text_index)
+        )
+        assert torch.equal(chunk.text_index, chunk.text_index.sort().values)
+        seen.extend(record.text_index)
+    assert sorted(seen) == list(range(len(texts))) and store.missing_texts() == []
+
+
+def test_resume_runs_only_the_missing_texts(llama, texts, tmp_path):
+    store = prepare_store(llama, texts, tmp_path)
+    first = write_texts(llama, texts, store, [7, 2, 9], batch_size=2, shard_size=2, progress=False)
+    assert len(first) == 2 and sorted(t for r in first for t in r.text_index) == [2, 7, 9]
+    partial = DynamicsStore.open(tmp_path)
+    assert not partial.complete and partial.missing_texts() == [
+        i for i in range(12) if i not in (2, 7, 9)
+    ]
+    resumed = collect_to_store(llama, texts, tmp_path, shard_size=4, progress=False)
+    assert resumed.shards[: len(first)] == tuple(first)  # kept, not run again
+    assert all(not set(r.text_index) & {2, 7, 9} for r in resumed.shards[len(first) :])
+    assert_same_cache(resumed.load(), tld.collect(llama, texts, progress=False))
+    assert collect_to_store(llama, texts, tmp_path, progress=False).shards == resumed.shards
+
+
+KILLABLE_RUN = f"""
+import sys, time
+import tl_dynamics.store as store
+from tl_dynamics.__main__ import main
+
+run_batches = store.iter_batches
+
+def slow_batches(*args, **kwargs):
+    for batch in run_batches(*args, **kwargs):
+        time.sleep({BATCH_DELAY_S})
+        yield batch
+
+store.iter_batches = slow_batches
+main(sys.argv[1:])
+"""
+
+
+def listed_shards(out):
+    try:
+        return json.loads((out / MANIFEST_NAME).read_text())["shards"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def test_sigkill_then_rerun_gives_every_text_exactly_once(
+    llama, tiny_model_folders, texts, tmp_path
+):
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("\n\n".join(texts))
+    out = tmp_path / "store"
+    command = ["collect", "--model", str(tiny_model_folders["llama"]), "--texts", str(corpus)]
+    command += ["--out", str(out), "--batch-size", "2", "--shard-size", "2", "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, *command], env=env)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while len(listed_shards(out)) < KILL_AFTER_SHARDS and process.poll() is None:
+        assert time.monotonic() < deadline, "the run wrote no shards in time"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    killed = DynamicsStore.open(out)
+    assert 0 < len(killed.text_indices()) < len(texts)
+    # what a kill can leave: a temporary file, and a shard renamed but never listed
+    (out / f"{TEMP_PREFIX}shard-r0000-000099.safetensors.123").write_bytes(b"half written")
+    shutil.copy(out / killed.shards[0].file, out / "shard-r0000-000099.safetensors")
+
+    assert main(command) == 0  # the same command again
+
+    store = DynamicsStore.open(out)
+    listed = sorted(record.file for record in store.shards)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, *listed])
+    assert set(killed.shards) <= set(store.shards)
+    assert store.text_indices() == list(range(len(texts)))  # each once: open() checks overlaps
+    expected = tld.collect(llama, texts, corpus=str(corpus), progress=False)
+    assert_same_cache(store.load(), expected)
+
+
+def test_partial_manifests_are_read_then_consolidated(llama, texts, tmp_path):
+    store = prepare_store(llama, texts, tmp_path)
+    write_texts(llama, texts, store, [0, 3], rank=1, batch_size=1, shard_size=1, progress=False)
+    assert (tmp_path / "manifest-r0001.json").is_file()
+    assert DynamicsStore.open(tmp_path).text_indices() == [0, 3]
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"] == []
+    merged = consolidate(tmp_path)
+    assert not (tmp_path / "manifest-r0001.json").exists()
+    assert [r.file for r in merged.shards] == [
+        "shard-r0001-000000.safetensors",
+        "shard-r0001-000001.safetensors",
+    ]
+    assert DynamicsStore.open(tmp_path).shards == merged.shards
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"seed": 1}, "seed"),
+        ({"positions": "all"}, "positions"),
+        ({"include_final": True}, "labels"),
+    ],
+)
+def test_resuming_with_other_settings_is_refused(llama, texts, tmp_path, change, named):
+    collect_to_store(llama, texts[:3], tmp_path, progress=False)
+    with pytest.raises(ValueError, match=f"another run .*{named}"):
+        collect_to_store(llama, texts[:3], tmp_path, progress=False, **change)
+
+
+def test_resuming_with_other_texts_or_model_is_refused(llama, tiny_models, texts, tmp_path):
+    collect_to_store(llama, texts[:3], tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"another run .*texts_sha256"):
+        collect_to_store(llama, texts[1:4], tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"another run .*model_name"):
+        collect_to_store(tiny_models["gpt2"], texts[:3], tmp_path, progress=False)
+    store = DynamicsStore.open(tmp_path)
+    with pytest.raises(ValueError, match="another run"):
+        write_texts(llama, texts[1:4], store, [0], progress=False)
+    corpus_renamed = collect_to_store(llama, texts[:3], tmp_path, corpus="renamed", progress=False)
+    assert corpus_renamed.complete  # corpus, texts kept or not, version: not checked
+
+
+def test_a_folder_that_is_no_store_is_refused(llama, texts, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="neither a tl-dynamics store"):
+        collect_to_store(llama, texts[:2], tmp_path, progress=False)
+    with pytest.raises(FileNotFoundError, match="no tl-dynamics store"):
+        DynamicsStore.open(tmp_path)
+
+
+def test_an_inconsistent_store_is_refused(llama, texts, tmp_path):
+    store = collect_to_store(llama, texts[:4], tmp_path, shard_size=2, progress=False)
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    copy = {**manifest["shards"][0], "file": "shard-r0000-000042.safetensors"}
+    shutil.copy(tmp_path / store.shards[0].file, tmp_path / copy["file"])
+    (tmp_path / MANIFEST_NAME).write_text(
+        json.dumps({**manifest, "shards": [*manifest["shards"], copy]})
+    )
+    with pytest.raises(ValueError, match="inconsistent: text"):
+        DynamicsStore.open(tmp_path)
+    (tmp_path / copy["file"]).unlink()
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        DynamicsStore.open(tmp_path)
+
+
+@pytest.mark.parametrize("shard_size", [0, -3, 1.5, True])
+def test_bad_shard_size_is_refused(llama, texts, tmp_path, shard_size):
+    with pytest.raises(ValueError, match="shard_size must be a positive int"):
+        collect_to_store(llama, texts[:2], tmp_path, shard_size=shard_size, progress=False)

@@ -1,0 +1,678 @@
+"""``DynamicsStore``: residual-stream trajectories on disk, in shards, resumable.
+
+One trajectory of Llama-3.1-8B is 64 sublayers x 4096 units of float32: 1 MiB per
+sample, so a few thousand texts no longer fit in memory, and a run of hours should
+survive being killed. A store streams the trajectories to a folder as they are
+collected:
+
+* **Shards.** Every few hundred samples (:data:`SHARD_BYTES`, about 256 MiB) the
+  collected rows are written as one safetensors file (``resid``, ``text_index``,
+  ``position``; rows in text order, then position order), named after the writing
+  process: ``shard-r0000-000000.safetensors``.
+* **Manifest.** ``manifest.json`` holds the sublayer labels, the
+  :class:`~tl_dynamics.cache.DynamicsMetadata`, the list of shards with the texts each
+  one holds, and a fingerprint of the run: model, dtype, positions, sites, shuffle,
+  seed, labels and a SHA-256 of the texts. A later run into the same folder with other
+  settings or other texts is refused instead of mixing two experiments.
+* **Atomic writes.** A shard is written under a temporary name (``.tmp-...``) and
+  renamed into place; then the manifest is rewritten the same way (temporary file,
+  ``fsync``, ``os.replace``). A process killed at any instant leaves the manifest
+  listing only complete shards; what it left half-done (temporary files, a shard
+  renamed but not yet listed) is removed when the next run starts.
+* **Resume.** :func:`collect_to_store` runs only the texts the manifest does not list
+  yet, keeping their indices into the original list: run the same command again after
+  a crash and every text ends up in the store exactly once.
+* **Data parallel.** Several processes can fill one store (see
+  :mod:`tl_dynamics.distributed`): each writes its own shards and its own partial
+  manifest ``manifest-r0001.json``; :func:`consolidate` folds them into the manifest.
+
+Only one run (or one ``torchrun`` job) may write a store at a time. Reading is
+independent of how the store was written: :meth:`DynamicsStore.load` returns exactly
+the :class:`~tl_dynamics.cache.DynamicsCache` that :func:`tl_dynamics.collect` gives in
+memory, and :meth:`DynamicsStore.iter_shards` visits it a shard at a time (metrics that
+never need it whole are in :mod:`tl_dynamics.streaming`). Nothing is pickled.
+
+Example::
+
+    import tl_dynamics as tld
+    from tl_dynamics.store import DynamicsStore, collect_to_store
+
+    model = tld.models.load_model()                      # packaged MiniLM, offline
+    texts = tld.data.python_docs()[:200]
+    store = collect_to_store(model, texts, "minilm-store", shard_size=64)
+    # killed half-way? the same line again runs only the missing texts
+    len(store), store.labels[:3]                         # 200 ('0_pre', '0_mid', '1_pre')
+    [chunk.velocity().mean(0) for chunk in store.iter_shards()]
+    dyn = DynamicsStore.open("minilm-store").load()      # == tld.collect(model, texts)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from tl_dynamics._version import __version__
+from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
+from tl_dynamics.collect import (
+    CollectedBatch,
+    Positions,
+    collect_metadata,
+    iter_batches,
+    validate_texts,
+)
+from tl_dynamics.hooks import FINAL_LABEL, SITES, check_model, trajectory_hooks
+
+STORE_FORMAT = "tl-dynamics-store"
+"""Value of the ``format`` field of a manifest."""
+
+STORE_FORMAT_VERSION = 1
+"""Version of the on-disk layout; a newer one is refused with a request to upgrade."""
+
+MANIFEST_NAME = "manifest.json"
+PARTIAL_MANIFEST_NAME = "manifest-r{rank:04d}.json"  # one per data-parallel rank while it writes
+PARTIAL_MANIFEST_GLOB = "manifest-r*.json"
+SHARD_NAME = "shard-r{rank:04d}-{number:06d}.safetensors"
+SHARD_GLOB = "shard-r*.safetensors"
+TEMP_PREFIX = ".tmp-"  # files being written; renamed into place once complete
+
+SHARD_BYTES = 256 * 2**20
+"""Default shard size: 256 MiB of float32, i.e. 256 samples of Llama-3.1-8B (64 x 4096)."""
+
+UNCHECKED_METADATA = ("texts", "corpus", "version")
+"""Metadata that may differ when a run resumes: they do not change the numbers."""
+
+RESID_BYTES = 4  # float32, the dtype of every collected trajectory
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """One shard file as the manifest lists it.
+
+    Attributes:
+        file: File name inside the store folder.
+        rank: Data-parallel rank of the process that wrote it (0 for a single process).
+        number: Sequence number among that rank's shards.
+        text_index: Indices of the texts it holds, ascending.
+        text_rows: Samples (rows) of each of those texts.
+    """
+
+    file: str
+    rank: int
+    number: int
+    text_index: tuple[int, ...]
+    text_rows: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        """Number of samples in the shard."""
+        return sum(self.text_rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields."""
+        return {
+            **dataclasses.asdict(self),
+            "text_index": list(self.text_index),
+            "text_rows": list(self.text_rows),
+        }
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> ShardRecord:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            file=str(record["file"]),
+            rank=int(record["rank"]),
+            number=int(record["number"]),
+            text_index=tuple(int(i) for i in record["text_index"]),
+            text_rows=tuple(int(n) for n in record["text_rows"]),
+        )
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """SHA-256 (hex) of the texts in order: equal digests mean the same list of texts."""
+    return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()
+
+
+def _settings(
+    labels: Sequence[str], metadata: DynamicsMetadata, texts: Sequence[str]
+) -> dict[str, Any]:
+    """Everything that decides the numbers in a store: metadata, labels and the texts."""
+    record = metadata.to_json()
+    for key in UNCHECKED_METADATA:
+        record.pop(key)
+    return {
+        **record,
+        "labels": list(labels),
+        "n_texts": len(texts),
+        "texts_sha256": texts_digest(texts),
+    }
+
+
+def _fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary path)``, flush it to disk, then rename it onto ``target``."""
+    temporary = target.with_name(f"{TEMP_PREFIX}{target.name}.{os.getpid()}")
+    write(temporary)
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+
+
+def _write_json(target: Path, record: dict[str, Any]) -> None:
+    _atomic_write(target, lambda path: path.write_text(json.dumps(record, indent=1)))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    record = json.loads(path.read_text())
+    if record.get("format") != STORE_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a tl-dynamics store manifest")
+    if record.get("format_version", 0) > STORE_FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has store format version {record['format_version']}, newer than "
+            f"this tl-dynamics ({__version__}) reads; upgrade tl-dynamics"
+        )
+    return record
+
+
+def _read_partials(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The partial manifests of data-parallel ranks in ``folder``, in rank order."""
+    partials = []
+    for path in sorted(folder.glob(PARTIAL_MANIFEST_GLOB)):
+        try:
+            partials.append((path, _read_json(path)))
+        except FileNotFoundError:  # consolidated (merged, then deleted) while we listed
+            continue
+    return partials
+
+
+def _partial_shards(
+    partials: list[tuple[Path, dict[str, Any]]], fingerprint: str
+) -> list[ShardRecord]:
+    """The shards the partial manifests list, refusing any of another run."""
+    shards = []
+    for path, record in partials:
+        if record["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"partial manifest {str(path)!r} belongs to another run than its folder's "
+                "manifest; remove it if that run is abandoned"
+            )
+        shards.extend(ShardRecord.from_json(s) for s in record["shards"])
+    return shards
+
+
+@dataclass(frozen=True, eq=False)
+class DynamicsStore:
+    """A snapshot of a store folder: what its manifests listed when it was opened.
+
+    Open one with :meth:`open`; fill one with :func:`collect_to_store`.
+
+    Attributes:
+        path: The store folder.
+        labels: ``accumulated_resid`` label of each sublayer, e.g. ``("0_pre", "0_mid", ...)``.
+        metadata: Provenance, as :func:`tl_dynamics.collect` records it.
+        settings: What the fingerprint covers (metadata without texts, corpus and
+            version; labels; number and SHA-256 of the texts).
+        fingerprint: SHA-256 (hex) of ``settings``.
+        shards: The shards written so far, in the order they were listed.
+    """
+
+    path: Path
+    labels: tuple[str, ...]
+    metadata: DynamicsMetadata
+    settings: dict[str, Any]
+    fingerprint: str
+    shards: tuple[ShardRecord, ...]
+
+    @classmethod
+    def open(cls, path: str | Path) -> DynamicsStore:
+        """Read the manifest (and any partial manifests of a data-parallel run) at ``path``.
+
+        Raises:
+            FileNotFoundError: no store at ``path``, or a listed shard file is missing.
+            ValueError: a newer format, or a text listed in two shards.
+        """
+        path = Path(path)
+        manifest = path / MANIFEST_NAME
+        if not manifest.is_file():
+            raise FileNotFoundError(
+                f"no tl-dynamics store at {str(path)!r} ({MANIFEST_NAME} not found); "
+                "write one with tl_dynamics.store.collect_to_store"
+            )
+        partials = _read_partials(path)  # first: one consolidated meanwhile is in the manifest
+        record = _read_json(manifest)
+        listed = {s["file"]: ShardRecord.from_json(s) for s in record["shards"]}
+        for shard in _partial_shards(partials, record["fingerprint"]):
+            listed.setdefault(shard.file, shard)
+        store = cls(
+            path=path,
+            labels=tuple(record["labels"]),
+            metadata=DynamicsMetadata.from_json(record["metadata"]),
+            settings=record["settings"],
+            fingerprint=record["fingerprint"],
+            shards=tuple(listed.values()),
+        )
+        store._check()
+        return store
+
+    def _check(self) -> None:
+        owner: dict[int, str] = {}
+        for shard in self.shards:
+            if not (self.path / shard.file).is_file():
+                raise FileNotFoundError(
+                    f"shard {shard.file!r} listed in {str(self.path)!r} is missing"
+                )
+            for text in shard.text_index:
+                if text in owner:
+                    raise ValueError(
+                        f"store {str(self.path)!r} is inconsistent: text {text} is in both "
+                        f"{owner[text]!r} and {shard.file!r}"
+                    )
+                owner[text] = shard.file
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest of this snapshot, JSON-ready."""
+        return {
+            "format": STORE_FORMAT,
+            "format_version": STORE_FORMAT_VERSION,
+            "labels": list(self.labels),
+            "metadata": self.metadata.to_json(),
+            "settings": self.settings,
+            "fingerprint": self.fingerprint,
+            "shards": [s.to_json() for s in self.shards],
+        }
+
+    def __len__(self) -> int:
+        """Number of samples stored (texts x kept positions)."""
+        return sum(s.rows for s in self.shards)
+
+    def __repr__(self) -> str:
+        return (
+            f"DynamicsStore({str(self.path)!r}, model={self.metadata.model_name!r}, "
+            f"texts={len(self.text_indices())}/{self.n_texts}, samples={len(self)}, "
+            f"shards={len(self.shards)})"
+        )
+
+    @property
+    def n_texts(self) -> int:
+        """Number of texts the run covers, stored or not."""
+        return int(self.settings["n_texts"])
+
+    @property
+    def complete(self) -> bool:
+        """Whether every text of the run is stored."""
+        return len(self.text_indices()) == self.n_texts
+
+    def text_indices(self) -> list[int]:
+        """Indices of the stored texts, ascending."""
+        return sorted(t for s in self.shards for t in s.text_index)
+
+    def missing_texts(self) -> list[int]:
+        """Indices of the texts not stored yet, ascending."""
+        stored = set(self.text_indices())
+        return [t for t in range(self.n_texts) if t not in stored]
+
+    def read_shard(self, shard: ShardRecord | int) -> DynamicsCache:
+        """One shard (a :class:`ShardRecord` or its position in :attr:`shards`) as a cache.
+
+        Returns:
+            A :class:`DynamicsCache` of that shard's samples, in text then position order,
+            with the store's labels and metadata.
+        """
+        record = self.shards[shard] if isinstance(shard, int) else shard
+        tensors = load_file(str(self.path / record.file))
+        if len(tensors["text_index"]) != record.rows:
+            raise ValueError(
+                f"shard {record.file!r} holds {len(tensors['text_index'])} samples but the "
+                f"manifest lists {record.rows}"
+            )
+        return DynamicsCache(
+            resid=tensors["resid"],
+            labels=self.labels,
+            text_index=tensors["text_index"],
+            position=tensors["position"],
+            metadata=self.metadata,
+        )
+
+    def iter_shards(self) -> Iterator[DynamicsCache]:
+        """Each shard in turn as a :class:`DynamicsCache` (only one in memory at a time)."""
+        for shard in self.shards:
+            yield self.read_shard(shard)
+
+    def load(self) -> DynamicsCache:
+        """All stored samples as one :class:`DynamicsCache`, in text order then position order.
+
+        Equal to what :func:`tl_dynamics.collect` returns for the same run (once the
+        store is :attr:`complete`). Needs memory for the result plus one shard.
+        """
+        rows = {t: n for s in self.shards for t, n in zip(s.text_index, s.text_rows, strict=True)}
+        texts = sorted(rows)
+        starts = itertools.accumulate((rows[t] for t in texts), initial=0)
+        offsets = dict(zip(texts, starts, strict=False))  # accumulate yields one start more
+        n_samples, d_model = len(self), int(self.metadata.d_model)
+        resid = torch.empty(n_samples, len(self.labels), d_model)
+        text_index = torch.empty(n_samples, dtype=torch.long)
+        position = torch.empty(n_samples, dtype=torch.long)
+        for shard in self.shards:
+            chunk = self.read_shard(shard)
+            spans = zip(shard.text_index, shard.text_rows, strict=True)
+            target = torch.cat([torch.arange(offsets[t], offsets[t] + n) for t, n in spans])
+            resid[target] = chunk.resid
+            text_index[target] = chunk.text_index
+            position[target] = chunk.position
+        return DynamicsCache(resid, self.labels, text_index, position, self.metadata)
+
+
+def _run_settings(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    positions: Positions,
+    shuffle: bool,
+    seed: int,
+    include_final: bool,
+    sites: Sequence[str],
+    corpus: str | None = None,
+    keep_texts: bool = True,
+) -> tuple[tuple[str, ...], DynamicsMetadata, dict[str, Any]]:
+    """``(labels, metadata, settings)`` of collecting ``texts`` through ``model`` so."""
+    check_model(model)
+    labels = tuple(h.label for h in trajectory_hooks(model, sites, include_final))
+    metadata = collect_metadata(
+        model,
+        texts,
+        positions=positions,
+        sites=sites,
+        corpus=corpus,
+        shuffle=shuffle,
+        seed=seed,
+        keep_texts=keep_texts,
+    )
+    return labels, metadata, _settings(labels, metadata, texts)
+
+
+def _check_same_run(folder: Path, stored: dict[str, Any], now: dict[str, Any]) -> None:
+    changed = [
+        f"{key}: {stored.get(key)!r} in the store, {now.get(key)!r} now"
+        for key in sorted(set(stored) | set(now))
+        if stored.get(key) != now.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"{str(folder)!r} holds a store of another run ({'; '.join(changed)}); resume with "
+            "the same model, settings and texts, or pass another folder"
+        )
+
+
+def _is_fresh_folder(path: Path) -> bool:
+    """Absent, empty, or holding only temporary files of a run killed before its manifest."""
+    return not path.exists() or (
+        path.is_dir() and all(p.name.startswith(TEMP_PREFIX) for p in path.iterdir())
+    )
+
+
+def consolidate(path: str | Path) -> DynamicsStore:
+    """Fold the partial manifests into the manifest and delete what no manifest lists.
+
+    Every writer calls it before it starts (a data-parallel job: rank 0 alone), and rank 0
+    again once every rank has finished: no process may be writing meanwhile. It removes
+    temporary files and shard files that no manifest lists, both left by a killed run
+    (their texts are run again).
+
+    Returns:
+        The store as it now is.
+    """
+    path = Path(path)
+    store = DynamicsStore.open(path)
+    _write_json(path / MANIFEST_NAME, store.to_json())
+    listed = {shard.file for shard in store.shards}
+    unlisted = (p for p in path.glob(SHARD_GLOB) if p.name not in listed)
+    for leftover in [*path.glob(PARTIAL_MANIFEST_GLOB), *path.glob(f"{TEMP_PREFIX}*"), *unlisted]:
+        leftover.unlink()
+    return store
+
+
+def prepare_store(
+    model: Any,
+    texts: Sequence[str],
+    out: str | Path,
+    *,
+    positions: Positions = "last",
+    shuffle: bool = False,
+    seed: int = 0,
+    include_final: bool = False,
+    sites: Sequence[str] = SITES,
+    corpus: str | None = None,
+    keep_texts: bool = True,
+) -> DynamicsStore:
+    """Create the store of a run at ``out``, or check that the store there is of the same run.
+
+    Arguments are those of :func:`collect_to_store`. Creates the folder and writes an
+    empty manifest; on an existing store, refuses other settings or texts, then tidies
+    it with :func:`consolidate`.
+
+    Returns:
+        The store, ready for :func:`write_texts`.
+
+    Raises:
+        TypeError: ``model`` is no TransformerLens model, or ``texts`` are not strings.
+        ValueError: bad ``texts`` or ``sites``; ``out`` holds a store of another run (the
+            message names what differs) or is neither a store nor an empty folder.
+    """
+    texts = validate_texts(texts)
+    labels, metadata, settings = _run_settings(
+        model,
+        texts,
+        positions=positions,
+        shuffle=shuffle,
+        seed=seed,
+        include_final=include_final,
+        sites=sites,
+        corpus=corpus,
+        keep_texts=keep_texts,
+    )
+    out = Path(out)
+    if (out / MANIFEST_NAME).is_file():
+        _check_same_run(out, _read_json(out / MANIFEST_NAME)["settings"], settings)
+    elif _is_fresh_folder(out):
+        out.mkdir(parents=True, exist_ok=True)
+        empty = DynamicsStore(out, labels, metadata, settings, _fingerprint(settings), ())
+        _write_json(out / MANIFEST_NAME, empty.to_json())
+    else:
+        raise ValueError(
+            f"out {str(out)!r} exists and is neither a tl-dynamics store ({MANIFEST_NAME} not "
+            "found) nor an empty folder; pass a new or empty folder"
+        )
+    return consolidate(out)
+
+
+def _shard_rows(shard_size: int | None, store: DynamicsStore) -> int:
+    if shard_size is None:
+        per_sample = len(store.labels) * int(store.metadata.d_model) * RESID_BYTES
+        return max(1, SHARD_BYTES // per_sample)
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive int or None, got {shard_size!r}")
+    return shard_size
+
+
+def _group_rows(batches: Iterable[CollectedBatch], rows: int) -> Iterator[list[CollectedBatch]]:
+    """Consecutive batches gathered until they hold at least ``rows`` samples."""
+    group: list[CollectedBatch] = []
+    for batch in batches:
+        group.append(batch)
+        if sum(len(b.text_index) for b in group) >= rows:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _write_shard(
+    store: DynamicsStore, group: list[CollectedBatch], rank: int, number: int
+) -> ShardRecord:
+    """Write one shard atomically, rows sorted by text (a stable sort keeps position order)."""
+    text_index: Int[Tensor, " row"] = torch.cat([b.text_index for b in group])
+    order = torch.sort(text_index, stable=True).indices
+    tensors = {
+        "resid": torch.cat([b.resid for b in group])[order],
+        "text_index": text_index[order],
+        "position": torch.cat([b.position for b in group])[order],
+    }
+    file = SHARD_NAME.format(rank=rank, number=number)
+    header = {"format": STORE_FORMAT, "fingerprint": store.fingerprint, "version": __version__}
+    _atomic_write(store.path / file, lambda path: save_file(tensors, str(path), metadata=header))
+    texts, rows = torch.unique_consecutive(tensors["text_index"], return_counts=True)
+    return ShardRecord(file, rank, number, tuple(texts.tolist()), tuple(rows.tolist()))
+
+
+def write_texts(
+    model: Any,
+    texts: Sequence[str],
+    store: DynamicsStore,
+    indices: Sequence[int],
+    *,
+    rank: int | None = None,
+    batch_size: int = 16,
+    shard_size: int | None = None,
+    progress: bool = True,
+) -> list[ShardRecord]:
+    """Collect ``texts[i]`` for each ``i`` in ``indices`` and append them to ``store``.
+
+    Collection settings (positions, sites, shuffle, seed, final sublayer) are the store's
+    own. Each shard is written atomically, then its manifest is rewritten atomically.
+
+    Args:
+        model: The model of the store's run.
+        texts: All the texts of the run (their SHA-256 must match the store's).
+        store: From :func:`prepare_store`.
+        indices: Which texts to run; their samples keep these indices.
+        rank: ``None`` when this process is the store's only writer: the manifest is
+            rewritten after every shard. A data-parallel rank (int) writes its own shard
+            names and partial manifest instead, merged by :func:`consolidate`.
+        batch_size: Texts per forward pass.
+        shard_size: Samples per shard, at least (whole forward passes, so up to one batch
+            more); ``None`` for about :data:`SHARD_BYTES` per shard.
+        progress: Show a progress bar.
+
+    Returns:
+        The records of the shards written.
+
+    Raises:
+        ValueError: ``model`` or ``texts`` are not the store's run, or a bad
+            ``shard_size``, ``batch_size`` or index.
+    """
+    texts = validate_texts(texts)
+    metadata = store.metadata
+    include_final = store.labels[-1] == FINAL_LABEL
+    _, _, settings = _run_settings(
+        model,
+        texts,
+        positions=metadata.positions,
+        shuffle=metadata.shuffle,
+        seed=metadata.seed,
+        include_final=include_final,
+        sites=metadata.sites,
+    )
+    _check_same_run(store.path, store.settings, settings)
+    rows = _shard_rows(shard_size, store)
+    manifest = store.path / (
+        MANIFEST_NAME if rank is None else PARTIAL_MANIFEST_NAME.format(rank=rank)
+    )
+    writer = rank or 0
+    first = 1 + max((s.number for s in store.shards if s.rank == writer), default=-1)
+    batches = iter_batches(
+        model,
+        texts,
+        batch_size=batch_size,
+        positions=metadata.positions,
+        shuffle=metadata.shuffle,
+        seed=metadata.seed,
+        include_final=include_final,
+        sites=metadata.sites,
+        progress=progress,
+        subset=indices,
+    )
+    written: list[ShardRecord] = []
+    for number, group in enumerate(_group_rows(batches, rows), start=first):
+        written.append(_write_shard(store, group, writer, number))
+        if rank is None:
+            record = dataclasses.replace(store, shards=(*store.shards, *written)).to_json()
+        else:
+            record = {
+                "format": STORE_FORMAT,
+                "format_version": STORE_FORMAT_VERSION,
+                "rank": rank,
+                "fingerprint": store.fingerprint,
+                "shards": [s.to_json() for s in written],
+            }
+        _write_json(manifest, record)
+    return written
+
+
+def collect_to_store(
+    model: Any,
+    texts: Sequence[str],
+    out: str | Path,
+    *,
+    batch_size: int = 16,
+    positions: Positions = "last",
+    shuffle: bool = False,
+    seed: int = 0,
+    include_final: bool = False,
+    sites: Sequence[str] = SITES,
+    corpus: str | None = None,
+    keep_texts: bool = True,
+    progress: bool = True,
+    shard_size: int | None = None,
+) -> DynamicsStore:
+    """Collect trajectories of ``texts`` into the store folder ``out``, resuming if it exists.
+
+    Arguments are those of :func:`tl_dynamics.collect`, plus ``out`` (a new or empty
+    folder, or the store of an interrupted run of the same settings and texts) and
+    ``shard_size`` (samples per shard file; ``None`` for about :data:`SHARD_BYTES`).
+    Texts already stored are skipped; the others are run and streamed to disk a shard at
+    a time, so memory holds one shard, never the whole run.
+
+    Returns:
+        The complete :class:`DynamicsStore`; its ``load()`` equals
+        ``tl_dynamics.collect(model, texts, ...)``.
+
+    Raises:
+        TypeError, ValueError, FloatingPointError: as :func:`tl_dynamics.collect`, and
+            ``ValueError`` when ``out`` holds another run (see :func:`prepare_store`).
+    """
+    store = prepare_store(
+        model,
+        texts,
+        out,
+        positions=positions,
+        shuffle=shuffle,
+        seed=seed,
+        include_final=include_final,
+        sites=sites,
+        corpus=corpus,
+        keep_texts=keep_texts,
+    )
+    write_texts(
+        model,
+        texts,
+        store,
+        store.missing_texts(),
+        batch_size=batch_size,
+        shard_size=shard_size,
+        progress=progress,
+    )
+    return DynamicsStore.open(store.path)

@@ -1,0 +1,346 @@
+"""Metrics of a store too large for memory, computed a shard at a time.
+
+A mean, a variance or a correlation does not need every sample at once: it needs a few
+sums that can be computed on each chunk of samples and *merged*. For every unit ``i``
+at sublayer ``s`` a :class:`MomentSummary` keeps, over the samples it has seen,
+
+* the count ``n`` and the mean ``mu_s``,
+* the sum of squared deviations ``M2_s = sum (x_s - mu_s)^2``,
+* the co-moment of successive sublayers ``C_t = sum (x_t - mu_t)(x_{t+1} - mu_{t+1})``,
+
+and per sublayer or transition the sums of the per-sample geometry: vector norms,
+cosines and velocities of successive vectors. Two summaries merge exactly (Chan, Golub &
+LeVeque 1979: the deviation sums are corrected by the difference of the two means), all
+in float64, so the Pearson correlation ``C_t / sqrt(M2_t M2_{t+1})`` of a store equals
+that of the whole tensor to rounding, without the cancellation of raw sums of squares.
+
+The same idea covers the two embeddings of the paper that learn from every residual
+stream vector (each sample at each sublayer is one point in R^d_model):
+
+* PCA (Fig 4): scikit-learn's ``IncrementalPCA`` updates its components batch by batch
+  (:func:`incremental_pca`);
+* the compressing autoencoder (Fig 3): stochastic gradient descent only needs shuffled
+  minibatches (:func:`iter_minibatches`), drawn across shards from a seed.
+
+Every function takes a :class:`~tl_dynamics.store.DynamicsStore`, a
+:class:`~tl_dynamics.cache.DynamicsCache`, a ``[sample, sublayer, d_model]`` tensor, or
+any iterable of those chunks (e.g. a generator reading your own files).
+
+Example::
+
+    import tl_dynamics as tld
+    from tl_dynamics import streaming
+    from tl_dynamics.store import DynamicsStore
+
+    store = DynamicsStore.open("minilm-store")             # see tl_dynamics.store
+    summary = streaming.moments(store)                      # one pass, a shard at a time
+    summary.mean_velocity                                   # [transition] mean step length
+    summary.unit_correlation()                              # [transition, d_model] Pearson r
+    pca = streaming.incremental_pca(store, n_components=10)
+    pca.explained_variance_ratio_.cumsum()
+    for batch in streaming.iter_minibatches(store, batch_size=64, seed=0):
+        ...                                                 # [64, d_model] training step
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import Union
+
+import torch
+from einops import einsum, rearrange
+from jaxtyping import Float
+from sklearn.decomposition import IncrementalPCA
+from torch import Tensor
+
+from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.metrics import cosine_similarity, norms, velocity
+from tl_dynamics.store import DynamicsStore
+
+STAT_DTYPE = torch.float64  # every sum is accumulated in float64
+
+PCA_BATCH_PER_FEATURE = 5
+"""Default vectors per ``partial_fit`` batch, per unit: scikit-learn's own default
+``batch_size = 5 * n_features`` of ``IncrementalPCA.fit``."""
+
+SHUFFLE_WINDOW = 2
+"""Shards shuffled together by :func:`iter_minibatches`: with the default shards of
+:data:`tl_dynamics.store.SHARD_BYTES` (256 MiB), about 1 GiB of float32 in memory."""
+
+Chunk = Union[Tensor, DynamicsCache]
+Source = Union[DynamicsStore, Chunk, Iterable[Chunk]]
+"""A store, a cache, a ``[sample, sublayer, d_model]`` tensor, or an iterable of chunks."""
+
+
+def _resid(chunk: object) -> Tensor:
+    if isinstance(chunk, DynamicsCache):
+        return chunk.resid
+    if isinstance(chunk, Tensor):
+        return chunk
+    raise TypeError(
+        "source must be a DynamicsStore, a DynamicsCache, a [sample, sublayer, d_model] tensor "
+        f"or an iterable of caches or tensors; received {type(chunk).__name__}"
+    )
+
+
+def iter_chunks(source: Source) -> Iterator[Float[Tensor, "sample sublayer d_model"]]:
+    """The ``[sample, sublayer, d_model]`` tensors of ``source``, one chunk at a time."""
+    if isinstance(source, DynamicsStore):
+        yield from (chunk.resid for chunk in source.iter_shards())
+    elif isinstance(source, Iterable) and not isinstance(source, (DynamicsCache, Tensor)):
+        yield from (_resid(chunk) for chunk in source)
+    else:
+        yield _resid(source)
+
+
+@dataclass(frozen=True, eq=False)
+class MomentSummary:
+    """Mergeable sufficient statistics of residual-stream trajectories (all float64).
+
+    Attributes:
+        n_samples: Number of samples summarised.
+        mean: ``[sublayer, d_model]`` mean activation, in residual-stream units.
+        m2: ``[sublayer, d_model]`` sum over samples of squared deviations from ``mean``.
+        comoment: ``[transition, d_model]`` sum over samples of the product of the
+            deviations at sublayers ``t`` and ``t + 1``.
+        norm_sum: ``[sublayer]`` sum over samples of ``||h_s||_2``.
+        cosine_sum: ``[transition]`` sum over samples of ``cos(h_t, h_{t+1})``.
+        velocity_sum: ``[transition]`` sum over samples of ``||h_{t+1} - h_t||_2``.
+    """
+
+    n_samples: int
+    mean: Float[Tensor, "sublayer d_model"]
+    m2: Float[Tensor, "sublayer d_model"]
+    comoment: Float[Tensor, "transition d_model"]
+    norm_sum: Float[Tensor, " sublayer"]
+    cosine_sum: Float[Tensor, " transition"]
+    velocity_sum: Float[Tensor, " transition"]
+
+    @classmethod
+    def of(cls, resid: Float[Tensor, "sample sublayer d_model"]) -> MomentSummary:
+        """Summarise one chunk of at least one sample and two sublayers (any float dtype)."""
+        x = resid.to(STAT_DTYPE)
+        step = velocity(x)  # first: validates a finite [sample, sublayer >= 2, d_model] tensor
+        mean = x.mean(dim=0)
+        deviation = x - mean
+        return cls(
+            n_samples=int(x.shape[0]),
+            mean=mean,
+            m2=deviation.square().sum(dim=0),
+            comoment=einsum(deviation[:, :-1], deviation[:, 1:], "sample t d, sample t d -> t d"),
+            norm_sum=norms(x).sum(dim=0),
+            cosine_sum=cosine_similarity(x).sum(dim=0),
+            velocity_sum=step.sum(dim=0),
+        )
+
+    def merge(self, other: MomentSummary) -> MomentSummary:
+        """The summary of both sets of samples (exact; commutative up to rounding).
+
+        Raises:
+            TypeError: ``other`` is no :class:`MomentSummary`.
+            ValueError: the two have different numbers of sublayers or units.
+        """
+        if not isinstance(other, MomentSummary):
+            raise TypeError(f"other must be a MomentSummary; received {type(other).__name__}")
+        if other.mean.shape != self.mean.shape:
+            raise ValueError(
+                "cannot merge summaries of different shapes: [sublayer, d_model] "
+                f"{tuple(self.mean.shape)} and {tuple(other.mean.shape)}"
+            )
+        n = self.n_samples + other.n_samples
+        delta = other.mean - self.mean
+        weight = self.n_samples * other.n_samples / n
+        return MomentSummary(
+            n_samples=n,
+            mean=self.mean + delta * (other.n_samples / n),
+            m2=self.m2 + other.m2 + delta.square() * weight,
+            comoment=self.comoment + other.comoment + delta[:-1] * delta[1:] * weight,
+            norm_sum=self.norm_sum + other.norm_sum,
+            cosine_sum=self.cosine_sum + other.cosine_sum,
+            velocity_sum=self.velocity_sum + other.velocity_sum,
+        )
+
+    @property
+    def mean_activation(self) -> Float[Tensor, "sublayer d_model"]:
+        """Mean of every unit at every sublayer (Fig 1B), in residual-stream units."""
+        return self.mean
+
+    @property
+    def mean_norm(self) -> Float[Tensor, " sublayer"]:
+        """Mean over samples of ``||h_s||_2``, in residual-stream units."""
+        return self.norm_sum / self.n_samples
+
+    @property
+    def mean_cosine(self) -> Float[Tensor, " transition"]:
+        """Mean over samples of ``cos(h_t, h_{t+1})`` (Fig 1E), dimensionless."""
+        return self.cosine_sum / self.n_samples
+
+    @property
+    def mean_velocity(self) -> Float[Tensor, " transition"]:
+        """Mean over samples of ``||h_{t+1} - h_t||_2`` (Fig 1F), residual-stream units."""
+        return self.velocity_sum / self.n_samples
+
+    def unit_correlation(self) -> Float[Tensor, "transition d_model"]:
+        """Per-unit Pearson ``r`` across samples between sublayers ``t`` and ``t + 1`` (Fig 1C).
+
+        As :func:`tl_dynamics.metrics.unit_correlation`: ``[sublayer - 1, d_model]``
+        float64 in ``[-1, 1]``, NaN where the unit is constant at either sublayer.
+        """
+        scale = (self.m2[:-1] * self.m2[1:]).sqrt()
+        r = torch.where(scale > 0, self.comoment / scale, math.nan)
+        return r.clamp(-1.0, 1.0)
+
+
+def moments(source: Source) -> MomentSummary:
+    """One pass over ``source``, merging the :class:`MomentSummary` of each chunk.
+
+    Raises:
+        ValueError: ``source`` holds no chunk, or chunks of different shapes.
+    """
+    summaries = (MomentSummary.of(chunk) for chunk in iter_chunks(source))
+    first = next(summaries, None)
+    if first is None:
+        raise ValueError("source holds no samples; collect some first")
+    return reduce(MomentSummary.merge, summaries, first)
+
+
+def _as_vectors(resid: Float[Tensor, "sample sublayer d_model"]) -> Float[Tensor, "vector d_model"]:
+    """Every residual-stream vector (each sample at each sublayer) as one row."""
+    return rearrange(resid, "sample sublayer d_model -> (sample sublayer) d_model")
+
+
+def _fixed_batches(blocks: Iterable[Tensor], size: int, min_size: int) -> Iterator[Tensor]:
+    """Re-cut row blocks into batches of ``size`` rows; a last batch shorter than
+    ``min_size`` joins the one before (``sklearn.utils.gen_batches``' rule)."""
+    held: Tensor | None = None  # a full batch, yielded once we know it is not the last
+    rest: Tensor | None = None
+    for block in blocks:
+        rest = block if rest is None else torch.cat([rest, block])
+        while len(rest) >= size:
+            if held is not None:
+                yield held
+            held, rest = rest[:size], rest[size:]
+    tail = rest if rest is not None and len(rest) else None
+    if held is not None and tail is not None and len(tail) < min_size:
+        held, tail = torch.cat([held, tail]), None
+    yield from (batch for batch in (held, tail) if batch is not None)
+
+
+def incremental_pca(
+    source: Source, n_components: int = 100, *, batch_size: int | None = None
+) -> IncrementalPCA:
+    """PCA of every residual-stream vector in ``source`` (samples x sublayers), chunk by chunk.
+
+    The paper's PCA (Fig 4A-C) over the ``2NL x D`` matrix, fitted with scikit-learn's
+    ``IncrementalPCA.partial_fit`` on float64 batches of ``batch_size`` vectors cut
+    across chunks, so the result equals ``IncrementalPCA(n_components,
+    batch_size=batch_size).fit(all_vectors)``, with one batch in memory at a time.
+
+    Args:
+        source: A store, cache, tensor or iterable of chunks.
+        n_components: Components to keep (at most ``d_model``).
+        batch_size: Vectors per ``partial_fit``; default ``5 * d_model`` (scikit-learn's).
+            At least ``n_components``.
+
+    Returns:
+        The fitted ``IncrementalPCA``: ``components_`` ``[n_components, d_model]``,
+        ``explained_variance_ratio_``, ``mean_``, and ``transform`` for projections.
+
+    Raises:
+        ValueError: ``batch_size < n_components``, or an empty ``source``.
+    """
+    blocks = (_as_vectors(chunk) for chunk in iter_chunks(source))
+    first = next(blocks, None)
+    if first is None:
+        raise ValueError("source holds no samples; collect some first")
+    size = PCA_BATCH_PER_FEATURE * first.shape[-1] if batch_size is None else batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < n_components:
+        raise ValueError(
+            f"batch_size must be an int >= n_components ({n_components}); received {size!r}"
+        )
+    pca = IncrementalPCA(n_components=n_components)
+    for batch in _fixed_batches(itertools.chain([first], blocks), size, n_components):
+        pca.partial_fit(batch.to(STAT_DTYPE).numpy())
+    return pca
+
+
+def _chunk_reader(source: DynamicsStore | Sequence[Chunk]) -> tuple[int, Callable[[int], Chunk]]:
+    """``(number of chunks, read(i))`` for random access to the chunks of ``source``."""
+    if isinstance(source, DynamicsStore):
+        return len(source.shards), source.read_shard
+    if isinstance(source, Sequence) and not isinstance(source, str):
+        return len(source), source.__getitem__
+    raise TypeError(
+        "source must be a DynamicsStore or a sequence of DynamicsCache or tensors (random "
+        f"access is needed to shuffle); received {type(source).__name__}"
+    )
+
+
+def _samples_of(chunk: Chunk, texts: Tensor | None) -> Float[Tensor, "sample sublayer d_model"]:
+    """The trajectories of ``chunk``, only those of ``texts`` when given."""
+    resid = _resid(chunk)
+    if texts is None:
+        return resid
+    if not isinstance(chunk, DynamicsCache):
+        raise TypeError(
+            "texts needs chunks that know their texts: a DynamicsStore or DynamicsCache chunks"
+        )
+    return resid[torch.isin(chunk.text_index, texts)]
+
+
+def iter_minibatches(
+    source: DynamicsStore | Sequence[Chunk],
+    batch_size: int,
+    seed: int,
+    *,
+    texts: Collection[int] | None = None,
+    window: int = SHUFFLE_WINDOW,
+    drop_last: bool = False,
+) -> Iterator[Float[Tensor, "batch d_model"]]:
+    """Shuffled minibatches of residual-stream vectors across the shards of a store.
+
+    One epoch: every vector (each sample at each sublayer, the compressing autoencoder's
+    unit of data) appears exactly once. The order of the shards is permuted, ``window``
+    shards at a time are loaded and their vectors permuted together (with the leftover of
+    the window before), so memory holds ``window`` shards. Reproducible from ``seed``;
+    pass ``seed + epoch`` for a new order each epoch.
+
+    Args:
+        source: A store, or a sequence of caches or ``[sample, sublayer, d_model]`` tensors.
+        batch_size: Vectors per minibatch.
+        seed: Seed of every random choice.
+        texts: Only the samples of these text indices, e.g. a training split that holds
+            whole trajectories out for validation (successive sublayers of one sample are
+            too alike to split); needs a store or caches.
+        window: Shards shuffled together; larger mixes better and needs more memory.
+        drop_last: Skip the last minibatch when it is shorter than ``batch_size``.
+
+    Yields:
+        ``[batch_size, d_model]`` float32 tensors (the last one possibly shorter).
+
+    Raises:
+        TypeError: ``source`` is neither a store nor a sequence of chunks, or ``texts``
+            is given for tensors.
+        ValueError: ``batch_size`` or ``window`` is not a positive int.
+    """
+    for value, name in ((batch_size, "batch_size"), (window, "window")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; received {value!r}")
+    n_chunks, read = _chunk_reader(source)
+    wanted = None if texts is None else torch.tensor(sorted(texts), dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_chunks, generator=generator).tolist()
+    leftover: list[Tensor] = []  # vectors of the window before that filled no minibatch
+    for start in range(0, n_chunks, window):
+        blocks = [_as_vectors(_samples_of(read(i), wanted)) for i in order[start : start + window]]
+        vectors = torch.cat([*leftover, *blocks])
+        vectors = vectors[torch.randperm(len(vectors), generator=generator)]
+        full = len(vectors) - len(vectors) % batch_size
+        yield from vectors[:full].split(batch_size)
+        leftover = [vectors[full:]]
+    if not drop_last and leftover and len(leftover[0]):
+        yield leftover[0]
