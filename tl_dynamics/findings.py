@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from scipy.stats import spearmanr
 from torch import Tensor
@@ -97,6 +98,8 @@ def _trend(key: str, claim: str, per_step: Tensor, name: str, rising: bool) -> F
     values = per_step.double().cpu().numpy()
     if len(values) < 3:
         return Finding(key, claim, "too few sublayers for a trend", None, {})
+    if np.ptp(values) == 0 or not np.isfinite(values).all():
+        return Finding(key, claim, f"{name} is constant or undefined across depth", None, {})
     rho = float(spearmanr(range(len(values)), values).statistic)
     direction = "rises" if rho > 0 else "falls"
     observed = (
@@ -141,16 +144,22 @@ def high_correlation(dyn: DynamicsCache) -> Finding:
     """Fig 1C: successive sublayers correlate with r > 0.8, rising with depth."""
     median = metrics.unit_correlation(dyn.resid).nanmedian(dim=-1).values
     above = int((median > HIGH_CORRELATION).sum())
-    rho = float(spearmanr(range(len(median)), median.cpu().numpy()).statistic)
-    observed = (
+    high, rising = above > MAJORITY * len(median), None
+    rho = float("nan")
+    if len(median) >= 3 and np.ptp(median.cpu().numpy()) > 0:
+        rho = float(spearmanr(range(len(median)), median.cpu().numpy()).statistic)
+        rising = rho > 0
+    parts = [
         f"median per-unit r > {HIGH_CORRELATION} in {above}/{len(median)} transitions "
-        f"(first {float(median[0]):.2f}, last {float(median[-1]):.2f}; trend ρ = {rho:+.2f})"
-    )
+        f"({'holds' if high else 'fails'})",
+        f"trend with depth ρ = {rho:+.2f} ({'undecided' if rising is None else 'holds' if rising else 'fails'})",
+    ]
+    observed = f"{'; '.join(parts)}; first {float(median[0]):.2f}, last {float(median[-1]):.2f}"
     return Finding(
         "high_correlation",
         f"Per-unit correlation of successive sublayers is > {HIGH_CORRELATION} early and rises with depth (Fig 1C).",
         observed,
-        above > MAJORITY * len(median) and rho > 0,
+        None if rising is None else high and rising,
         {"median_r": median.tolist(), "spearman_rho": rho},
     )
 
@@ -288,17 +297,23 @@ def steps_lengthen_in_pca_plane(pca: Any) -> Finding:
 
 
 def mid_layers_attract(sweep: Any) -> Finding:
-    """Fig 4D: mid-layer teleports are pulled back more than first- and last-layer ones."""
+    """Fig 4D: mid-layer teleports are pulled back faster than first- and last-layer ones.
+
+    Layers are followed for different numbers of sublayers (11 after layer 0 of a 6-layer
+    model, 1 after its last), so they are compared by the contraction *per sublayer*,
+    ``contraction ** (1 / steps)``: the geometric mean factor by which the distance to the
+    control shrinks at each step.
+    """
     table = sweep.to_frame()
     if len(table) < 3:
         return Finding("mid_layers_attract", "", "fewer than three teleport layers", None, {})
-    contraction = table["contraction"].tolist()
-    middle = sum(contraction[1:-1]) / len(contraction[1:-1])
-    edges = min(contraction[0], contraction[-1])
-    listing = ", ".join(f"layer {l}: {c:.2f}" for l, c in zip(table["layer"], contraction))
+    rate = (table["contraction"] ** (1 / table["steps"].clip(lower=1))).tolist()
+    middle = sum(rate[1:-1]) / len(rate[1:-1])
+    edges = min(rate[0], rate[-1])
+    listing = ", ".join(f"layer {l}: {r:.2f}" for l, r in zip(table["layer"], rate))
     observed = (
-        f"final distance to the control / displacement: {listing} "
-        f"(mid-layer mean {middle:.2f} vs first/last {contraction[0]:.2f}/{contraction[-1]:.2f})"
+        f"distance to the control shrinks per sublayer by a factor {listing} "
+        f"(mid-layer mean {middle:.2f} vs first/last {rate[0]:.2f}/{rate[-1]:.2f})"
     )
     return Finding(
         "mid_layers_attract",
@@ -306,7 +321,12 @@ def mid_layers_attract(sweep: Any) -> Finding:
         "(attractor-like), not at the first or last layer (Fig 4D).",
         observed,
         middle < edges,
-        {"layers": table["layer"].tolist(), "contraction": contraction},
+        {
+            "layers": table["layer"].tolist(),
+            "contraction": table["contraction"].tolist(),
+            "steps": table["steps"].tolist(),
+            "contraction_per_sublayer": rate,
+        },
     )
 
 

@@ -103,6 +103,8 @@ def load_model(
         ) from error
     if source == str(minilm_path()):
         model.cfg.model_name = MINILM_NAME  # not the site-packages folder it was read from
+    elif Path(source).is_dir():
+        model.cfg.model_name = Path(source).resolve().name  # a folder's name, not its path
     return model.eval()
 
 

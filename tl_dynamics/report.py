@@ -55,6 +55,7 @@ SCHEMA_VERSION = 1
 PCA_COMPONENTS = 100  # the paper's Fig 4C reconstructs from 100 components
 TELEPORT_GRID = 10  # the paper's n x n teleport grid, n ~ 10 (section 9)
 CAE_EPOCHS = 20  # enough for a 2-D bottleneck on ~10^4 vectors on a CPU
+ROTATION_SHUFFLES = 1000  # the paper's layer-order permutations per unit (section 6)
 
 REPORT_FILES = ("report.html", "metrics.json", "dynamics.safetensors", "dynamics.json")
 
@@ -94,7 +95,9 @@ def _nan_to_none(values: Any) -> Any:
     return None if isinstance(values, float) and values != values else values
 
 
-def condition_measures(dyn: DynamicsCache, seed: int, progress: bool) -> dict[str, Any]:
+def condition_measures(
+    dyn: DynamicsCache, seed: int, progress: bool, n_shuffles: int = ROTATION_SHUFFLES
+) -> dict[str, Any]:
     """Every Figure 1-2 measure of one condition, as tensors and result objects.
 
     Returns a dict keyed by measure name (an internal record that is turned into JSON
@@ -110,7 +113,7 @@ def condition_measures(dyn: DynamicsCache, seed: int, progress: bool) -> dict[st
         ("correlation_distribution", lambda: metrics.correlation_distribution(dyn.resid)),
         ("mutual_information", lambda: metrics.mutual_information(dyn.resid)),
         ("rotations", lambda: metrics.rotations(dyn.resid)),
-        ("rotation_null", lambda: metrics.rotation_null(dyn.resid, seed=seed)),
+        ("rotation_null", lambda: metrics.rotation_null(dyn.resid, n_shuffles, seed=seed)),
     ]
     measures = {}
     for name, compute in tqdm(steps, desc="measures", unit="measure", disable=not progress):
@@ -192,14 +195,19 @@ class TrajectoryMeasures:
 
 
 def trajectory_measures(
-    model: Any, dyn: DynamicsCache, seed: int, progress: bool
+    model: Any,
+    dyn: DynamicsCache,
+    seed: int,
+    progress: bool,
+    cae_epochs: int = CAE_EPOCHS,
+    grid: int = TELEPORT_GRID,
 ) -> TrajectoryMeasures:
     """PCA, compressing autoencoder and teleport sweep of ``dyn``'s model (Figures 3-4)."""
     pca = pca_trajectories(dyn, n_components=PCA_COMPONENTS, seed=seed)
     autoencoder = CompressingAutoencoder(dyn.resid.shape[-1]).fit(
-        dyn, epochs=CAE_EPOCHS, seed=seed, progress=progress
+        dyn, epochs=cae_epochs, seed=seed, progress=progress
     )
-    sweep = teleport_sweep(model, pca, n=TELEPORT_GRID, progress=progress)
+    sweep = teleport_sweep(model, pca, n=grid, progress=progress)
     return TrajectoryMeasures(pca, autoencoder, sweep)
 
 
@@ -268,7 +276,7 @@ def _findings_table(original: list[findings_module.Finding], shuffled: list[find
 TRAJECTORY_TEXT = (
     "<p>PCA is fitted on every residual-stream vector of every sample and sublayer; the "
     "compressing autoencoder's numbers are on held-out samples. Teleports write points of "
-    f"a {TELEPORT_GRID}×{TELEPORT_GRID} grid in the PC1–PC2 plane into the residual stream "
+    "a square grid in the PC1–PC2 plane into the residual stream "
     "of the default prompt at the input of the attention sub-block of the chosen layers, "
     "then follow the runs; <i>contraction</i> is the final distance to the unperturbed run "
     "divided by the displacement (below 1: pulled back). In a post-LayerNorm model such "
@@ -350,8 +358,24 @@ def run_report(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    n_shuffles: int = ROTATION_SHUFFLES,
+    cae_epochs: int = CAE_EPOCHS,
+    grid: int = TELEPORT_GRID,
 ) -> dict[str, float]:
     """Run every measure on ``texts`` in both conditions and write the report folder.
+
+    Args:
+        model: A TransformerLens model in eval mode.
+        texts: The texts (the same ones in both conditions).
+        out: The report folder to write.
+        corpus: Name of the texts' source, for the record.
+        batch_size: Texts per forward pass.
+        seed: Seed of the shuffled control, the rotation null, the PCA and autoencoder.
+        overwrite: Replace an existing ``out``.
+        progress: Show progress bars.
+        n_shuffles: Layer-order shuffles of the rotation null (the paper: 1000).
+        cae_epochs: Training epochs of the compressing autoencoder.
+        grid: Teleport grid side (``grid x grid`` points; the paper: about 10).
 
     Returns:
         Wall time of each stage in seconds.
@@ -368,13 +392,13 @@ def run_report(
         )
     with timer.stage("measures", progress):
         measures = {
-            "original": condition_measures(original, seed, progress),
-            "shuffled": condition_measures(shuffled, seed, progress),
+            "original": condition_measures(original, seed, progress, n_shuffles),
+            "shuffled": condition_measures(shuffled, seed, progress, n_shuffles),
         }
     with timer.stage("trajectories and teleports", progress):
         trajectories = {
-            "original": trajectory_measures(model, original, seed, progress),
-            "shuffled": trajectory_measures(model, shuffled, seed, progress),
+            name: trajectory_measures(model, dyn, seed, progress, cae_epochs, grid)
+            for name, dyn in (("original", original), ("shuffled", shuffled))
         }
     with timer.stage("findings", progress):
         found = {
