@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 from _common import machine
-from bench_collect import BATCH_SIZE, padded_batches
+from bench_collect import padded_batches
 
 import tl_dynamics as tld
 from tl_dynamics.cli import main as cli

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -23,6 +25,19 @@ REPORT_TEXTS = 40  # texts in the session's MiniLM report: small, so it runs in 
 
 ARCHITECTURES = ("llama", "gemma2", "gpt2", "bert")
 """Every architecture the library is tested on; "bert" is the real MiniLM."""
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small problems run faster on one thread (torch and BLAS), far faster on busy cores.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; restores the count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 import tl_dynamics as tld
@@ -26,14 +25,7 @@ from tl_dynamics.embed import (
 N_TEXTS = 64  # MiniLM trajectories for the real-data checks: 64 x 12 = 768 vectors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems run faster on one thread (torch and BLAS), far faster on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

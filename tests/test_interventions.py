@@ -8,7 +8,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_limits
 
 import tl_dynamics as tld
 from tl_dynamics.collect import forward_trajectories
@@ -31,14 +30,7 @@ NULL_TOLERANCE = 1e-5  # a null teleport must reproduce the control this closely
 SHIFT = 3.0  # size of the random kick, in residual-stream units
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems run faster on one thread (torch and BLAS), far faster on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import tl_dynamics as tld
 from tl_dynamics.embed import CompressingAutoencoder, pca_trajectories
@@ -13,14 +12,7 @@ from tl_dynamics.interventions import pca_grid, teleport, teleport_sweep
 from tl_dynamics.plot import trajectories as plots
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems run faster on one thread (torch and BLAS), far faster on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -163,10 +163,10 @@ class CorrelationDistribution:
     """
 
     fraction: Float[Tensor, "d_model bin"]
-    bin_edges: Float[Tensor, "edge"]
-    below: Float[Tensor, "d_model"]
-    above: Float[Tensor, "d_model"]
-    undefined: Float[Tensor, "d_model"]
+    bin_edges: Float[Tensor, " edge"]
+    below: Float[Tensor, " d_model"]
+    above: Float[Tensor, " d_model"]
+    undefined: Float[Tensor, " d_model"]
     n_pairs: int
 
     def to_frame(self) -> pd.DataFrame:

@@ -54,7 +54,7 @@ def mean_activation(
     return reduce(resid.to(working_dtype(resid)), "batch sublayer d -> sublayer d", "mean")
 
 
-def unit_order(resid: Float[Tensor, "batch sublayer d_model"]) -> Int[Tensor, "d_model"]:
+def unit_order(resid: Float[Tensor, "batch sublayer d_model"]) -> Int[Tensor, " d_model"]:
     """Unit indices sorted by their mean activation at the last sublayer, ascending.
 
     The paper's sort order for Fig 1B: ``mean_activation(resid)[:, unit_order(resid)]``
