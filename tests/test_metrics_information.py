@@ -34,7 +34,7 @@ def test_kde_matches_scipy_gaussian_kde(resid, scipy_mi):
     assert mi.dtype == torch.float64
     relative = np.abs(mi.numpy() - scipy_mi) / np.abs(scipy_mi)
     assert relative.max() < MAX_RELATIVE_ERROR
-    assert relative.max() < 1e-9  # in practice it is the same computation, to rounding
+    assert relative.max() < 1e-4  # the same computation, with float32 kernel values
 
 
 def test_chunking_does_not_change_the_estimate(resid, monkeypatch):
@@ -53,6 +53,30 @@ def test_half_precision_input_is_estimated_in_float64(resid):
     mi = mutual_information(half)
     assert mi.dtype == torch.float64
     torch.testing.assert_close(mi, mutual_information(half.double()), rtol=1e-12, atol=0)
+
+
+def test_binned_matches_the_exact_kde(resid):
+    exact = mutual_information(resid)
+    binned = mutual_information(resid, method="binned")
+    relative = (binned - exact).abs() / exact.abs()
+    assert relative.mean() < MAX_RELATIVE_ERROR
+    assert relative.mean() < 2e-3  # measured ~1e-4 at a spacing of half a kernel width
+
+
+def test_binned_matches_the_exact_kde_with_heavy_tails_and_outliers():
+    """Student-t noise plus a few samples 40x out: their units get coarser grids."""
+    generator = torch.Generator().manual_seed(3)
+    resid = make_resid(batch=400, n_sublayers=3, d_model=12, seed=3, dtype=torch.float64)
+    resid[:4] *= 40
+    t_noise = torch.randn(resid.shape, generator=generator, dtype=torch.float64) / torch.sqrt(
+        torch.rand(resid.shape, generator=generator, dtype=torch.float64) + 0.01
+    )
+    resid = resid + 0.3 * t_noise
+    exact = mutual_information(resid)
+    binned = mutual_information(resid, method="binned")
+    assert binned.isfinite().all()
+    relative = (binned - exact).abs() / exact.abs()
+    assert relative.mean() < MAX_RELATIVE_ERROR
 
 
 @pytest.mark.parametrize("rho", [0.3, 0.6, 0.9])
@@ -96,11 +120,13 @@ def test_batch_permutation_leaves_mi_unchanged(seed):
     resid = make_resid(batch=40, n_sublayers=3, d_model=4, seed=seed)
     permuted = resid[torch.randperm(40, generator=torch.Generator().manual_seed(seed))]
     for method in MI_METHODS:
+        # float32 kernel sums / grid accumulation: summation order moves the last bits.
+        tolerance = 1e-10 if method == "gaussian" else 1e-5
         torch.testing.assert_close(
             mutual_information(permuted, method=method),
             mutual_information(resid, method=method),
-            rtol=1e-10,
-            atol=1e-12,
+            rtol=tolerance,
+            atol=tolerance,
         )
 
 
@@ -126,7 +152,7 @@ def test_positive_scaling_of_a_unit_leaves_its_mi_unchanged(seed, unit, scale):
 
 def test_invalid_method_lists_the_valid_ones():
     with pytest.raises(
-        ValueError, match=r"method must be one of \['kde', 'gaussian'\]; received 'knn'"
+        ValueError, match=r"method must be one of \['kde', 'binned', 'gaussian'\]; received 'knn'"
     ):
         mutual_information(torch.randn(5, 3, 2), method="knn")
 

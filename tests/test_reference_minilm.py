@@ -39,6 +39,14 @@ def test_mutual_information_matches_scipy_gaussian_kde(minilm_resid, units):
     assert relative.max() <= MI_RELATIVE_TOLERANCE, relative.max()
 
 
+def test_binned_mutual_information_is_within_2_percent_of_scipy(minilm_resid, units):
+    subset = minilm_resid[:, :, units]
+    binned = tld.metrics.mutual_information(subset, method="binned").double().numpy()
+    reference = kde_mutual_information_table(subset)
+    relative = np.abs(binned - reference) / np.abs(reference)
+    assert relative.mean() <= MI_RELATIVE_TOLERANCE and relative.max() <= 2 * MI_RELATIVE_TOLERANCE
+
+
 def test_unit_correlation_matches_numpy_corrcoef(minilm_resid, units):
     ours = tld.metrics.unit_correlation(minilm_resid).double()
     data = minilm_resid.double().numpy()

@@ -56,6 +56,7 @@ PCA_COMPONENTS = 100  # the paper's Fig 4C reconstructs from 100 components
 TELEPORT_GRID = 10  # the paper's n x n teleport grid, n ~ 10 (section 9)
 CAE_EPOCHS = 20  # enough for a 2-D bottleneck on ~10^4 vectors on a CPU
 ROTATION_SHUFFLES = 1000  # the paper's layer-order permutations per unit (section 6)
+MI_METHOD = "binned"  # within 3e-4 of the exact Gaussian KDE at ~150x its speed (benchmarks)
 
 REPORT_FILES = ("report.html", "metrics.json", "dynamics.safetensors", "dynamics.json")
 
@@ -111,7 +112,7 @@ def condition_measures(
         ("velocity", lambda: metrics.velocity(dyn.resid)),
         ("unit_correlation", lambda: metrics.unit_correlation(dyn.resid)),
         ("correlation_distribution", lambda: metrics.correlation_distribution(dyn.resid)),
-        ("mutual_information", lambda: metrics.mutual_information(dyn.resid)),
+        ("mutual_information", lambda: metrics.mutual_information(dyn.resid, method=MI_METHOD)),
         ("rotations", lambda: metrics.rotations(dyn.resid)),
         ("rotation_null", lambda: metrics.rotation_null(dyn.resid, n_shuffles, seed=seed)),
     ]
@@ -145,6 +146,7 @@ def measures_json(dyn: DynamicsCache, measures: dict[str, Any]) -> dict[str, Any
         "fig1f_velocity_mean": tensor_json(measures["velocity"].mean(0)),
         "fig1f_velocity_sd": tensor_json(measures["velocity"].std(0)),
         "fig1g_mutual_information_nats": tensor_json(measures["mutual_information"]),
+        "mutual_information_method": MI_METHOD,
         "fig1h_mutual_information_mean_nats": tensor_json(measures["mutual_information"].nanmean(-1)),
         "fig1h_unit_correlation_mean": tensor_json(measures["unit_correlation"].nanmean(-1)),
         "fig2b_rotations_per_unit": tensor_json(measures["rotations"].mean(0)),

@@ -29,6 +29,18 @@ densities are computed once per sublayer and shared by the two transitions that 
 Cost grows as ``n^2`` per unit: 1000 texts x 4096 units x 64 sublayers is hours on a CPU,
 MiniLM-sized data seconds.
 
+The kernel values are computed in float32 and summed in float64 (within ~1e-6
+relative of scipy's float64 numbers; about as fast as scipy's compiled loop on 2 CPU
+cores, so still O(n^2) per unit).
+
+``method="binned"`` approximates the same kernel sums on a grid, O(n + grid) per unit:
+the whitened points are linearly binned onto a grid of spacing half a kernel width
+(coarser for units whose range would need more than 160 cells, i.e. outliers),
+convolved with the Gaussian by FFT (its variance reduced by the ``delta^2 / 3`` that
+binning and interpolation add) and read back at the samples by linear interpolation.
+Its MI is within ~0.1 % of the exact KDE on average (2 % at worst) on MiniLM activations
+and heavy-tailed data, and 50-100x faster than scipy.
+
 ``method="gaussian"`` is the closed form for a bivariate Gaussian,
 ``-1/2 log(1 - r^2)``, from the Pearson ``r``: a linear baseline that the KDE estimate
 matches on Gaussian data and exceeds where the dependence is non-linear.
@@ -61,6 +73,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_dynamics.metrics._validation import (
+    CHUNK_BYTES,
     STAT_DTYPE,
     check_choice,
     check_positive_int,
@@ -72,8 +85,24 @@ from tl_dynamics.metrics.correlation import _column_bytes, _successive_correlati
 MI_LOG_EPSILON = 1e-10  # PAPER.md section 5: added inside both logs
 # 1 - r**2 below this: the joint covariance is singular to float64 precision -> NaN.
 SINGULAR_TOLERANCE = 1e-12
-# float64 [chunk, batch, batch] blocks alive at once in _kernel_sums.
+# [chunk, batch, batch] blocks alive at once in _kernel_sums.
 KDE_TEMPORARIES = 3
+# The exact kernel sums run in float32 (summed in float64): each kernel value is within
+# ~1e-7 relative of float64, so the MI moves by ~1e-6 relative, far below the 2 %
+# tolerance against scipy, and float32 exp runs about twice as fast.
+KDE_DTYPE = torch.float32
+# method="binned": grid spacing in kernel widths (the kernel is 1 wide in whitened
+# units). 0.5 keeps the MI within ~1 % of the exact KDE (see tests and RESULTS.md).
+BINNED_SPACING = 0.5
+# At most this many cells per dimension and unit; wider ranges (outliers) get a coarser
+# spacing, so a joint grid never exceeds ~(BINNED_MAX_CELLS + pad)^2 cells.
+BINNED_MAX_CELLS = 160
+# Empty kernel widths between the data's edges on the circular FFT grid: exp(-8^2 / 2)
+# ~ 1e-14 of a kernel leaks around.
+BINNED_WRAP_WIDTHS = 8.0
+BINNED_DTYPE = torch.float32
+# Spacings above ~1.2 kernel widths (extreme outliers) cannot be corrected fully.
+BINNED_MIN_VARIANCE = 0.5
 # float64 [batch, sublayer] columns alive per unit (input, standardised, densities, logs).
 MI_COLUMN_COPIES = 8
 
@@ -95,10 +124,111 @@ def _kernel_sums(coords: Sequence[Float[Tensor, "item sample"]]) -> Float[Tensor
     """
     squared = None
     for c in coords:
+        c = c.to(KDE_DTYPE)
         gap = rearrange(c, "item i -> item i 1") - rearrange(c, "item j -> item 1 j")
         gap.square_()
         squared = gap if squared is None else squared.add_(gap)
-    return squared.mul_(-0.5).exp_().sum(dim=-1)
+    return squared.mul_(-0.5).exp_().sum(dim=-1, dtype=STAT_DTYPE)
+
+
+def _binned_kernel_sums(
+    coords: Sequence[Float[Tensor, "item sample"]],
+) -> Float[Tensor, "item sample"]:
+    """:func:`_kernel_sums` on a grid: linear binning, FFT convolution, linear interpolation.
+
+    Each item gets its own spacing, :data:`BINNED_SPACING` kernel widths, or coarser
+    where its range would need more than :data:`BINNED_MAX_CELLS` cells per dimension
+    (outliers). Items are sorted by grid size and taken in groups of similar size, so a
+    few wide units do not inflate the grids of the others. Binning and interpolation each
+    smear a point by ``delta^2 / 6`` of variance on average, so the Gaussian applied on
+    the grid has variance ``1 - delta^2 / 3``: the chain approximates the unit kernel to
+    second order.
+    """
+    # Degenerate units (NaN / inf coordinates) are masked by the caller; keep them finite.
+    coords = [torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in coords]
+    n_items, n = coords[0].shape
+    lows = [c.amin(dim=1) for c in coords]
+    spans = [c.amax(dim=1) - low for c, low in zip(coords, lows, strict=True)]
+    spacing = torch.stack(spans).amax(dim=0).div(BINNED_MAX_CELLS - 1).clamp(min=BINNED_SPACING)
+    pad = math.ceil(BINNED_WRAP_WIDTHS / BINNED_SPACING)
+    cells = torch.stack([torch.ceil(span / spacing) for span in spans]).amax(dim=0).long() + 1
+    sums = torch.empty(n_items, n, dtype=STAT_DTYPE, device=coords[0].device)
+    order = torch.argsort(cells)
+    start = 0
+    dims = len(coords)
+    while start < n_items:
+        size = int(cells[order[start]])
+        # Grow the group while the grids stay within 25 % of the smallest one and memory.
+        stop = start + 1
+        limit = int(size * 1.25) + 1
+        while stop < n_items and int(cells[order[stop]]) <= limit:
+            stop += 1
+        length = int(cells[order[stop - 1]]) + pad
+        length += length % 2
+        per_item = (length**dims) * 16
+        stop = min(stop, start + max(1, CHUNK_BYTES // per_item))
+        items = order[start:stop]
+        sums[items] = _grid_sums(
+            [(c[items] - low[items].unsqueeze(-1)) / spacing[items].unsqueeze(-1)
+             for c, low in zip(coords, lows, strict=True)],
+            spacing[items],
+            length,
+        ).to(STAT_DTYPE)
+        start = stop
+    return sums
+
+
+def _grid_sums(
+    cells: Sequence[Float[Tensor, "item sample"]], spacing: Float[Tensor, " item"], length: int
+) -> Float[Tensor, "item sample"]:
+    """Binned kernel sums of points given in grid units (``0 .. length - pad``)."""
+    n_items, n = cells[0].shape
+    dims = len(cells)
+    device = cells[0].device
+    # Linear binning: corner offsets and weights per dimension.
+    base = [torch.floor(c).clamp(max=length - 2) for c in cells]
+    frac = [(c - b).to(BINNED_DTYPE) for c, b in zip(cells, base, strict=True)]
+    base = [b.long() for b in base]
+    strides = [length ** (dims - 1 - k) for k in range(dims)]
+    flat_base = torch.arange(n_items, device=device).unsqueeze(-1) * length**dims
+    for b, stride in zip(base, strides, strict=True):
+        flat_base = flat_base + b * stride
+    corners = []
+    for corner in range(2**dims):
+        index = flat_base
+        weight = torch.ones(n_items, n, dtype=BINNED_DTYPE, device=device)
+        for k in range(dims):
+            if corner >> k & 1:
+                index = index + strides[k]
+                weight = weight * frac[k]
+            else:
+                weight = weight * (1 - frac[k])
+        corners.append((index, weight))
+    grid = torch.zeros(n_items * length**dims, dtype=BINNED_DTYPE, device=device)
+    for index, weight in corners:
+        grid.index_add_(0, index.reshape(-1), weight.reshape(-1))
+    grid = grid.reshape(n_items, *([length] * dims))
+    # Gaussian of variance 1 - delta^2 / 3 (in kernel widths), sampled on the grid.
+    offset = torch.arange(length, device=device, dtype=BINNED_DTYPE)
+    offset = torch.minimum(offset, length - offset)  # circular distance in cells
+    delta = spacing.to(BINNED_DTYPE).unsqueeze(-1)
+    variance = (1 - delta.square() / 3).clamp(min=BINNED_MIN_VARIANCE)
+    kernel = torch.exp(-0.5 * (offset * delta).square() / variance) / variance.sqrt()
+    if dims == 1:
+        smooth = torch.fft.irfft(
+            torch.fft.rfft(grid) * torch.fft.rfft(kernel).real, n=length
+        )
+    else:
+        transfer = rearrange(torch.fft.fft(kernel).real, "item k -> item k 1") * rearrange(
+            torch.fft.rfft(kernel).real, "item k -> item 1 k"
+        )
+        smooth = torch.fft.irfft2(torch.fft.rfft2(grid) * transfer, s=(length, length))
+    smooth = smooth.reshape(-1)
+    total = torch.zeros(n_items, n, dtype=BINNED_DTYPE, device=device)
+    for index, weight in corners:
+        total.addcmul_(smooth[index], weight)
+    return total
+
 
 
 def _kde_mutual_information(
@@ -106,18 +236,26 @@ def _kde_mutual_information(
     z: Float[Tensor, "batch sublayer unit"],
     r: Float[Tensor, "transition unit"],
     chunk_size: int | None,
+    binned: bool = False,
 ) -> Float[Tensor, "transition unit"]:
-    """Resubstitution KDE estimate of MI (module docstring), nats, ``[transition, unit]``."""
+    """Resubstitution KDE estimate of MI (module docstring), nats, ``[transition, unit]``.
+
+    ``binned=True`` takes the kernel sums from the grid (:func:`_binned_kernel_sums`).
+    """
     n = x.shape[0]
     sd = torch.std(x, dim=0, correction=1)  # [sublayer, unit], units of x
     u = rearrange(z * math.sqrt(n - 1), "batch s d -> s d batch")  # mean 0, sd 1 (ddof=1)
-    block_bytes = KDE_TEMPORARIES * n * n * STAT_DTYPE.itemsize
+    block_bytes = KDE_TEMPORARIES * n * n * KDE_DTYPE.itemsize
 
     # Marginal densities p(x_i) of every sublayer, in units of 1 / x.
     h = _scott_factor(n, 1)
     items = rearrange(u, "s d batch -> (s d) batch") / h
-    sums = torch.cat(
-        [_kernel_sums([items[k]]) for k in chunk_slices(len(items), block_bytes, chunk_size)]
+    sums = (
+        _binned_kernel_sums([items])
+        if binned
+        else torch.cat(
+            [_kernel_sums([items[k]]) for k in chunk_slices(len(items), block_bytes, chunk_size)]
+        )
     )
     marginal = rearrange(sums, "(s d) batch -> s d batch", d=x.shape[2]) / (
         n * h * math.sqrt(2 * math.pi) * sd.unsqueeze(-1)
@@ -128,8 +266,12 @@ def _kde_mutual_information(
     spread = torch.sqrt((1 - r) * (1 + r)).unsqueeze(-1)  # sqrt(1 - r^2), [transition, d, 1]
     z1 = rearrange(u[:-1] / f, "t d batch -> (t d) batch")
     z2 = rearrange((u[1:] - r.unsqueeze(-1) * u[:-1]) / (f * spread), "t d batch -> (t d) batch")
-    sums = torch.cat(
-        [_kernel_sums([z1[k], z2[k]]) for k in chunk_slices(len(z1), block_bytes, chunk_size)]
+    sums = (
+        _binned_kernel_sums([z1, z2])
+        if binned
+        else torch.cat(
+            [_kernel_sums([z1[k], z2[k]]) for k in chunk_slices(len(z1), block_bytes, chunk_size)]
+        )
     )
     norm = n * 2 * math.pi * f**2 * spread * (sd[:-1] * sd[1:]).unsqueeze(-1)
     joint = rearrange(sums, "(t d) batch -> t d batch", d=x.shape[2]) / norm
@@ -138,6 +280,16 @@ def _kde_mutual_information(
         marginal[:-1] * marginal[1:] + MI_LOG_EPSILON
     )
     return reduce(log_ratio, "t d batch -> t d", "mean")
+
+
+def _binned_mutual_information(
+    x: Float[Tensor, "batch sublayer unit"],
+    z: Float[Tensor, "batch sublayer unit"],
+    r: Float[Tensor, "transition unit"],
+    chunk_size: int | None,
+) -> Float[Tensor, "transition unit"]:
+    """The KDE estimate with binned kernel sums (module docstring); ``chunk_size`` unused."""
+    return _kde_mutual_information(x, z, r, chunk_size, binned=True)
 
 
 def _gaussian_mutual_information(
@@ -156,6 +308,7 @@ def _gaussian_mutual_information(
 # Estimators by name; add one here to offer a new ``method``.
 _ESTIMATORS: dict[str, Estimator] = {
     "kde": _kde_mutual_information,
+    "binned": _binned_mutual_information,
     "gaussian": _gaussian_mutual_information,
 }
 MI_METHODS = tuple(_ESTIMATORS)
@@ -170,8 +323,9 @@ def mutual_information(
     """Per-unit mutual information between sublayers ``t`` and ``t + 1``, in nats (Fig 1G, H).
 
     ``method`` is ``"kde"`` (the reference Gaussian-KDE resubstitution estimator of
-    PAPER.md section 5, exactly as ``scipy.stats.gaussian_kde`` computes the densities)
-    or ``"gaussian"`` (``-1/2 log(1 - r^2)``, a linear baseline); see the module
+    PAPER.md section 5, as ``scipy.stats.gaussian_kde`` computes the densities),
+    ``"binned"`` (the same estimate from grid-binned kernel sums, far faster, ~0.1 %
+    off) or ``"gaussian"`` (``-1/2 log(1 - r^2)``, a linear baseline); see the module
     docstring. ``chunk_size`` is the number of (sublayer, unit) columns per
     ``[chunk, batch, batch]`` kernel block of the KDE; ``None`` keeps blocks near 256 MB.
 

@@ -27,9 +27,9 @@ from the last non-zero tangent to the next one, so repeated points add no angle 
 
 Null (:func:`rotation_null`): permute the sublayer order independently for every unit and
 every shuffle, recompute the derivative on the permuted sequence, count again. It runs
-vectorised over units and shuffles (permutations are ``argsort`` of uniform noise from a
-seeded ``torch.Generator``), in chunks of shuffles, and is reproducible for a seed,
-whatever the chunk size or device.
+vectorised over units and shuffles (permutations are sorts of random keys from a
+seeded numpy ``PCG64`` stream, exactly uniform), in chunks of shuffles, counting in
+float32 with depth as the first axis, and is reproducible for a seed.
 
 Caution (PAPER.md section 6). Any ``(x, dx/dl)`` portrait circulates clockwise: where
 ``dx/dl > 0`` the point moves right, where it is negative it moves left. So signed counts
@@ -91,6 +91,20 @@ MIN_ROTATION_SUBLAYERS = 3  # 3 points -> 2 tangents -> 1 change of angle
 # 256 MB chunks and 14-24 s in 512 MB ones (one thread on a 2-core machine; small
 # temporaries stay in cache and are reused by the allocator).
 ROTATION_CHUNK_BYTES = 64 * 2**20
+# The shuffle null counts in float32: a count is a sum of ~S angle changes, each within
+# ~1e-7 rad of float64, so counts move by ~1e-6 turns (tests bound it).
+NULL_DTYPE = torch.float32
+# Bytes per (shuffle, unit, sublayer) of one chunk of permutations: 8 (random 64-bit
+# words), 4 (int32 order), 4 + 4 (flat int32 index and its transpose).
+NULL_PERMUTATION_BYTES = 20
+# Permutations are drawn for this many bytes of them at a time (numpy's sort and the
+# int64 indices; 1000 x 4096 x 64 is ~40 chunks).
+NULL_CHUNK_BYTES = 256 * 2**20
+# (shuffle, unit) rows counted at once: 32768 x 64 float32 is 8 MB per temporary. With
+# 1 thread 2048-32768 rows time the same (0.17-0.20 s per 40 x 4096 shuffles on a 2-core
+# EPYC); with 2 threads on a loaded machine every op is a parallel region that may wait
+# for a descheduled thread, so fewer, larger ops are the safer choice.
+NULL_BLOCK_ROWS = 32768
 
 
 def _derivative(a: Float[Tensor, "... sublayer"], gradient: str) -> Float[Tensor, "... sublayer"]:
@@ -166,6 +180,11 @@ def _trajectory_bytes(traj: Tensor) -> int:
     return traj.shape[1] * traj.shape[2] * STAT_DTYPE.itemsize * ROTATION_TEMPORARIES
 
 
+def _null_bytes(traj: Tensor) -> int:
+    """Bytes per shuffle of the permutations (numpy keys and int64 indices) of a chunk."""
+    return traj.shape[1] * traj.shape[2] * NULL_PERMUTATION_BYTES
+
+
 def _rotation_counts(
     traj: Float[Tensor, "trajectory d_model sublayer"], gradient: str, signed: bool
 ) -> Float[Tensor, "trajectory d_model"]:
@@ -180,42 +199,105 @@ def _rotation_counts(
     )
 
 
+def _depth_first_turns(
+    a: Float[Tensor, "sublayer row"], gradient: str, signed: bool
+) -> Float[Tensor, " row"]:
+    """:func:`_turns` with depth along the *first* axis, for the shuffle null.
+
+    Same formula, written out with slices so that every step is one pass over contiguous
+    ``[row]`` vectors (``torch.gradient`` and slices along a short last axis are several
+    times slower). The derivative's own differences follow from the tangents ``dx``:
+    central differences give ``dy = numpy.gradient(dx) `` (halved one-sided ends),
+    forward ones ``dy_l = dx_{l+1} - dx_l`` and a last ``dy`` of 0.
+    """
+    dx = a[1:] - a[:-1]
+    dy = torch.empty_like(dx)
+    if gradient == "central":
+        torch.sub(dx[2:], dx[:-2], out=dy[1:-1])
+        torch.sub(dx[1:2], dx[:1], out=dy[:1])
+        torch.sub(dx[-1:], dx[-2:-1], out=dy[-1:])
+        dy.mul_(0.5)
+    else:
+        torch.sub(dx[1:], dx[:-1], out=dy[:-1])
+        dy[-1] = 0.0
+    if bool(((dx == 0) & (dy == 0)).any()):  # rare: repeated values; general path
+        dtheta = rearrange(_angle_changes(dx.T, dy.T), "row step -> step row")
+    else:
+        cross = dx[:-1] * dy[1:]
+        cross.addcmul_(dy[:-1], dx[1:], value=-1.0)
+        dot = dx[:-1] * dx[1:]
+        dot.addcmul_(dy[:-1], dy[1:])
+        dtheta = torch.atan2(cross, dot, out=cross)
+        dtheta.masked_fill_(dtheta == -math.pi, math.pi)  # wrap into (-pi, pi]
+    # Summed in float64: the float32 angles add exactly, in any order, so the counts do
+    # not depend on how rows are blocked.
+    return (dtheta if signed else dtheta.abs_()).sum(dim=0, dtype=STAT_DTYPE) / FULL_TURN
+
+
 def _shuffled_counts(
     traj: Float[Tensor, "trajectory d_model sublayer"],
     order: Int[Tensor, "shuffle d_model sublayer"],
     gradient: str,
     signed: bool,
 ) -> Float[Tensor, "shuffle d_model"]:
-    """Turns after reordering each unit's sublayers by ``order``, averaged over trajectories."""
-    total = torch.zeros(order.shape[:2], dtype=STAT_DTYPE, device=traj.device)
-    per_row = len(order) * _trajectory_bytes(traj)
-    for rows in chunk_slices(len(traj), per_row, budget=ROTATION_CHUNK_BYTES):
-        shuffled = torch.take_along_dim(
-            rearrange(_as_rows(traj[rows]), "b d s -> 1 b d s"),
-            rearrange(order, "n d s -> n 1 d s"),
-            dim=-1,
+    """Turns after reordering each unit's sublayers by ``order``, averaged over trajectories.
+
+    Counted in float32 (:data:`NULL_DTYPE`), depth first, in sub-chunks of
+    :data:`NULL_BLOCK_ROWS` (shuffle, unit) rows that stay in cache.
+    """
+    n_traj, d_model, n_sublayers = traj.shape
+    values = rearrange(traj.to(NULL_DTYPE), "b d s -> b (d s)")
+    offsets = torch.arange(d_model, dtype=order.dtype, device=order.device) * n_sublayers
+    flat = rearrange(order + offsets.unsqueeze(-1), "n d s -> s (n d)").contiguous()
+    total = torch.zeros(flat.shape[1], dtype=STAT_DTYPE, device=traj.device)
+    rows_per_block = max(1, NULL_BLOCK_ROWS // n_traj)
+    for start in range(0, flat.shape[1], rows_per_block):
+        index = flat[:, start : start + rows_per_block]
+        shuffled = rearrange(values[:, index], "b s r -> s (b r)")
+        turns = _depth_first_turns(shuffled, gradient, signed)
+        total[start : start + index.shape[1]] = reduce(
+            turns, "(b r) -> r", "mean", b=n_traj
         )
-        total += reduce(_turns(shuffled, gradient, signed), "n b d -> n d", "sum")
-    return total / len(traj)
+    return rearrange(total, "(n d) -> n d", d=d_model)
+
+
+def _permutation_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Two independent PCG64 streams from ``seed``: sort keys, and redraws of tied rows."""
+    keys, redraws = np.random.SeedSequence(seed).spawn(2)
+    return np.random.Generator(np.random.PCG64(keys)), np.random.Generator(np.random.PCG64(redraws))
 
 
 def _permutations(
-    generator: torch.Generator, shuffles: slice, traj: Tensor
+    generators: tuple[np.random.Generator, np.random.Generator], shuffles: slice, traj: Tensor
 ) -> Int[Tensor, "shuffle d_model sublayer"]:
     """Independent uniform permutations of the sublayer axis, one per shuffle and unit.
 
-    ``argsort`` of uniform float64 noise drawn on the CPU: successive calls continue the
-    generator's stream, so the draws do not depend on how shuffles are chunked.
+    Each row sorts ``S`` random 32-bit keys whose low bits hold the sublayer index (so
+    the sorted keys *are* the permutation; numpy sorts short unsigned rows far faster
+    than ``argsort`` of floats). Keys of a row are iid, so a row without ties in its
+    random high bits is a uniform permutation; the rare rows with a tie (probability
+    below ``S^2 / 2^(33 - index bits)``, ~3e-5 at ``S = 64``) are redrawn with
+    ``Generator.permutation`` from a second stream, which keeps every row exactly
+    uniform. Every row uses a fixed share of each stream, in order, so the draws do not
+    depend on how shuffles are chunked.
     """
+    keys_rng, redraw_rng = generators
     _, d_model, n_sublayers = traj.shape
-    noise = torch.rand(
-        (shuffles.stop - shuffles.start, d_model, n_sublayers),
-        generator=generator,
-        dtype=STAT_DTYPE,
-    )
-    # Non-negative doubles sort exactly like their bit patterns read as int64; the integer
-    # sort gives the same permutations about 20% faster.
-    return noise.view(torch.int64).argsort(dim=-1).to(traj.device)
+    rows = (shuffles.stop - shuffles.start) * d_model
+    index_bits = max(1, (n_sublayers - 1).bit_length())
+    index_mask = np.uint32((1 << index_bits) - 1)
+    words = -(-n_sublayers // 2)  # 64-bit draws per row, two 32-bit keys each
+    keys = keys_rng.bit_generator.random_raw((rows, words)).view(np.uint32)[:, :n_sublayers]
+    keys &= ~index_mask
+    keys |= np.arange(n_sublayers, dtype=np.uint32)
+    keys.sort(axis=-1)
+    # Adjacent sorted keys whose random high bits agree: a tie.
+    tied = ((keys[:, 1:] ^ keys[:, :-1]) <= index_mask).any(axis=-1)
+    keys &= index_mask
+    for row in np.flatnonzero(tied):
+        keys[row] = redraw_rng.permutation(n_sublayers)
+    order = torch.from_numpy(keys.view(np.int32))
+    return order.reshape(-1, d_model, n_sublayers).to(traj.device)
 
 
 def _check_rotation_args(
@@ -352,13 +434,13 @@ class RotationNull:
             NaN or inf where the null does not vary, e.g. for a constant unit).
         signed, trajectory, gradient: the settings of the count (see :func:`rotations`).
         n_shuffles: number of shuffles per unit.
-        seed: seed of the ``torch.Generator`` that drew the permutations.
+        seed: seed of the numpy ``PCG64`` streams that drew the permutations.
     """
 
-    observed: Float[Tensor, "d_model"]
+    observed: Float[Tensor, " d_model"]
     null: Float[Tensor, "shuffle d_model"]
-    p_value: Float[Tensor, "d_model"]
-    z_score: Float[Tensor, "d_model"]
+    p_value: Float[Tensor, " d_model"]
+    z_score: Float[Tensor, " d_model"]
     signed: bool
     trajectory: str
     gradient: str
@@ -415,9 +497,11 @@ def rotation_null(
     samples when ``trajectory="sample"``. ``signed``, ``trajectory`` and ``gradient`` as in
     :func:`rotations` (the default ``trajectory="mean"`` counts the batch-mean
     trajectory, far cheaper). ``chunk_size`` shuffles are processed at once (``None``:
-    about 64 MB of temporaries, see :data:`ROTATION_CHUNK_BYTES`). Permutations come from
-    a CPU ``torch.Generator`` seeded with ``seed``: the same seed gives the same result on
-    every device and chunk size.
+    about 256 MB of permutations, see :data:`NULL_CHUNK_BYTES`). Permutations come from
+    numpy ``PCG64`` streams seeded with ``seed`` (:func:`_permutations`): the same seed
+    draws the same permutations on every device and chunk size, and gives identical
+    results for the same chunk size; the null is counted in float32, so other chunk sizes
+    agree to ~1e-7 turns and the float64 formula to ~1e-5.
 
     Returns a :class:`RotationNull` of float64 tensors on the input's device.
     """
@@ -428,12 +512,12 @@ def rotation_null(
     traj = _trajectories(resid, trajectory)
     observed = _rotation_counts(traj, gradient, signed).mean(dim=0)
 
-    generator = torch.Generator().manual_seed(seed)
+    generators = _permutation_generators(seed)
     null = torch.cat(
         [
-            _shuffled_counts(traj, _permutations(generator, shuffles, traj), gradient, signed)
+            _shuffled_counts(traj, _permutations(generators, shuffles, traj), gradient, signed)
             for shuffles in chunk_slices(
-                n_shuffles, _trajectory_bytes(traj), chunk_size, budget=ROTATION_CHUNK_BYTES
+                n_shuffles, _null_bytes(traj), chunk_size, budget=NULL_CHUNK_BYTES
             )
         ]
     )
