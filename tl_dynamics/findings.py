@@ -101,10 +101,11 @@ def _trend(key: str, claim: str, per_step: Tensor, name: str, rising: bool) -> F
     if np.ptp(values) == 0 or not np.isfinite(values).all():
         return Finding(key, claim, f"{name} is constant or undefined across depth", None, {})
     rho = float(spearmanr(range(len(values)), values).statistic)
-    direction = "rises" if rho > 0 else "falls"
+    direction = "tends to rise" if rho > 0 else "tends to fall"
     observed = (
-        f"{name} {direction} with depth (Spearman ρ = {rho:+.2f}; "
-        f"{values[0]:.3g} at the start, {values[-1]:.3g} at the end)"
+        f"{name} {direction} with depth (Spearman ρ = {rho:+.2f} over {len(values)} steps; "
+        f"{values[0]:.3g} at the start, {values[-1]:.3g} at the end, range "
+        f"{values.min():.3g}-{values.max():.3g})"
     )
     holds = rho > 0 if rising else rho < 0
     return Finding(key, claim, observed, holds, {"spearman_rho": rho, "values": values.tolist()})
