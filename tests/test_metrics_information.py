@@ -110,8 +110,11 @@ def test_degenerate_units_give_nan_without_raising():
         assert torch.equal(mi.isnan(), expected_nan)
 
 
-def test_two_samples_are_always_collinear():
-    assert mutual_information(torch.randn(2, 3, 4)).isnan().all()
+@pytest.mark.parametrize("method", MI_METHODS)
+def test_two_samples_are_refused_not_silently_nan(method):
+    # two points are always collinear: every joint covariance would be singular
+    with pytest.raises(ValueError, match="at least 3 samples"):
+        mutual_information(torch.randn(2, 3, 4), method=method)
 
 
 @given(seed=st.integers(0, 2**16))

@@ -192,6 +192,14 @@ def test_frame_of_transition_by_unit_in_bfloat16():
     assert frame.loc[(frame["transition"] == 1) & (frame["unit"] == 3), "r"].item() == 7.0
 
 
+def test_frame_infers_dims_of_metric_outputs():
+    labels = default_labels(4)
+    per_sample = transition_frame(torch.zeros(5, 3), labels, "velocity")
+    assert "sample" in per_sample.columns and len(per_sample) == 15
+    per_unit = transition_frame(torch.zeros(3, 7), labels, "r")
+    assert "unit" in per_unit.columns and len(per_unit) == 21
+
+
 def test_frame_errors():
     labels = default_labels(4)
     values = torch.zeros(2, 3)
@@ -199,7 +207,9 @@ def test_frame_errors():
         ValueError,
         match=r"dims must name each of the 2 dims of values .* received \('transition',\)",
     ):
-        transition_frame(values, labels, "v")
+        transition_frame(values, labels, "v", dims=("transition",))
+    with pytest.raises(ValueError, match="cannot tell which axis"):
+        transition_frame(torch.zeros(3, 3), labels, "v")  # [sample, transition] or [transition, unit]?
     with pytest.raises(ValueError, match="contain 'transition' exactly once"):
         transition_frame(values, labels, "v", dims=("sample", "unit"))
     with pytest.raises(ValueError, match="must not reuse the columns"):

@@ -40,6 +40,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.data import shuffle_tokens
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
@@ -65,6 +66,8 @@ class CollectedBatch:
         text_index: ``[row]`` index into the texts passed to :func:`iter_batches`.
         position: ``[row]`` token position of each row.
     """
+
+    __repr__ = compact_repr
 
     resid: Float[Tensor, "row sublayer d_model"]
     text_index: Int[Tensor, " row"]
@@ -480,6 +483,13 @@ def cache_dynamics(
     stack = einops.rearrange(stack, "sublayer batch pos d_model -> batch pos sublayer d_model")
     n_batch, n_pos = stack.shape[:2]
     if attention_mask is None:
+        if n_batch > 1:
+            warnings.warn(
+                "cache.dynamics() without attention_mask reads position "
+                f"{positions} of the padded batch: rows shorter than the longest text give "
+                "padding there. Pass the attention_mask of the run, or use tl_dynamics.collect",
+                stacklevel=2,
+            )
         lengths = torch.full((n_batch,), n_pos)
     else:
         lengths = attention_mask.to("cpu").long().sum(-1)
@@ -488,11 +498,6 @@ def cache_dynamics(
     if not include_final:
         resid, labels = resid[:, :-1], labels[:-1]
     model = cache.model
-    metadata = DynamicsMetadata(
-        model_name=model_name(model),
-        n_layers=int(model.cfg.n_layers),
-        d_model=int(model.cfg.d_model),
-        positions=[positions],
-        sites=sites,
-    )
+    kept = "last" if positions == -1 else [positions]
+    metadata = collect_metadata(model, [], positions=kept, sites=sites, keep_texts=False)
     return DynamicsCache(resid, tuple(labels), torch.arange(n_batch), token, metadata)

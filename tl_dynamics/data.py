@@ -67,7 +67,7 @@ def _looks_like_prose(paragraph: str, folded: str) -> bool:
     return letters >= PROSE_LETTER_FRACTION * len(folded) and not _CODE_MARKERS.search(paragraph)
 
 
-def python_docs(min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS) -> list[str]:
+def python_docs(*, min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS) -> list[str]:
     """English prose paragraphs from Python's bundled documentation topics.
 
     Splits every topic of ``pydoc_data.topics`` at blank lines, folds each paragraph's
@@ -93,6 +93,7 @@ def python_docs(min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS) -> list[
 
 def wikitext(
     split: str = "train",
+    *,
     min_chars: int = MIN_CHARS,
     max_chars: int = MAX_CHARS,
     cache_dir: str | None = None,

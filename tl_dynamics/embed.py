@@ -66,6 +66,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
 
 DEFAULT_PCA_COMPONENTS = 100  # the paper reconstructs each sublayer from 100 PCs (Fig 4C)
@@ -209,6 +210,8 @@ class PCATrajectories:
         variance_per_sublayer_pooled: The same around the mean of all vectors.
         labels: Sublayer labels, e.g. ``("0_pre", "0_mid", ...)``.
     """
+
+    __repr__ = compact_repr
 
     pca: PCA
     trajectories: Float[Tensor, "batch sublayer component"]
@@ -360,6 +363,8 @@ class AutoencoderTrajectories:
         labels: Sublayer labels.
     """
 
+    __repr__ = compact_repr
+
     codes: Float[Tensor, "batch sublayer bottleneck"]
     mean_trajectory: Float[Tensor, "sublayer bottleneck"]
     step_distance: Float[Tensor, "batch transition"]
@@ -398,6 +403,8 @@ class TrainingHistory:
         val_loss: ``[epoch]`` loss on the held-out vectors after the epoch (``nan``
             without a held-out set).
     """
+
+    __repr__ = compact_repr
 
     train_loss: Float[Tensor, " epoch"]
     val_loss: Float[Tensor, " epoch"]

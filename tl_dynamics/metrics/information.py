@@ -83,6 +83,7 @@ from tl_dynamics.metrics._validation import (
 from tl_dynamics.metrics.correlation import _column_bytes, _successive_correlation, _unit_chunks
 
 MI_LOG_EPSILON = 1e-10  # PAPER.md section 5: added inside both logs
+MI_MIN_SAMPLES = 3  # two samples always make the 2x2 joint covariance singular
 # 1 - r**2 below this: the joint covariance is singular to float64 precision -> NaN.
 SINGULAR_TOLERANCE = 1e-12
 # [chunk, batch, batch] blocks alive at once in _kernel_sums.
@@ -334,7 +335,7 @@ def mutual_information(
     across the transition (singular joint covariance). Needs at least 2 samples and 2
     sublayers.
     """
-    check_resid(resid, min_sublayers=2, min_batch=2)
+    check_resid(resid, min_sublayers=2, min_batch=MI_MIN_SAMPLES)
     check_choice(method, "method", MI_METHODS)
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")

@@ -70,6 +70,7 @@ from einops import rearrange, reduce
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_dynamics._repr import compact_repr
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
     check_choice,
@@ -323,6 +324,8 @@ class PhasePortrait:
         gradient: The difference scheme of ``derivative`` (``"central"`` or ``"forward"``).
     """
 
+    __repr__ = compact_repr
+
     activation: Float[Tensor, "batch sublayer d_model"]
     derivative: Float[Tensor, "batch sublayer d_model"]
     gradient: str
@@ -436,6 +439,8 @@ class RotationNull:
         n_shuffles: number of shuffles per unit.
         seed: seed of the numpy ``PCG64`` streams that drew the permutations.
     """
+
+    __repr__ = compact_repr
 
     observed: Float[Tensor, " d_model"]
     null: Float[Tensor, "shuffle d_model"]

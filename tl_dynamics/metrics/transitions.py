@@ -165,15 +165,34 @@ def select_transitions(values: Tensor, labels: Sequence[str], kind: str, dim: in
     return values.index_select(dim, keep)
 
 
+def _infer_dims(values: Tensor, labels: Sequence[str]) -> tuple[str, ...]:
+    """Axis names of a metric's output: ``[transition]``, ``[sample, transition]`` or
+    ``[transition, unit]``; ``ValueError`` when the shape does not say which."""
+    n_transitions = len(labels) - 1
+    candidates = {
+        1: [("transition",)],
+        2: [("sample", "transition"), ("transition", "unit")],
+    }.get(values.ndim, [])
+    axis = {("transition",): 0, ("sample", "transition"): 1, ("transition", "unit"): 0}
+    fits = [dims for dims in candidates if values.shape[axis[dims]] == n_transitions]
+    if len(fits) != 1:
+        raise ValueError(
+            f"cannot tell which axis of values (shape {tuple(values.shape)}) holds the "
+            f"{n_transitions} transitions; pass dims, e.g. ('sample', 'transition')"
+        )
+    return fits[0]
+
+
 def transition_frame(
     values: Tensor,
     labels: Sequence[str],
     value_name: str = "value",
-    dims: Sequence[str] = ("transition",),
+    dims: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Tidy long table of a per-transition result, one row per entry of ``values``.
 
-    ``dims`` names every axis of ``values`` and must contain ``"transition"`` once, e.g.
+    ``dims`` names every axis of ``values`` and must contain ``"transition"`` once; by
+    default it is inferred from the shape as the metrics return them, e.g.
     ``("transition",)`` for ``[transition]``, ``("sample", "transition")`` for the
     ``[batch, transition]`` output of ``velocity``, ``("transition", "unit")`` for the
     ``[transition, d_model]`` output of ``unit_correlation``.
@@ -184,7 +203,7 @@ def transition_frame(
     column per other name in ``dims``, and ``value_name`` with the values (their units).
     """
     _check_tensor(values)
-    dims = tuple(dims)
+    dims = _infer_dims(values, labels) if dims is None else tuple(dims)
     if len(dims) != values.ndim or dims.count("transition") != 1:
         raise ValueError(
             f"dims must name each of the {values.ndim} dims of values (shape "

@@ -43,11 +43,12 @@ from torch import Tensor
 from tl_dynamics import metrics
 from tl_dynamics.cache import DynamicsCache
 
-KIND_COLOURS = {"within": "#1f77b4", "cross": "#d62728", "layer": "#2ca02c"}
+KIND_COLOURS = {"within": "#1f77b4", "cross": "#d62728", "layer": "#2ca02c", "unknown": "#555"}
 KIND_NAMES = {
     "within": "within layer (pre → mid)",
     "cross": "cross layer (mid → next pre)",
     "layer": "layer to layer (pre → next pre)",
+    "unknown": "transition",
 }
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
@@ -94,12 +95,12 @@ def transition_traces(
 ) -> list[go.Scatter]:
     """Mean ± spread per transition, one marker trace per transition kind.
 
-    Labels that are not TransformerLens sublayer labels get one trace of kind "layer".
+    Labels that are not TransformerLens sublayer labels get one neutral trace.
     """
     try:
         kinds = metrics.transition_kinds(labels)
     except ValueError:  # e.g. labels of a bare tensor: no within/cross split
-        kinds = ["layer"] * len(mean)
+        kinds = ["unknown"] * len(mean)
     names = _transition_names(labels)
     traces = []
     for kind in dict.fromkeys(kinds):

@@ -1,0 +1,52 @@
+"""Model loading: the offline default, fast and clear failures for hub names offline."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+from huggingface_hub import constants
+from transformer_lens.model_bridge import TransformerBridge
+
+from tl_dynamics import models
+
+
+def test_packaged_minilm_is_named_by_its_hub_name(minilm):
+    assert minilm.cfg.model_name == models.MINILM_NAME
+    assert not minilm.training
+
+
+def test_unknown_hub_name_offline_fails_fast_without_calling_the_hub(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("no network")
+
+    def must_not_boot(*args, **kwargs):
+        pytest.fail("boot_transformers must not be reached when the hub is unreachable")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", must_not_boot)
+    with pytest.raises(ConnectionError, match="hub is unreachable.*save_pretrained"):
+        models.load_model("some-org/some-model")
+
+
+def test_missing_local_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.load_model(str(tmp_path / "absent-folder"))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", torch.float16])
+def test_half_dtypes_are_refused_on_cpu(dtype):
+    with pytest.raises(ValueError, match="not supported on CPU"):
+        models.load_model(dtype=dtype)
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        models.load_model(dtype="int8")
+
+
+def test_tiny_model_architecture_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        models.build_tiny_model("mamba", tmp_path)
