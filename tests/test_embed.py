@@ -96,8 +96,10 @@ def test_variance_per_sublayer_matches_a_numpy_reconstruction(minilm_dyn, minilm
 
 def test_n_components_is_clipped_to_the_rank_the_data_allow():
     generator = torch.Generator().manual_seed(0)
-    assert pca_trajectories(torch.randn(3, 2, 5, generator=generator)).n_components == 5  # d_model
-    assert pca_trajectories(torch.randn(2, 2, 10, generator=generator)).n_components == 4  # vectors
+    with pytest.warns(UserWarning, match="fitting 5 components"):
+        assert pca_trajectories(torch.randn(3, 2, 5, generator=generator)).n_components == 5
+    with pytest.warns(UserWarning, match="fitting 4 components"):  # 4 vectors
+        assert pca_trajectories(torch.randn(2, 2, 10, generator=generator)).n_components == 4
 
 
 def test_large_data_use_the_seeded_randomized_solver():
@@ -121,7 +123,7 @@ def test_project_and_inverse_are_the_pca_maps(minilm_dyn, minilm_pca):
     projected = minilm_pca.project(back)
     torch.testing.assert_close(projected[:, :2], plane, atol=1e-4, rtol=0)
     assert projected[:, 2:].abs().max() < 1e-4
-    full = pca_trajectories(minilm_dyn.resid[:, :, :8])  # k = d_model: lossless
+    full = pca_trajectories(minilm_dyn.resid[:, :, :8], n_components=8)  # k = d_model: lossless
     torch.testing.assert_close(
         full.inverse(full.project(minilm_dyn.resid[:2, :, :8])),
         minilm_dyn.resid[:2, :, :8],
@@ -293,3 +295,10 @@ def test_explained_variance_refuses_an_unknown_baseline():
 def test_unfitted_autoencoder_refuses_to_transform():
     with pytest.raises(RuntimeError, match="not fitted"):
         CompressingAutoencoder(8).transform(torch.randn(2, 8))
+
+
+def test_pca_warns_when_it_fits_fewer_components_than_asked(minilm_dyn):
+    small = minilm_dyn.select(slice(0, 3))  # 3 samples x 12 sublayers = 36 vectors
+    with pytest.warns(UserWarning, match="fitting 36 components"):
+        pca = tld.pca_trajectories(small, n_components=100)
+    assert pca.n_components == 36

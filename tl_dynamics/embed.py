@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,6 +326,12 @@ def pca_trajectories(
             f"dyn must hold at least two vectors for a PCA; received shape {tuple(resid.shape)}"
         )
     k = min(n_components, batch * sublayers, d_model)
+    if k < n_components:
+        warnings.warn(
+            f"n_components={n_components} exceeds what {batch * sublayers} vectors of width "
+            f"{d_model} support; fitting {k} components",
+            stacklevel=2,
+        )
     vectors = einops.rearrange(resid, "b s d -> (b s) d").numpy()
     pca = PCA(n_components=k, svd_solver="auto", random_state=seed).fit(vectors)
     coordinates = torch.from_numpy(pca.transform(vectors))

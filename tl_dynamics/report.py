@@ -205,7 +205,9 @@ def trajectory_measures(
     grid: int = TELEPORT_GRID,
 ) -> TrajectoryMeasures:
     """PCA, compressing autoencoder and teleport sweep of ``dyn``'s model (Figures 3-4)."""
-    pca = pca_trajectories(dyn, n_components=PCA_COMPONENTS, seed=seed)
+    n_vectors = dyn.resid.shape[0] * dyn.resid.shape[1]
+    components = min(PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
+    pca = pca_trajectories(dyn, n_components=components, seed=seed)
     autoencoder = CompressingAutoencoder(dyn.resid.shape[-1]).fit(
         dyn, epochs=cae_epochs, seed=seed, progress=progress
     )
