@@ -273,7 +273,7 @@ def test_a_prompt_that_tokenizes_to_nothing_is_refused(minilm, monkeypatch):
 
 def test_a_pca_of_another_model_is_refused(minilm, tiny_models):
     llama = tiny_models["llama"]
-    other = pca_trajectories(tld.collect(llama, ["Some text to fit a PCA on."] * 2, progress=False))
+    other = pca_trajectories(tld.collect(llama, ["Some text to fit a PCA on."] * 2, progress=False), n_components=2)
     with pytest.raises(ValueError, match=r"pca was fitted on vectors of width 64.*d_model=384"):
         teleport(minilm, layer=0, points=torch.zeros(1, 384), pca=other)
     with pytest.raises(ValueError, match="pca was fitted on vectors of width 64"):
