@@ -20,7 +20,7 @@ Example::
 
 import importlib
 
-from tl_dynamics import data, metrics, models, plot, streaming
+from tl_dynamics import data, metrics, models, plot, presets, streaming
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
@@ -78,6 +78,7 @@ __all__ = [
     "pca_grid",
     "pca_trajectories",
     "plot",
+    "presets",
     "streaming",
     "swap_activations",
     "teleport",

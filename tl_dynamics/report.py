@@ -324,6 +324,25 @@ def render_html(title: str, intro: str, sections: Sequence[tuple[str, str, Seque
     )
 
 
+def _provenance_note(provenance: dict[str, Any] | None) -> str:
+    """A line saying where a preset's weights came from (empty for other models)."""
+    if not provenance:
+        return ""
+    quantised = not str(provenance["quantisation"]).startswith("none")
+    caveat = (
+        " These are the real trained weights with 4-bit quantisation noise, not the "
+        "original bf16 checkpoint."
+        if quantised
+        else ""
+    )
+    return (
+        f"<p class='sub'>Weights: preset {html.escape(str(provenance['preset']))}, "
+        f"{html.escape(str(provenance['source_file']))} from the "
+        f"{html.escape(str(provenance['source_package']))} package "
+        f"({html.escape(str(provenance['quantisation']))}).{caveat}</p>"
+    )
+
+
 @contextmanager
 def atomic_folder(out: str | Path, overwrite: bool):
     """Yield a temporary folder that replaces ``out`` only when the block succeeds.
@@ -431,6 +450,7 @@ def run_report(
             f"<p class='sub'>{html.escape(meta.model_name)} · {meta.n_layers} layers · "
             f"d_model {meta.d_model} · {len(texts)} texts from {html.escape(str(corpus))} · "
             f"last token · seed {seed} · tl-dynamics {__version__}</p>"
+            + _provenance_note(meta.provenance)
         )
         page = render_html("Transformer dynamics report", intro, sections)
         (staging / "report.html").write_text(page, encoding="utf-8")
