@@ -24,7 +24,8 @@ import plotly.graph_objects as go
 
 from tl_dynamics._version import __version__
 from tl_dynamics.hooks import FINAL_LABEL
-from tl_dynamics.report import SCHEMA_VERSION, atomic_folder, render_html, write_json
+from tl_dynamics._output import atomic_folder, render_html, write_json
+from tl_dynamics.report import SCHEMA_VERSION
 
 CURVES = (
     # (key in a condition of metrics.json, axis title, per "sublayer" or "transition")
