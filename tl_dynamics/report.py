@@ -12,7 +12,8 @@ writes a folder:
 
 The folder is written atomically: everything goes to a temporary sibling folder that is
 renamed into place at the end, so an interrupted run leaves no half-written report, and
-an existing folder is replaced only with ``overwrite=True``.
+an existing folder is replaced only with ``overwrite=True`` and only when tl-dynamics
+wrote it (:mod:`tl_dynamics._output`).
 
 Example::
 
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from tl_dynamics import findings as findings_module
 from tl_dynamics import metrics, plot
-from tl_dynamics._output import atomic_folder, render_html, tensor_json, write_json
+from tl_dynamics._output import atomic_folder, check_output, render_html, tensor_json, write_json
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
@@ -286,7 +287,8 @@ def run_report(
         corpus: Name of the texts' source, for the record.
         batch_size: Texts per forward pass.
         seed: Seed of the shuffled control, the rotation null, the PCA and autoencoder.
-        overwrite: Replace an existing ``out``.
+        overwrite: Replace an existing ``out`` that tl-dynamics wrote (see
+            :func:`tl_dynamics._output.check_output`).
         progress: Show progress bars.
         n_shuffles: Layer-order shuffles of the rotation null (the paper: 1000).
         cae_epochs: Training epochs of the compressing autoencoder.
@@ -296,8 +298,7 @@ def run_report(
         Wall time of each stage in seconds.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+    check_output(out, overwrite)
     timer = StageTimer()
     with timer.stage("collect", progress):
         original = collect(model, texts, batch_size=batch_size, corpus=corpus, progress=progress)
