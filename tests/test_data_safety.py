@@ -265,6 +265,21 @@ def test_collect_refuses_bad_arguments_before_creating_anything(
     assert not out.exists()
 
 
+def test_a_collect_refused_for_its_positions_leaves_no_store(
+    tiny_model_folders, tmp_path, capsys
+):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n\n".join(python_docs()[:3]))
+    out = tmp_path / "store"
+    command = ["collect", "--model", str(tiny_model_folders["llama"]), "--texts", str(texts)]
+    command += ["--out", str(out), "--quiet"]
+    assert main([*command, "--positions", "500"]) == EXIT_BAD_INPUT
+    one_line_error(capsys, "positions [500] fall outside")
+    assert not out.exists()
+    assert main([*command, "--positions", "-1"]) == 0  # the corrected run is not blocked
+    assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 1
+
+
 # 7. text inputs (see also test_data.py)
 
 
@@ -368,3 +383,29 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(llama_report, tmp_p
     assert process.returncode == EXIT_INTERRUPTED
     assert error.strip().splitlines() == ["tl-dynamics: interrupted; nothing half-written was left"]
     assert list(work.iterdir()) == []
+
+
+def test_an_interrupted_collect_keeps_whole_shards_only(
+    tiny_model_folders, tmp_path, monkeypatch, capsys
+):
+    import tl_dynamics.store
+
+    batches = tl_dynamics.store.iter_batches
+
+    def interrupted_after_one_batch(*args, **kwargs):
+        yield next(batches(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tl_dynamics.store, "iter_batches", interrupted_after_one_batch)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n\n".join(python_docs()[:6]))
+    out = tmp_path / "store"
+    command = ["collect", "--model", str(tiny_model_folders["llama"]), "--texts", str(texts)]
+    command += ["--out", str(out), "--quiet", "--batch-size", "2", "--shard-size", "2"]
+    assert main(command) == EXIT_INTERRUPTED
+    assert "run the same command again to resume" in capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["manifest.json", "shard-r0000-000000.safetensors"]
+    monkeypatch.setattr(tl_dynamics.store, "iter_batches", batches)
+    assert main(command) == 0
+    assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 3
