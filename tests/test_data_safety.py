@@ -341,7 +341,7 @@ def test_compare_names_a_metrics_json_that_is_no_json(llama_report, tmp_path, ca
     shutil.copytree(llama_report, damaged)
     (damaged / "metrics.json").write_text('{"schema_version": 1, "mod')
     assert main(["compare", str(damaged), "--out", str(tmp_path / "c")]) == EXIT_BAD_INPUT
-    one_line_error(capsys, str(damaged / "metrics.json"), "not a JSON file")
+    one_line_error(capsys, str(damaged / "metrics.json"), "not a tl-dynamics report (not JSON")
 
 
 WRITE_STAGE_FLAG = "in-write-stage"

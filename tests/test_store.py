@@ -311,7 +311,7 @@ def test_rerunning_collect_on_a_truncated_shard_repairs_the_store(
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"format": "tl-dynamics-store", "form', "not a readable tl-dynamics store manifest"),
+        ('{"format": "tl-dynamics-store", "form', "is not a tl-dynamics store manifest (not JSON"),
         ('{"format": "tl-dynamics-store", "format_version": "1"}', "format_version '1'"),
         ('{"format": "tl-dynamics-store", "format_version": 1, "shards": [{}]}', "is damaged"),
         ('{"format": "tl-dynamics-store", "format_version": 1, "shards": []}', "is damaged"),

@@ -96,6 +96,38 @@ def follow_umask(path: str | Path) -> None:
         path.chmod(FILE_MODE)
 
 
+def read_json_record(path: Path, version_key: str, newest: int, what: str) -> dict[str, Any]:
+    """The JSON object in the file ``path``, whose integer ``version_key`` is at most ``newest``.
+
+    Args:
+        path: The file.
+        version_key: The field holding the layout version, e.g. ``"schema_version"``.
+        newest: The newest version this tl-dynamics reads.
+        what: What the file should be, for messages, e.g. ``"a tl-dynamics report"``.
+
+    Raises:
+        ValueError: not UTF-8 JSON, not an object, a version that is no integer, or a
+            newer one; the message names ``path``.
+    """
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not {what} (not JSON: {error})") from error
+    if not isinstance(record, dict):
+        raise ValueError(f"{str(path)!r} is not {what} (not a JSON object)")
+    version = record.get(version_key)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(
+            f"{str(path)!r} has {version_key} {version!r}, not an integer; is it {what}?"
+        )
+    if version > newest:
+        raise ValueError(
+            f"{str(path)!r} has {version_key} {version}, newer than this tl-dynamics "
+            f"({__version__}) reads; upgrade tl-dynamics"
+        )
+    return record
+
+
 def tensor_json(value: Any) -> Any:
     """Tensors as nested lists of Python floats (NaN as ``None``: JSON has no NaN)."""
     if isinstance(value, torch.Tensor):

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tl_dynamics import metrics
-from tl_dynamics._output import follow_umask
+from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
 
 FORMAT_VERSION = 1
@@ -253,21 +253,9 @@ class DynamicsCache:
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
     """The JSON sidecar of a saved cache, checked for the fields :meth:`DynamicsCache.load` reads."""
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{str(path)!r} is not a JSON sidecar of DynamicsCache.save ({error})") from error
-    version = sidecar.get("format_version") if isinstance(sidecar, dict) else None
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(
-            f"{str(path)!r} has format_version {version!r}; expected an integer (is it a sidecar "
-            "written by DynamicsCache.save?)"
-        )
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has format version {version}, newer "
-            f"than this tl-dynamics ({__version__}) reads; upgrade tl-dynamics"
-        )
+    sidecar = read_json_record(
+        path, "format_version", FORMAT_VERSION, "a JSON sidecar of DynamicsCache.save"
+    )
     if not isinstance(sidecar.get("labels"), list) or not isinstance(sidecar.get("metadata"), dict):
         raise ValueError(f"{str(path)!r} lacks 'labels' (a list) or 'metadata' (an object)")
     return sidecar

@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,14 @@ import plotly.graph_objects as go
 
 from tl_dynamics._version import __version__
 from tl_dynamics.hooks import FINAL_LABEL
-from tl_dynamics._output import COMPARE_KIND, atomic_folder, check_output, render_html, write_json
+from tl_dynamics._output import (
+    COMPARE_KIND,
+    atomic_folder,
+    check_output,
+    read_json_record,
+    render_html,
+    write_json,
+)
 from tl_dynamics.report import SCHEMA_VERSION
 
 CURVES = (
@@ -55,18 +61,7 @@ def read_report(folder: str | Path) -> dict[str, Any]:
             f"{str(folder)!r} is not a tl-dynamics report: it has no metrics.json "
             "(write one with 'tl-dynamics report')"
         )
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{str(path)!r} is not a JSON file ({error})") from error
-    version = record.get("schema_version") if isinstance(record, dict) else None
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(
-            f"{str(path)!r} has schema_version {version!r}; expected an integer "
-            "(is it a tl-dynamics report?)"
-        )
-    if version > SCHEMA_VERSION:
-        raise ValueError(f"{str(path)!r} has schema {version}; upgrade tl-dynamics")
+    record = read_json_record(path, "schema_version", SCHEMA_VERSION, "a tl-dynamics report")
     _require(path, record, "model", "model_name")
     _require(path, record, "conditions")
     if not isinstance(record["conditions"], dict) or not record["conditions"]:

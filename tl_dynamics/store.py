@@ -73,7 +73,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch import Tensor
 
-from tl_dynamics._output import follow_umask
+from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import (
@@ -234,22 +234,10 @@ def _write_json(target: Path, record: dict[str, Any]) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(
-            f"{str(path)!r} is not a readable tl-dynamics store manifest ({error})"
-        ) from error
-    if not isinstance(record, dict) or record.get("format") != STORE_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a tl-dynamics store manifest")
-    version = record.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"{str(path)!r} has format_version {version!r}; expected an integer")
-    if record.get("format_version", 0) > STORE_FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has store format version {record['format_version']}, newer than "
-            f"this tl-dynamics ({__version__}) reads; upgrade tl-dynamics"
-        )
+    what = "a tl-dynamics store manifest"
+    record = read_json_record(path, "format_version", STORE_FORMAT_VERSION, what)
+    if record.get("format") != STORE_FORMAT:
+        raise ValueError(f"{str(path)!r} is not {what}")
     return record
 
 
