@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import collections
+import json
+import re
+import shutil
+import stat
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from transformers import GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 import tl_dynamics as tld
+from tl_dynamics._output import FILE_MODE
 from tl_dynamics.collect import tokenize
 from tl_dynamics.models import build_tiny_model, load_model
 
@@ -219,6 +225,61 @@ def test_save_and_load_round_trip_without_pickle(minilm, texts, tmp_path):
 def test_load_reports_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         tld.DynamicsCache.load(tmp_path / "nothing.safetensors")
+
+
+def small_cache():
+    """A cache of 3 samples, 4 sublayers, 5 units, made up (no model needed)."""
+    return tld.DynamicsCache(
+        resid=torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0)),
+        labels=("0_pre", "0_mid", "1_pre", "1_mid"),
+        text_index=torch.arange(3),
+        position=torch.zeros(3, dtype=torch.long),
+        metadata=tld.DynamicsMetadata(n_layers=2, d_model=5, texts=("a", "b", "c")),
+    )
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    path = small_cache().save(tmp_path / "run")
+    for written in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(written.stat().st_mode) == FILE_MODE
+
+
+def test_load_refuses_another_programs_safetensors(tmp_path):
+    other = tmp_path / "weights.safetensors"
+    save_file({"weight": torch.zeros(2, 2)}, str(other))
+    small_cache().save(tmp_path / "mine")
+    shutil.copy(tmp_path / "mine.json", tmp_path / "weights.json")
+    with pytest.raises(ValueError, match=r"weights.safetensors' was not written by DynamicsCache"):
+        tld.DynamicsCache.load(other)
+    other.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(ValueError, match=r"weights.safetensors' is not a readable safetensors"):
+        tld.DynamicsCache.load(other)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda sidecar: sidecar.update(labels=["0_pre"]), "labels has 1 entries"),
+        (lambda sidecar: sidecar["metadata"].update(d_model=7), "d_model 7"),
+        (lambda sidecar: sidecar["metadata"].update(texts=["a"]), "keeps 1 texts"),
+        (lambda sidecar: sidecar.update(format_version="1"), "format_version '1'"),
+        (lambda sidecar: sidecar.pop("labels"), "lacks 'labels'"),
+    ],
+)
+def test_load_checks_the_sidecar_against_the_tensors(tmp_path, change, message):
+    path = small_cache().save(tmp_path / "run")
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    change(sidecar)
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ValueError, match=rf"run\.json.*{re.escape(message)}"):
+        tld.DynamicsCache.load(path)
+
+
+def test_load_names_a_sidecar_that_is_no_json(tmp_path):
+    path = small_cache().save(tmp_path / "run")
+    path.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"run.json' is not a JSON sidecar"):
+        tld.DynamicsCache.load(path)
 
 
 def test_tiny_models_are_reproducible(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import types
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from tl_dynamics import data
+from tl_dynamics.collect import validate_texts
 
 
 def test_python_docs_is_distinct_prose_within_the_papers_filter():
@@ -101,3 +103,80 @@ def test_shuffle_tokens_keeps_specials_at_both_ends():
     assert shuffled[0] == 101 and shuffled[-1] == 102
     assert sorted(shuffled[1:-1].tolist()) == [5, 6, 7, 8, 9]
     assert not torch.equal(shuffled, tokens)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"text": null}', "line 2 .* 'text' that is null"),
+        ('{"text": 3}', "line 2 .* 'text' that is the number 3"),
+        ('{"text": ["a", "b"]}', "line 2 .* 'text' that is an array"),
+        ('"just a string"', "line 2 .* not a JSON object .* got a string"),
+        ("[1, 2]", "line 2 .* not a JSON object .* got an array"),
+    ],
+)
+def test_jsonl_texts_must_be_strings(tmp_path, line, message):
+    path = tmp_path / "texts.jsonl"
+    path.write_text(json.dumps({"text": "fine"}) + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=message):
+        data.read_texts(path)
+
+
+def test_upper_case_jsonl_is_read_as_jsonl(tmp_path):
+    path = tmp_path / "TEXTS.JSONL"
+    path.write_text(json.dumps({"text": "one"}) + "\n" + json.dumps({"text": "two"}) + "\n")
+    assert data.read_texts(path) == ["one", "two"]
+
+
+def test_json_array_of_strings_or_objects(tmp_path):
+    path = tmp_path / "texts.json"
+    path.write_text(json.dumps(["one", {"text": "two"}, "three"]))
+    assert data.read_texts(path) == ["one", "two", "three"]
+    assert data.load_corpus(path) == ["one", "two", "three"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"text": "one"}', "JSON array .* got an object"),
+        ('["one", 2]', "item 1 .* got the number 2"),
+        ('["one", {"text": null}]', "item 1 .* 'text' that is null"),
+        ('["one", ', "is not JSON"),
+    ],
+)
+def test_json_file_errors(tmp_path, content, message):
+    path = tmp_path / "texts.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        data.read_texts(path)
+
+
+def test_a_dict_of_texts_is_refused_not_read_by_its_keys():
+    texts = {"first": "The first text.", "second": "The second text."}
+    with pytest.raises(TypeError, match="got a dict"):
+        validate_texts(texts)
+    with pytest.raises(TypeError, match="got dict"):
+        data.sample_texts(texts, 1)
+
+
+def test_hub_reachable_is_false_on_a_closed_port(monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert not data.hub_reachable()
+
+
+def test_offline_wikitext_fails_without_asking_datasets(monkeypatch):
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(*args, **kwargs):
+        raise AssertionError("datasets was asked although the hub is out of reach")
+
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(data, "hub_reachable", lambda: False)
+    with pytest.raises(ConnectionError, match="cannot reach .* --texts python-docs"):
+        data.wikitext()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ import torch
 
 import tl_dynamics as tld
 from tl_dynamics.__main__ import main
+from tl_dynamics._output import FILE_MODE, FOLDER_MODE
 from tl_dynamics.store import (
     MANIFEST_NAME,
     TEMP_PREFIX,
@@ -24,6 +28,7 @@ from tl_dynamics.store import (
     prepare_store,
     write_texts,
 )
+from tl_dynamics.streaming import moments
 
 TOLERANCE = 1e-4  # max abs difference between batchings of the same text (test_collect's)
 KILL_AFTER_SHARDS = 2  # the killed run has written this many shards, and not all of them
@@ -206,7 +211,9 @@ def test_a_folder_that_is_no_store_is_refused(llama, texts, tmp_path):
 
 
 def test_an_inconsistent_store_is_refused(llama, texts, tmp_path):
-    store = collect_to_store(llama, texts[:4], tmp_path, shard_size=2, progress=False)
+    store = collect_to_store(
+        llama, texts[:4], tmp_path, batch_size=2, shard_size=2, progress=False
+    )
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
     copy = {**manifest["shards"][0], "file": "shard-r0000-000042.safetensors"}
     shutil.copy(tmp_path / store.shards[0].file, tmp_path / copy["file"])
@@ -224,3 +231,106 @@ def test_an_inconsistent_store_is_refused(llama, texts, tmp_path):
 def test_bad_shard_size_is_refused(llama, texts, tmp_path, shard_size):
     with pytest.raises(ValueError, match="shard_size must be a positive int"):
         collect_to_store(llama, texts[:2], tmp_path, shard_size=shard_size, progress=False)
+
+
+def damage(path, how):
+    """Truncate the file at ``path`` or flip one byte of its data (same size)."""
+    content = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(content[: len(content) // 2]))
+    else:
+        content[-1] ^= 0xFF
+        path.write_bytes(bytes(content))
+
+
+def test_manifest_lists_each_shards_size_and_sha256(llama, texts, tmp_path):
+    store = collect_to_store(
+        llama, texts[:4], tmp_path, batch_size=2, shard_size=2, progress=False
+    )
+    for record in store.shards:
+        content = (tmp_path / record.file).read_bytes()
+        assert record.size == len(content)
+        assert record.sha256 == hashlib.sha256(content).hexdigest()
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_a_damaged_shard_is_named_with_the_repair_command(llama, texts, tmp_path, how):
+    store = collect_to_store(
+        llama, texts[:4], tmp_path, batch_size=2, shard_size=2, progress=False
+    )
+    bad = store.shards[1].file
+    damage(tmp_path / bad, how)
+    readers = [lambda: DynamicsStore.open(tmp_path).load()]
+    readers.append(lambda: list(DynamicsStore.open(tmp_path).iter_shards()))
+    readers.append(lambda: moments(DynamicsStore.open(tmp_path)))
+    for read in readers:
+        with pytest.raises(ValueError, match=rf"shard '{bad}' .*damaged.*'tl-dynamics collect"):
+            read()
+
+
+def test_resume_collects_the_texts_of_a_damaged_or_missing_shard_again(
+    llama, texts, tmp_path
+):
+    expected = tld.collect(llama, texts, positions="all", progress=False)
+    store = collect_to_store(
+        llama, texts, tmp_path, positions="all", shard_size=5, batch_size=2, progress=False
+    )
+    damaged, missing = store.shards[0], store.shards[2]
+    damage(tmp_path / damaged.file, "flip")
+    (tmp_path / missing.file).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{missing.file}.*to repair the store"):
+        DynamicsStore.open(tmp_path)
+    with pytest.warns(UserWarning, match="collected again") as warned:
+        repaired = collect_to_store(llama, texts, tmp_path, positions="all", progress=False)
+    named = sorted(str(w.message).split("'")[1] for w in warned)
+    assert named == sorted([damaged.file, missing.file])
+    assert repaired.text_indices() == list(range(len(texts)))  # each once
+    assert damaged not in repaired.shards and missing not in repaired.shards
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [MANIFEST_NAME, *(r.file for r in repaired.shards)]
+    )
+    assert_same_cache(repaired.load(), expected)
+
+
+def test_rerunning_collect_on_a_truncated_shard_repairs_the_store(
+    llama, tiny_model_folders, texts, tmp_path
+):
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("\n\n".join(texts[:6]))
+    out = tmp_path / "store"
+    command = ["collect", "--model", str(tiny_model_folders["llama"]), "--texts", str(corpus)]
+    command += ["--out", str(out), "--shard-size", "2", "--batch-size", "2", "--quiet"]
+    assert main(command) == 0
+    damage(out / DynamicsStore.open(out).shards[0].file, "truncate")
+    with pytest.warns(UserWarning, match="collected again"):
+        assert main(command) == 0
+    expected = tld.collect(llama, texts[:6], corpus=str(corpus), progress=False)
+    assert_same_cache(DynamicsStore.open(out).load(), expected)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"format": "tl-dynamics-store", "form', "is not a tl-dynamics store manifest (not JSON"),
+        ('{"format": "tl-dynamics-store", "format_version": "1"}', "format_version '1'"),
+        ('{"format": "tl-dynamics-store", "format_version": 1, "shards": [{}]}', "is damaged"),
+        ('{"format": "tl-dynamics-store", "format_version": 1, "shards": []}', "is damaged"),
+        ("[1, 2]", "is not a tl-dynamics store manifest"),
+    ],
+)
+def test_a_bad_manifest_is_named(llama, texts, tmp_path, content, message):
+    (tmp_path / MANIFEST_NAME).write_text(content)
+    manifest = str(tmp_path / MANIFEST_NAME)
+    with pytest.raises(ValueError, match=f"{re.escape(manifest)}.*{re.escape(message)}"):
+        DynamicsStore.open(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(manifest)):
+        collect_to_store(llama, texts[:2], tmp_path, progress=False)
+
+
+def test_shards_and_manifest_follow_the_umask(llama, texts, tmp_path):
+    store = collect_to_store(
+        llama, texts[:4], tmp_path / "store", batch_size=2, shard_size=2, progress=False
+    )
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in store.path.iterdir()}
+    assert modes == dict.fromkeys(modes, FILE_MODE) and len(modes) == 3
+    assert stat.S_IMODE(store.path.stat().st_mode) == FOLDER_MODE

@@ -34,14 +34,21 @@ from typing import Any
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tl_dynamics import metrics
+from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
 
 FORMAT_VERSION = 1
 """Version of the on-disk layout written by :meth:`DynamicsCache.save`."""
+
+FILE_FORMAT = "tl-dynamics"
+"""The ``format`` entry of the safetensors header :meth:`DynamicsCache.save` writes."""
+
+TENSOR_NAMES = ("resid", "text_index", "position")
 
 
 @dataclass(frozen=True)
@@ -200,7 +207,8 @@ class DynamicsCache:
             "text_index": self.text_index.to("cpu").contiguous(),
             "position": self.position.to("cpu").contiguous(),
         }
-        save_file(tensors, str(path), metadata={"format": "tl-dynamics", "version": __version__})
+        save_file(tensors, str(path), metadata={"format": FILE_FORMAT, "version": __version__})
+        follow_umask(path)  # safetensors creates its files private (0600)
         sidecar = {
             "format_version": FORMAT_VERSION,
             "labels": list(self.labels),
@@ -211,7 +219,16 @@ class DynamicsCache:
 
     @classmethod
     def load(cls, path: str | Path) -> DynamicsCache:
-        """Read a cache written by :meth:`save` (no pickle involved)."""
+        """Read a cache written by :meth:`save` (no pickle involved).
+
+        The sidecar is checked against the tensors, not trusted.
+
+        Raises:
+            FileNotFoundError: the safetensors file or its JSON sidecar is missing.
+            ValueError: a file that :meth:`save` did not write, a damaged one, a newer
+                format, or a sidecar that contradicts the tensors (the message names the
+                file).
+        """
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
@@ -219,17 +236,61 @@ class DynamicsCache:
         for needed in (path, sidecar_path):
             if not needed.is_file():
                 raise FileNotFoundError(f"{str(needed)!r} not found; write it with DynamicsCache.save")
-        sidecar = json.loads(sidecar_path.read_text())
-        if sidecar.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(
-                f"{str(sidecar_path)!r} has format version {sidecar['format_version']}, newer "
-                f"than this tl-dynamics ({__version__}) reads; upgrade tl-dynamics"
+        sidecar = _read_sidecar(sidecar_path)
+        tensors = _read_tensors(path)
+        try:
+            cache = cls(
+                resid=tensors["resid"],
+                labels=tuple(sidecar["labels"]),
+                text_index=tensors["text_index"],
+                position=tensors["position"],
+                metadata=DynamicsMetadata.from_json(sidecar["metadata"]),
             )
+            _check_metadata(cache)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"{str(path)!r} and its sidecar {str(sidecar_path)!r} do not agree: {error}"
+            ) from error
+        return cache
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    """The JSON sidecar of a saved cache, checked for the fields :meth:`DynamicsCache.load` reads."""
+    sidecar = read_json_record(
+        path, "format_version", FORMAT_VERSION, "a JSON sidecar of DynamicsCache.save"
+    )
+    if not isinstance(sidecar.get("labels"), list) or not isinstance(sidecar.get("metadata"), dict):
+        raise ValueError(f"{str(path)!r} lacks 'labels' (a list) or 'metadata' (an object)")
+    return sidecar
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a file written by :meth:`DynamicsCache.save`, refusing any other."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
         tensors = load_file(str(path))
-        return cls(
-            resid=tensors["resid"],
-            labels=tuple(sidecar["labels"]),
-            text_index=tensors["text_index"],
-            position=tensors["position"],
-            metadata=DynamicsMetadata.from_json(sidecar["metadata"]),
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({error})") from error
+    if header.get("format") != FILE_FORMAT or set(tensors) != set(TENSOR_NAMES):
+        raise ValueError(
+            f"{str(path)!r} was not written by DynamicsCache.save (header format "
+            f"{header.get('format')!r}, tensors {sorted(tensors)}; expected {FILE_FORMAT!r} "
+            f"and {list(TENSOR_NAMES)})"
         )
+    if tensors["resid"].dtype != torch.float32:
+        raise ValueError(f"{str(path)!r} holds resid as {tensors['resid'].dtype}, not float32")
+    return tensors
+
+
+def _check_metadata(cache: DynamicsCache) -> None:
+    """Raise ``ValueError`` where the metadata contradicts the tensors' shapes or values."""
+    metadata, (_, _, d_model) = cache.metadata, cache.resid.shape
+    if metadata.d_model and metadata.d_model != d_model:
+        raise ValueError(f"metadata says d_model {metadata.d_model}, resid has {d_model} units")
+    if metadata.texts is not None and cache.n_samples:
+        low, high = int(cache.text_index.min()), int(cache.text_index.max())
+        if low < 0 or high >= len(metadata.texts):
+            raise ValueError(
+                f"text_index runs over [{low}, {high}] but metadata keeps {len(metadata.texts)} texts"
+            )

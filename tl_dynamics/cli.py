@@ -9,8 +9,13 @@ offline on the packaged MiniLM and Python's own documentation. ``tl-dynamics com
 overlays several reports on normalised depth.
 
 Bad input (an unknown model while offline, an unreadable texts file, ``--n`` beyond the
-corpus, a half dtype on CPU, an existing output folder) prints one line starting with
-``tl-dynamics: error:`` and exits with status 2, writing nothing.
+corpus, a half dtype on CPU, an existing output folder, an ``--out`` that cannot be
+written) prints one line starting with ``tl-dynamics: error:`` and exits with status 2,
+writing nothing; every such check runs before the model is loaded. ``--overwrite``
+replaces only a folder tl-dynamics wrote, never an input of the command or the working
+directory (see :mod:`tl_dynamics._output`). Ctrl-C prints one line and exits with status
+130, leaving no temporary folder (an interrupted ``collect`` keeps its complete shards:
+the same command resumes).
 
 Example (shell)::
 
@@ -35,6 +40,18 @@ from tl_dynamics.models import DEFAULT_MODEL, DTYPES
 PROG = "tl-dynamics"
 DEFAULT_N = 1000  # the paper's number of texts (section 2.1)
 EXIT_BAD_INPUT = 2  # argparse's own status for bad arguments
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+
+
+def positive_int(value: str) -> int:
+    """An ``argparse`` type: an integer of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,21 +70,24 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--texts",
         default="python-docs",
-        help="'python-docs' (offline; default), 'wikitext' (needs the hub) or a .txt/.jsonl file",
+        help="'python-docs' (offline; default), 'wikitext' (needs the hub) or a "
+        ".txt/.jsonl/.json file",
     )
     report.add_argument(
         "--n",
-        type=int,
+        type=positive_int,
         default=None,
         help=f"number of texts, drawn with --seed (default {DEFAULT_N}, or every text of a "
         "smaller corpus)",
     )
-    report.add_argument("--batch-size", type=int, default=16, help="texts per forward pass")
+    report.add_argument("--batch-size", type=positive_int, default=16, help="texts per forward pass")
     report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     report.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     report.add_argument("--seed", type=int, default=0, help="seed of sampling and shuffles")
     report.add_argument("--out", default="tl-dynamics-report", help="output folder")
-    report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    report.add_argument(
+        "--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote"
+    )
     report.add_argument("--quiet", action="store_true", help="no progress bars")
     add_collect_arguments(
         commands.add_parser(
@@ -77,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="overlay several reports on normalised depth")
     compare.add_argument("reports", nargs="+", help="report folders written by 'report'")
     compare.add_argument("--out", required=True, help="output folder")
-    compare.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    compare.add_argument(
+        "--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote"
+    )
     return parser
 
 
@@ -97,16 +119,18 @@ def add_collect_arguments(collect: argparse.ArgumentParser) -> None:
     """Add the options of the ``collect`` command to ``collect`` (a (sub)parser)."""
     option = collect.add_argument
     option("--model", default=DEFAULT_MODEL, help="minilm, a model folder, or a hub name")
-    option("--texts", default="python-docs", help=f"{' or '.join(CORPORA)}, or a .txt/.jsonl")
+    option("--texts", default="python-docs", help=f"{' or '.join(CORPORA)}, or a .txt/.jsonl/.json")
     option("--out", required=True, help="store folder (created, or resumed)")
-    option("--limit", type=int, default=None, help="keep only the first N texts")
-    option("--batch-size", type=int, default=16, help="texts per forward pass")
+    option("--limit", type=positive_int, default=None, help="keep only the first N texts")
+    option("--batch-size", type=positive_int, default=16, help="texts per forward pass")
     option("--positions", type=parse_positions, default="last", help="last, all, or e.g. 0,-1")
     option("--shuffle", action="store_true", help="the control: shuffle tokens after BOS")
     option("--seed", type=int, default=0, help="seed of the shuffle")
     option("--include-final", action="store_true", help="append the last block's resid_post")
     option("--sites", nargs="+", default=list(SITES), choices=SITES, help="read points per block")
-    option("--shard-size", type=int, default=None, help="samples per shard (default ~256 MiB)")
+    option(
+        "--shard-size", type=positive_int, default=None, help="samples per shard (default ~256 MiB)"
+    )
     option("--device", default=None, help="default: cuda (cuda:LOCAL_RANK) if any, else cpu")
     option("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype")
     option("--no-texts", action="store_true", help="do not keep the texts in the metadata")
@@ -118,6 +142,7 @@ def _collect(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
+    from tl_dynamics._output import check_writable
     from tl_dynamics.data import load_corpus
     from tl_dynamics.distributed import collect_distributed, init_distributed, world_size
     from tl_dynamics.models import load_model
@@ -128,6 +153,7 @@ def _collect(args: argparse.Namespace) -> None:
         rank, _, default_device = init_distributed()
     else:
         rank, default_device = 0, "cuda" if torch.cuda.is_available() else "cpu"
+    check_writable(args.out)
     texts = load_corpus(args.texts)[: args.limit]
     model = load_model(args.model, device=args.device or default_device, dtype=args.dtype)
     settings = {
@@ -152,13 +178,18 @@ def _collect(args: argparse.Namespace) -> None:
         print(store)
 
 
+def _local_inputs(*sources: str) -> list[Path]:
+    """The sources that are files or folders here (a model folder, a texts file)."""
+    return [Path(source) for source in sources if Path(source).exists()]
+
+
 def _report(args: argparse.Namespace) -> None:
+    from tl_dynamics._output import check_output
     from tl_dynamics.data import load_corpus, sample_texts
     from tl_dynamics.models import load_model
     from tl_dynamics.report import run_report
 
-    if Path(args.out).exists() and not args.overwrite:
-        raise FileExistsError(f"output folder {args.out!r} exists; pass --overwrite to replace it")
+    check_output(args.out, args.overwrite, inputs=_local_inputs(args.model, args.texts))
     corpus = load_corpus(args.texts)
     n = min(DEFAULT_N, len(corpus)) if args.n is None else args.n
     texts = sample_texts(corpus, n, seed=args.seed)
@@ -193,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ImportError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        resume = " (run the same command again to resume)" if args.command == "collect" else ""
+        print(f"{PROG}: interrupted; nothing half-written was left{resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

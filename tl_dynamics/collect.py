@@ -78,6 +78,11 @@ def validate_texts(texts: Any) -> list[str]:
     """Return ``texts`` as a list, or raise ``TypeError``/``ValueError`` naming the problem."""
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, got a single str; wrap it: [text]")
+    if isinstance(texts, Mapping):
+        raise TypeError(
+            "texts must be a list of strings, got a dict (iterating it gives its keys); "
+            "pass list(texts.values()) or the list itself"
+        )
     try:
         texts = list(texts)
     except TypeError as error:

@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,15 @@ import plotly.graph_objects as go
 
 from tl_dynamics._version import __version__
 from tl_dynamics.hooks import FINAL_LABEL
-from tl_dynamics.report import SCHEMA_VERSION, atomic_folder, render_html, write_json
+from tl_dynamics._output import (
+    COMPARE_KIND,
+    atomic_folder,
+    check_output,
+    read_json_record,
+    render_html,
+    write_json,
+)
+from tl_dynamics.report import SCHEMA_VERSION
 
 CURVES = (
     # (key in a condition of metrics.json, axis title, per "sublayer" or "transition")
@@ -36,14 +43,17 @@ CURVES = (
     ("norms_mean", "mean ‖h‖₂ (model units)", "sublayer"),
 )
 CONDITION_DASH = {"original": "solid", "shuffled": "dot"}
+DERIVED = ("relative_velocity",)  # computed here from velocity and norms, not read
 
 
 def read_report(folder: str | Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a report folder, checked for a readable schema version.
+    """The ``metrics.json`` of a report folder, checked for what :func:`run_compare` reads.
 
     Raises:
         FileNotFoundError: no ``metrics.json`` in ``folder``.
-        ValueError: a schema newer than this version of tl-dynamics reads.
+        ValueError: not JSON, a schema version that is no integer or newer than this
+            version of tl-dynamics reads, or a key missing (the message names the file
+            and the key).
     """
     path = Path(folder) / "metrics.json"
     if not path.is_file():
@@ -51,10 +61,43 @@ def read_report(folder: str | Path) -> dict[str, Any]:
             f"{str(folder)!r} is not a tl-dynamics report: it has no metrics.json "
             "(write one with 'tl-dynamics report')"
         )
-    record = json.loads(path.read_text())
-    if record.get("schema_version", 0) > SCHEMA_VERSION:
-        raise ValueError(f"{str(path)!r} has schema {record['schema_version']}; upgrade tl-dynamics")
+    record = read_json_record(path, "schema_version", SCHEMA_VERSION, "a tl-dynamics report")
+    _require(path, record, "model", "model_name")
+    _require(path, record, "conditions")
+    if not isinstance(record["conditions"], dict) or not record["conditions"]:
+        raise ValueError(f"{str(path)!r} has no conditions; expected e.g. 'original'")
+    read = ("labels", "norms_mean", *(key for key, _, _ in CURVES if key not in DERIVED))
+    for condition in record["conditions"]:
+        for key in read:
+            _require(path, record, "conditions", condition, key)
     return record
+
+
+def _require(path: Path, record: dict[str, Any], *keys: str) -> None:
+    """Raise ``ValueError`` naming ``path`` and the key when ``record[k1][k2]...`` is absent."""
+    value: Any = record
+    for depth, key in enumerate(keys):
+        if not isinstance(value, dict) or key not in value:
+            where = "".join(f"[{k!r}]" for k in keys[: depth + 1])
+            raise ValueError(f"{str(path)!r} has no {where}; is it a complete tl-dynamics report?")
+        value = value[key]
+
+
+def report_labels(folders: Sequence[str | Path], records: Sequence[dict[str, Any]]) -> list[str]:
+    """One distinct label per report: the model's short name, with the folder where needed.
+
+    Raises:
+        ValueError: the same folder is given twice.
+    """
+    resolved = [Path(folder).resolve() for folder in folders]
+    for i, folder in enumerate(resolved):
+        if folder in resolved[:i]:
+            raise ValueError(f"report {str(folders[i])!r} is given twice; pass each report once")
+    names = [record["model"]["model_name"].rstrip("/").split("/")[-1] for record in records]
+    return [
+        name if names.count(name) == 1 else f"{name} ({Path(folder)})"
+        for name, folder in zip(names, folders, strict=True)
+    ]
 
 
 def normalised_depth(labels: Sequence[str]) -> list[float]:
@@ -91,16 +134,27 @@ def depth_curves(record: dict[str, Any]) -> list[dict[str, Any]]:
 def run_compare(folders: Sequence[str | Path], *, out: str | Path, overwrite: bool = False) -> Path:
     """Write ``compare.html`` and ``compare.json`` overlaying the reports in ``folders``.
 
+    Each report is labelled with its model's name, and with its folder too when two
+    reports share a model (:func:`report_labels`).
+
+    Args:
+        folders: Report folders written by :func:`tl_dynamics.report.run_report`.
+        out: The folder to write; with ``overwrite``, an existing one is replaced only if
+            tl-dynamics wrote it and it holds none of ``folders``.
+
     Returns:
         The output folder.
+
+    Raises:
+        FileNotFoundError, ValueError: a folder is no readable report or is given twice;
+            ``out`` cannot be written (see :func:`tl_dynamics._output.check_output`).
     """
-    if len(folders) < 1:
-        raise ValueError("folders must name at least one report folder")
-    reports = {}
-    for folder in folders:
-        record = read_report(folder)
-        name = f"{record['model']['model_name'].rstrip('/').split('/')[-1]} ({Path(folder).name})"
-        reports[name] = depth_curves(record)
+    if isinstance(folders, (str, Path)) or len(folders) < 1:
+        raise ValueError(f"folders must be a list of report folders, got {folders!r}")
+    check_output(out, overwrite, inputs=folders)
+    records = [read_report(folder) for folder in folders]
+    labels = report_labels(folders, records)
+    reports = {label: depth_curves(record) for label, record in zip(labels, records, strict=True)}
     figures = []
     for key, title, _ in CURVES:
         figure = go.Figure()
@@ -123,7 +177,7 @@ def run_compare(folders: Sequence[str | Path], *, out: str | Path, overwrite: bo
             template="plotly_white",
         )
         figures.append(figure)
-    with atomic_folder(out, overwrite) as staging:
+    with atomic_folder(out, overwrite, kind=COMPARE_KIND, inputs=folders) as staging:
         intro = "<p class='sub'>Solid: original texts; dotted: shuffled-token control.</p>"
         page = render_html("Transformer dynamics: model comparison", intro, [("Curves", "", figures)])
         (staging / "compare.html").write_text(page, encoding="utf-8")

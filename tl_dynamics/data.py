@@ -14,7 +14,8 @@ Three sources, one filter:
   documentation topics (``pydoc_data.topics``), several hundred English prose
   paragraphs (823 distinct ones) of 100-500 characters, an honest stand-in when the hub is out of reach.
 * :func:`read_texts` reads a user's ``.txt`` (one text per blank-line separated
-  paragraph) or ``.jsonl`` (one JSON object per line with a ``"text"`` field).
+  paragraph), ``.jsonl`` (one JSON object per line with a string ``"text"`` field) or
+  ``.json`` (an array of strings, or of such objects).
 
 Example::
 
@@ -26,9 +27,13 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Sequence
+import socket
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from jaxtyping import Int
@@ -41,9 +46,26 @@ WIKITEXT_NAME = "wikitext"
 WIKITEXT_CONFIG = "wikitext-2-raw-v1"  # the paper's corpus (section 2.1)
 
 OFFLINE_ALTERNATIVES = (
-    "tl_dynamics.data.python_docs() (offline, bundled with Python) or "
-    "tl_dynamics.data.read_texts(path) for your own .txt/.jsonl file"
+    "--texts python-docs on the command line, tl_dynamics.data.python_docs() in Python "
+    "(offline, bundled with Python), or a .txt/.jsonl/.json file of your own "
+    "(tl_dynamics.data.read_texts(path))"
 )
+
+HUB_ENDPOINT = "https://huggingface.co"  # huggingface_hub's default; HF_ENDPOINT overrides it
+HUB_CONNECT_TIMEOUT_S = 3.0  # one TCP connection; datasets alone retries for ~30 s offline
+OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+JSONL_SUFFIX, JSON_SUFFIX = ".jsonl", ".json"
+
+
+def hub_reachable(timeout: float = HUB_CONNECT_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``HF_ENDPOINT``) opens in time."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", HUB_ENDPOINT))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def keep_text(text: str, min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS) -> bool:
@@ -107,6 +129,10 @@ def wikitext(
     Returns:
         A list of texts in corpus order.
 
+    Without a connection to the hub, it fails at once (one TCP connection of at most
+    :data:`HUB_CONNECT_TIMEOUT_S`) instead of after ``datasets``' retries; with
+    ``HF_DATASETS_OFFLINE=1`` it reads the local cache only.
+
     Raises:
         ImportError: ``datasets`` is not installed.
         ConnectionError: the Hugging Face hub cannot be reached and the corpus is not
@@ -119,6 +145,14 @@ def wikitext(
             'wikitext() needs the "datasets" package: pip install "tl-dynamics[hub]". '
             f"Offline, use {OFFLINE_ALTERNATIVES}."
         ) from error
+    offline = any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
+                  for name in OFFLINE_VARIABLES)
+    if not offline and not hub_reachable():
+        raise ConnectionError(
+            f"cannot reach the Hugging Face hub to load {WIKITEXT_NAME}/{WIKITEXT_CONFIG} "
+            "(set HF_DATASETS_OFFLINE=1 if it is in your local cache). "
+            f"Use {OFFLINE_ALTERNATIVES}."
+        )
     try:
         rows = datasets.load_dataset(WIKITEXT_NAME, WIKITEXT_CONFIG, split=split, cache_dir=cache_dir)
     except Exception as error:  # datasets raises many types when offline; all mean "no corpus"
@@ -134,7 +168,8 @@ def wikitext(
 def read_texts(path: str | Path) -> list[str]:
     """Texts from a user's file.
 
-    ``.jsonl``: one JSON object per line, its ``"text"`` field a text. Anything else is
+    ``.jsonl`` (any case): one JSON object per line, its ``"text"`` field (a string) a
+    text. ``.json``: one array whose items are strings or such objects. Anything else is
     read as plain UTF-8 text with one text per blank-line separated paragraph (whitespace
     inside a paragraph folded to single spaces). No length filter is applied: pass the
     result through :func:`keep_text` to apply the paper's.
@@ -144,7 +179,8 @@ def read_texts(path: str | Path) -> list[str]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is empty, not UTF-8, or a ``.jsonl`` line has no ``text``.
+        ValueError: the file is empty or not UTF-8, or an item of a JSON file is neither
+            a string nor an object with a string ``"text"`` (the message says where).
     """
     path = Path(path)
     if not path.is_file():
@@ -153,25 +189,68 @@ def read_texts(path: str | Path) -> list[str]:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(f"texts file {str(path)!r} is not UTF-8 text: {error}") from error
-    if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                texts.append(str(record["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(
-                    f"line {number} of {str(path)!r} is not a JSON object with a 'text' "
-                    f"field ({type(error).__name__}: {error})"
-                ) from error
+    suffix = path.suffix.lower()
+    if suffix == JSONL_SUFFIX:
+        texts = _jsonl_texts(content, path)
+    elif suffix == JSON_SUFFIX:
+        texts = _json_array_texts(content, path)
     else:
         texts = [_normalise_whitespace(p) for p in re.split(r"\n\s*\n", content)]
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ValueError(f"texts file {str(path)!r} holds no text")
     return texts
+
+
+def _object_text(item: Any, where: str) -> str:
+    """The string ``"text"`` field of a decoded JSON object, or a ``ValueError`` saying where."""
+    if not isinstance(item, dict) or "text" not in item:
+        raise ValueError(
+            f"{where} is not a JSON object with a 'text' field, got {_json_type(item)}"
+        )
+    if not isinstance(item["text"], str):
+        raise ValueError(f"{where} has a 'text' that is {_json_type(item['text'])}, not a string")
+    return item["text"]
+
+
+def _jsonl_texts(content: str, path: Path) -> list[str]:
+    texts = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if line.strip():
+            where = f"line {number} of {str(path)!r}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where} is not JSON ({error})") from error
+            texts.append(_object_text(record, where))
+    return texts
+
+
+def _json_array_texts(content: str, path: Path) -> list[str]:
+    try:
+        items = json.loads(content) if content.strip() else []
+    except json.JSONDecodeError as error:
+        raise ValueError(f"texts file {str(path)!r} is not JSON ({error})") from error
+    if not isinstance(items, list):
+        raise ValueError(
+            f"texts file {str(path)!r} must hold a JSON array of strings or of objects with "
+            f"a 'text' field, got {_json_type(items)}"
+        )
+    return [
+        item if isinstance(item, str) else _object_text(item, f"item {number} of {str(path)!r}")
+        for number, item in enumerate(items)
+    ]
+
+
+def _json_type(value: Any) -> str:
+    """How JSON names the type of a decoded value (``null``, a number, an array, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return {list: "an array", dict: "an object", str: "a string"}.get(type(value), type(value).__name__)
 
 
 def shuffle_tokens(
@@ -226,9 +305,12 @@ def sample_texts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
     """``n`` texts drawn without replacement with ``seed``, kept in corpus order.
 
     Raises:
+        TypeError: ``texts`` is not a sequence (a dict would give its keys).
         ValueError: ``n`` is not positive or exceeds ``len(texts)`` (the message says how
             many texts there are).
     """
+    if isinstance(texts, (str, Mapping)) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     if n > len(texts):

@@ -11,7 +11,7 @@ collected:
   process: ``shard-r0000-000000.safetensors``.
 * **Manifest.** ``manifest.json`` holds the sublayer labels, the
   :class:`~tl_dynamics.cache.DynamicsMetadata`, the list of shards with the texts each
-  one holds, and a fingerprint of the run: model, dtype, positions, sites, shuffle,
+  one holds and each file's size and SHA-256, and a fingerprint of the run: model, dtype, positions, sites, shuffle,
   seed, labels and a SHA-256 of the texts. A later run into the same folder with other
   settings or other texts is refused instead of mixing two experiments.
 * **Atomic writes.** A shard is written under a temporary name (``.tmp-...``) and
@@ -22,6 +22,13 @@ collected:
 * **Resume.** :func:`collect_to_store` runs only the texts the manifest does not list
   yet, keeping their indices into the original list: run the same command again after
   a crash and every text ends up in the store exactly once.
+* **Checksums.** A resume first checks every listed shard against its SHA-256; a
+  damaged or missing shard is dropped from the manifest (with a warning) and its texts
+  are collected again. :meth:`DynamicsStore.open` checks that each shard is there with
+  its size, and reading a shard checks its SHA-256: a damaged store fails naming the
+  shard and the command that repairs it (the same collection again).
+* **Permissions.** Shards and manifests follow the umask like any file a tool writes
+  (0644 under umask 022), not safetensors' private 0600.
 * **Data parallel.** Several processes can fill one store (see
   :mod:`tl_dynamics.distributed`): each writes its own shards and its own partial
   manifest ``manifest-r0001.json``; :func:`consolidate` folds them into the manifest.
@@ -53,6 +60,7 @@ import hashlib
 import itertools
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +68,12 @@ from typing import Any
 
 import torch
 from jaxtyping import Int
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from torch import Tensor
 
+from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import (
@@ -95,6 +106,13 @@ UNCHECKED_METADATA = ("texts", "corpus", "version")
 
 RESID_BYTES = 4  # float32, the dtype of every collected trajectory
 
+REPAIR = (
+    "run the collection that wrote the store again (the same 'tl-dynamics collect ... --out "
+    "{path}' command, or collect_to_store with the same model, texts and settings): it "
+    "checks every shard and collects the texts of a damaged or missing one again"
+)
+"""How to repair a store with a damaged or missing shard; ``{path}`` is the store folder."""
+
 
 @dataclass(frozen=True)
 class ShardRecord:
@@ -106,6 +124,8 @@ class ShardRecord:
         number: Sequence number among that rank's shards.
         text_index: Indices of the texts it holds, ascending.
         text_rows: Samples (rows) of each of those texts.
+        size: Size of the file in bytes (``None`` in stores written before checksums).
+        sha256: SHA-256 (hex) of the file (``None`` likewise).
     """
 
     file: str
@@ -113,6 +133,8 @@ class ShardRecord:
     number: int
     text_index: tuple[int, ...]
     text_rows: tuple[int, ...]
+    size: int | None = None
+    sha256: str | None = None
 
     @property
     def rows(self) -> int:
@@ -136,7 +158,35 @@ class ShardRecord:
             number=int(record["number"]),
             text_index=tuple(int(i) for i in record["text_index"]),
             text_rows=tuple(int(n) for n in record["text_rows"]),
+            size=None if record.get("size") is None else int(record["size"]),
+            sha256=None if record.get("sha256") is None else str(record["sha256"]),
         )
+
+    def problem(self, folder: Path, *, checksum: bool) -> str | None:
+        """What is wrong with this shard's file in ``folder``, or ``None`` when it is sound.
+
+        Checks that the file exists with the listed size, and with ``checksum`` also its
+        SHA-256 (which reads the whole file).
+        """
+        path = folder / self.file
+        if not path.is_file():
+            return "the file is missing"
+        if self.size is not None and path.stat().st_size != self.size:
+            return f"the file has {path.stat().st_size} bytes, the manifest lists {self.size}"
+        if checksum:
+            return self.check_bytes(path.read_bytes())
+        return None
+
+    def check_bytes(self, content: bytes) -> str | None:
+        """What is wrong with ``content`` as this shard's file, or ``None`` when it is sound."""
+        if self.sha256 is not None and hashlib.sha256(content).hexdigest() != self.sha256:
+            return "its SHA-256 differs from the one the manifest lists"
+        if self.sha256 is None:  # a store written before checksums: can it be read at all?
+            try:
+                load_bytes(content)
+            except SafetensorError as error:
+                return f"it is no readable safetensors file ({error})"
+        return None
 
 
 def texts_digest(texts: Sequence[str]) -> str:
@@ -164,12 +214,19 @@ def _fingerprint(settings: dict[str, Any]) -> str:
 
 
 def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary path)``, flush it to disk, then rename it onto ``target``."""
+    """Call ``write(temporary path)``, flush it to disk, then rename it onto ``target``.
+
+    The file gets the umask's mode; a failed or interrupted write removes its temporary file.
+    """
     temporary = target.with_name(f"{TEMP_PREFIX}{target.name}.{os.getpid()}")
-    write(temporary)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
+    try:
+        write(temporary)
+        follow_umask(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _write_json(target: Path, record: dict[str, Any]) -> None:
@@ -177,14 +234,10 @@ def _write_json(target: Path, record: dict[str, Any]) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    record = json.loads(path.read_text())
+    what = "a tl-dynamics store manifest"
+    record = read_json_record(path, "format_version", STORE_FORMAT_VERSION, what)
     if record.get("format") != STORE_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a tl-dynamics store manifest")
-    if record.get("format_version", 0) > STORE_FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has store format version {record['format_version']}, newer than "
-            f"this tl-dynamics ({__version__}) reads; upgrade tl-dynamics"
-        )
+        raise ValueError(f"{str(path)!r} is not {what}")
     return record
 
 
@@ -210,8 +263,19 @@ def _partial_shards(
                 f"partial manifest {str(path)!r} belongs to another run than its folder's "
                 "manifest; remove it if that run is abandoned"
             )
-        shards.extend(ShardRecord.from_json(s) for s in record["shards"])
+        shards.extend(_shard_records(path, record))
     return shards
+
+
+def _shard_records(path: Path, record: dict[str, Any]) -> list[ShardRecord]:
+    """The shards a manifest at ``path`` lists, or a ``ValueError`` naming the file."""
+    try:
+        return [ShardRecord.from_json(shard) for shard in record["shards"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{str(path)!r} is damaged: its shard list cannot be read ({type(error).__name__}: "
+            f"{error})"
+        ) from error
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,10 +305,27 @@ class DynamicsStore:
     def open(cls, path: str | Path) -> DynamicsStore:
         """Read the manifest (and any partial manifests of a data-parallel run) at ``path``.
 
+        Checks that every listed shard is there with its listed size (its SHA-256 is
+        checked when it is read).
+
         Raises:
-            FileNotFoundError: no store at ``path``, or a listed shard file is missing.
-            ValueError: a newer format, or a text listed in two shards.
+            FileNotFoundError: no store at ``path``, or a listed shard file is missing
+                (the message says how to repair the store).
+            ValueError: a damaged manifest, a newer format, a shard of another size than
+                listed, or a text listed in two shards.
         """
+        store = cls._read(path)
+        for shard in store.shards:
+            problem = shard.problem(store.path, checksum=False)
+            if problem is not None:
+                error = FileNotFoundError if "missing" in problem else ValueError
+                raise error(store._damaged(shard, problem))
+        store._check_overlaps()
+        return store
+
+    @classmethod
+    def _read(cls, path: str | Path) -> DynamicsStore:
+        """The store the manifests at ``path`` describe, its shards unchecked."""
         path = Path(path)
         manifest = path / MANIFEST_NAME
         if not manifest.is_file():
@@ -254,27 +335,34 @@ class DynamicsStore:
             )
         partials = _read_partials(path)  # first: one consolidated meanwhile is in the manifest
         record = _read_json(manifest)
-        listed = {s["file"]: ShardRecord.from_json(s) for s in record["shards"]}
-        for shard in _partial_shards(partials, record["fingerprint"]):
-            listed.setdefault(shard.file, shard)
-        store = cls(
-            path=path,
-            labels=tuple(record["labels"]),
-            metadata=DynamicsMetadata.from_json(record["metadata"]),
-            settings=record["settings"],
-            fingerprint=record["fingerprint"],
-            shards=tuple(listed.values()),
-        )
-        store._check()
+        listed = {s.file: s for s in _shard_records(manifest, record)}
+        try:
+            for shard in _partial_shards(partials, record["fingerprint"]):
+                listed.setdefault(shard.file, shard)
+            store = cls(
+                path=path,
+                labels=tuple(record["labels"]),
+                metadata=DynamicsMetadata.from_json(record["metadata"]),
+                settings=dict(record["settings"]),
+                fingerprint=str(record["fingerprint"]),
+                shards=tuple(listed.values()),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(
+                f"{str(manifest)!r} is damaged: {type(error).__name__}: {error}"
+            ) from error
         return store
 
-    def _check(self) -> None:
+    def _damaged(self, shard: ShardRecord, problem: str) -> str:
+        """The message for a damaged or missing ``shard``: what is wrong, how to repair it."""
+        return (
+            f"shard {shard.file!r} of the store {str(self.path)!r} is damaged or missing "
+            f"({problem}); to repair the store, {REPAIR.format(path=self.path)}"
+        )
+
+    def _check_overlaps(self) -> None:
         owner: dict[int, str] = {}
         for shard in self.shards:
-            if not (self.path / shard.file).is_file():
-                raise FileNotFoundError(
-                    f"shard {shard.file!r} listed in {str(self.path)!r} is missing"
-                )
             for text in shard.text_index:
                 if text in owner:
                     raise ValueError(
@@ -331,9 +419,20 @@ class DynamicsStore:
         Returns:
             A :class:`DynamicsCache` of that shard's samples, in text then position order,
             with the store's labels and metadata.
+
+        Raises:
+            FileNotFoundError, ValueError: the shard is missing or damaged (its SHA-256
+                differs); the message names it and the command that repairs the store.
         """
         record = self.shards[shard] if isinstance(shard, int) else shard
-        tensors = load_file(str(self.path / record.file))
+        try:
+            content = (self.path / record.file).read_bytes()
+        except FileNotFoundError as error:
+            raise FileNotFoundError(self._damaged(record, "the file is missing")) from error
+        problem = record.check_bytes(content)
+        if problem is not None:
+            raise ValueError(self._damaged(record, problem))
+        tensors = load_bytes(content)
         if len(tensors["text_index"]) != record.rows:
             raise ValueError(
                 f"shard {record.file!r} holds {len(tensors['text_index'])} samples but the "
@@ -357,6 +456,9 @@ class DynamicsStore:
 
         Equal to what :func:`tl_dynamics.collect` returns for the same run (once the
         store is :attr:`complete`). Needs memory for the result plus one shard.
+
+        Raises:
+            FileNotFoundError, ValueError: a shard is missing or damaged, as :meth:`read_shard`.
         """
         rows = {t: n for s in self.shards for t, n in zip(s.text_index, s.text_rows, strict=True)}
         texts = sorted(rows)
@@ -424,19 +526,35 @@ def _is_fresh_folder(path: Path) -> bool:
     )
 
 
-def consolidate(path: str | Path) -> DynamicsStore:
+def consolidate(path: str | Path, *, verify: bool = True) -> DynamicsStore:
     """Fold the partial manifests into the manifest and delete what no manifest lists.
 
     Every writer calls it before it starts (a data-parallel job: rank 0 alone), and rank 0
     again once every rank has finished: no process may be writing meanwhile. It removes
     temporary files and shard files that no manifest lists, both left by a killed run
-    (their texts are run again).
+    (their texts are run again). With ``verify``, every listed shard is first checked
+    against its size and SHA-256: a damaged or missing one is dropped from the manifest
+    with a warning, so that its texts are collected again.
 
     Returns:
         The store as it now is.
     """
     path = Path(path)
-    store = DynamicsStore.open(path)
+    store = DynamicsStore._read(path)
+    if verify:
+        sound = []
+        for shard in store.shards:
+            problem = shard.problem(path, checksum=True)
+            if problem is None:
+                sound.append(shard)
+            else:
+                warnings.warn(
+                    f"shard {shard.file!r} of {str(path)!r} is damaged or missing ({problem}); "
+                    f"its {len(shard.text_index)} texts will be collected again",
+                    stacklevel=2,
+                )
+        store = dataclasses.replace(store, shards=tuple(sound))
+    store._check_overlaps()
     _write_json(path / MANIFEST_NAME, store.to_json())
     listed = {shard.file for shard in store.shards}
     unlisted = (p for p in path.glob(SHARD_GLOB) if p.name not in listed)
@@ -486,7 +604,7 @@ def prepare_store(
     )
     out = Path(out)
     if (out / MANIFEST_NAME).is_file():
-        _check_same_run(out, _read_json(out / MANIFEST_NAME)["settings"], settings)
+        _check_same_run(out, DynamicsStore._read(out).settings, settings)
     elif _is_fresh_folder(out):
         out.mkdir(parents=True, exist_ok=True)
         empty = DynamicsStore(out, labels, metadata, settings, _fingerprint(settings), ())
@@ -499,12 +617,20 @@ def prepare_store(
     return consolidate(out)
 
 
+def _check_sizes(batch_size: int, shard_size: int | None) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` is a positive int and ``shard_size`` one or None."""
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if value is None and name == "shard_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            extra = " or None" if name == "shard_size" else ""
+            raise ValueError(f"{name} must be a positive int{extra}, got {value!r}")
+
+
 def _shard_rows(shard_size: int | None, store: DynamicsStore) -> int:
     if shard_size is None:
         per_sample = len(store.labels) * int(store.metadata.d_model) * RESID_BYTES
         return max(1, SHARD_BYTES // per_sample)
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive int or None, got {shard_size!r}")
     return shard_size
 
 
@@ -533,9 +659,18 @@ def _write_shard(
     }
     file = SHARD_NAME.format(rank=rank, number=number)
     header = {"format": STORE_FORMAT, "fingerprint": store.fingerprint, "version": __version__}
-    _atomic_write(store.path / file, lambda path: save_file(tensors, str(path), metadata=header))
+    content = save_bytes(tensors, metadata=header)
+    _atomic_write(store.path / file, lambda path: path.write_bytes(content))
     texts, rows = torch.unique_consecutive(tensors["text_index"], return_counts=True)
-    return ShardRecord(file, rank, number, tuple(texts.tolist()), tuple(rows.tolist()))
+    return ShardRecord(
+        file,
+        rank,
+        number,
+        tuple(texts.tolist()),
+        tuple(rows.tolist()),
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
 
 
 def write_texts(
@@ -587,6 +722,7 @@ def write_texts(
         sites=metadata.sites,
     )
     _check_same_run(store.path, store.settings, settings)
+    _check_sizes(batch_size, shard_size)
     rows = _shard_rows(shard_size, store)
     manifest = store.path / (
         MANIFEST_NAME if rank is None else PARTIAL_MANIFEST_NAME.format(rank=rank)
@@ -646,6 +782,11 @@ def collect_to_store(
     Texts already stored are skipped; the others are run and streamed to disk a shard at
     a time, so memory holds one shard, never the whole run.
 
+    Arguments are checked before anything is created; a run that fails (or is
+    interrupted) before its first shard removes the empty store it created, so that a
+    corrected run can start afresh. A resumed run first checks every shard's SHA-256 and
+    collects the texts of a damaged or missing one again (:func:`consolidate`).
+
     Returns:
         The complete :class:`DynamicsStore`; its ``load()`` equals
         ``tl_dynamics.collect(model, texts, ...)``.
@@ -654,6 +795,9 @@ def collect_to_store(
         TypeError, ValueError, FloatingPointError: as :func:`tl_dynamics.collect`, and
             ``ValueError`` when ``out`` holds another run (see :func:`prepare_store`).
     """
+    _check_sizes(batch_size, shard_size)
+    out = Path(out)
+    existed, resumed = out.exists(), (out / MANIFEST_NAME).is_file()
     store = prepare_store(
         model,
         texts,
@@ -666,13 +810,26 @@ def collect_to_store(
         corpus=corpus,
         keep_texts=keep_texts,
     )
-    write_texts(
-        model,
-        texts,
-        store,
-        store.missing_texts(),
-        batch_size=batch_size,
-        shard_size=shard_size,
-        progress=progress,
-    )
+    try:
+        write_texts(
+            model,
+            texts,
+            store,
+            store.missing_texts(),
+            batch_size=batch_size,
+            shard_size=shard_size,
+            progress=progress,
+        )
+    except BaseException:
+        if not resumed and not DynamicsStore._read(out).shards:
+            _remove_empty_store(out, keep_folder=existed)
+        raise
     return DynamicsStore.open(store.path)
+
+
+def _remove_empty_store(out: Path, *, keep_folder: bool) -> None:
+    """Remove a store this run created and wrote no shard to (its manifest, temporary files)."""
+    for leftover in [out / MANIFEST_NAME, *out.glob(f"{TEMP_PREFIX}*")]:
+        leftover.unlink(missing_ok=True)
+    if not keep_folder:
+        out.rmdir()
