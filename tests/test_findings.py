@@ -220,3 +220,13 @@ def test_findings_on_minilm_are_complete_and_json_ready(minilm):
         record = finding.to_json()
         assert record["verdict"] in ("yes", "no", "undecided") and finding.observed
         assert any(ch.isdigit() for ch in finding.observed)
+
+
+def test_report_table_shows_effect_interval_and_p_for_both_conditions():
+    from tl_dynamics.report import _findings_table
+
+    original, control = list(run(noise(0)).values()), list(run(noise(1)).values())
+    table = _findings_table(original, control)
+    assert table.count("p = ") == 2 * len(original)
+    first = original[0]
+    assert f"[{first.ci[0]:+.3g}, {first.ci[1]:+.3g}]" in table and first.null in table

@@ -10,6 +10,8 @@ value at ``l``. Neuroscience asks the same of a neuron recorded at two moments.
   and higher within a layer (across attention) than across layers (across an MLP).
 * :func:`pairwise_unit_correlation`: ``r`` for every pair ``l < m``, not only neighbours,
   in the order of :func:`sublayer_pairs` (``itertools.combinations``).
+* :func:`unit_correlation_per_sample`: each sample's linearised share (its influence)
+  of the mean over units of :func:`unit_correlation`, for a cheap bootstrap over texts.
 * :func:`correlation_distribution`: for each unit, the histogram over all pairs ``l < m``
   of its ``r`` on ``[0, 1]`` (Fig 1D): a unit whose mass sits near 1 is stable across
   the whole depth.

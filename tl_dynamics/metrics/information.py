@@ -39,7 +39,9 @@ the whitened points are linearly binned onto a grid of spacing half a kernel wid
 convolved with the Gaussian by FFT (its variance reduced by the ``delta^2 / 3`` that
 binning and interpolation add) and read back at the samples by linear interpolation.
 Its MI is within ~0.1 % of the exact KDE on average (2 % at worst) on MiniLM activations
-and heavy-tailed data, and 50-100x faster than scipy.
+and heavy-tailed data. Its speed-up over the paper's per-pair scipy loop depends on the
+data's shape (number of samples, outliers) and is measured on several shapes by
+``benchmarks/bench_mutual_information.py`` (``benchmarks/RESULTS.md``).
 
 ``method="gaussian"`` is the closed form for a bivariate Gaussian,
 ``-1/2 log(1 - r^2)``, from the Pearson ``r``: a linear baseline that the KDE estimate
@@ -47,19 +49,21 @@ matches on Gaussian data and exceeds where the dependence is non-linear.
 
 Degenerate units give NaN with every method, never an error: a unit that is constant over
 the batch at either sublayer (no density), or perfectly collinear across the transition
-(``1 - r^2 < 1e-12``: the joint covariance is singular, as it is for any data with
-only 2 samples).
+(``1 - r^2 < 1e-12``: the joint covariance is singular). Fewer than
+:data:`MI_MIN_SAMPLES` (3) samples are refused: two points always lie on a line.
 
 Example::
 
     import torch
     from tl_dynamics.metrics import mutual_information
+    from tl_dynamics.metrics.information import mutual_information_per_sample
 
     x = torch.randn(200, 1, 8)
     resid = torch.cat([x, x + 0.5 * torch.randn(200, 1, 8), torch.randn(200, 1, 8)], dim=1)
     mi = mutual_information(resid)          # [transition, d_model] = [2, 8], nats
     mi.mean(1)                              # high for the coupled step, ~0 for the independent one
     mutual_information(resid, method="gaussian").mean(1)   # -1/2 log(1 - r^2) = 0.80 and ~0
+    mutual_information_per_sample(resid).mean(0)   # = mi.nanmean(1): each sample's share
 """
 
 from __future__ import annotations
