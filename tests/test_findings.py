@@ -3,10 +3,12 @@ each finding and on data built to contradict it, and small samples."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,3 +232,30 @@ def test_report_table_shows_effect_interval_and_p_for_both_conditions():
     assert table.count("p = ") == 2 * len(original)
     first = original[0]
     assert f"[{first.ci[0]:+.3g}, {first.ci[1]:+.3g}]" in table and first.null in table
+
+
+@pytest.mark.parametrize(
+    ("effect", "ci", "p", "expected"),
+    [
+        (0.9, (0.8, 0.95), 1e-6, True),  # significant, above the minimum size
+        (0.3, (0.28, 0.32), 1e-6, False),  # significant but the interval is short of 0.5
+        (0.45, (0.3, 0.6), 1e-6, None),  # significant, effect short of 0.5, interval reaches it
+        (0.9, (-0.1, 1.0), 0.2, None),  # large but not significant
+        (-0.6, (-0.8, -0.4), 1e-6, False),  # significant in the opposite direction
+    ],
+)
+def test_verdict_needs_significance_direction_and_minimum_size(effect, ci, p, expected):
+    assert findings._verdict(effect, ci, p, 0.0, 0.5, 1, 0.01) is expected
+    mirrored = tuple(-c for c in reversed(ci))
+    assert findings._verdict(-effect, mirrored, p, 0.0, -0.5, -1, 0.01) is expected
+
+
+def test_holm_decides_across_the_family():
+    single = findings._tested(
+        "k", "claim", "built", 0.9, np.random.default_rng(0).normal(0.9, 0.3, 1000),
+        effect_unit="x", null="x = 0", null_value=0.0, min_effect=0.5, direction=1,
+    )
+    assert single.verdict == "yes" and single.p_value < 0.01
+    family = findings.decide([single] + [dataclasses.replace(single, p_value=0.5)] * 20)
+    assert family[0].p_adjusted == pytest.approx(min(1.0, 21 * single.p_value))
+    assert 21 * single.p_value > 0.01 and family[0].verdict == "undecided"  # z = 3: p = 0.0027
