@@ -126,6 +126,9 @@ def test_mutual_information_findings_follow_built_dependence():
     assert found["information_drop_at_cross"].verdict == "yes"
     found = run(chain(layers(cross, within), n=200, d=16))
     assert found["information_drop_at_cross"].verdict == "no"
+    rising_within, rising_cross = [0.8, 0.9, 0.97] + [0.97] * 6, [0.4, 0.5, 0.6] + [0.6] * 6
+    found = run(chain(layers(rising_within, rising_cross), n=200, d=16))
+    assert found["information_falls"].verdict == "no", found["information_falls"].observed
 
 
 def test_smooth_oscillation_turns_less_than_the_shuffled_null():

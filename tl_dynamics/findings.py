@@ -494,13 +494,36 @@ def velocity_acceleration(point: np.ndarray, replicates: np.ndarray) -> Finding:
     )
 
 
-def information_falls(point: np.ndarray, replicates: np.ndarray) -> Finding:
-    """Fig 1G-H: MI of successive sublayers falls over the first third of depth."""
-    early = _early(len(point))
-    return _trend(
-        "information_falls",
-        CLAIMS["information_falls"],
-        point[:early], replicates[:, :early], "mean MI (nats) over the first third", direction=-1,
+def information_falls(point: np.ndarray, replicates: np.ndarray, kinds: list[str]) -> Finding:
+    """Fig 1G-H: MI of successive sublayers drops over the early layers.
+
+    MI alternates between within- and cross-layer transitions, so layers are compared
+    whole: the effect is the mean MI of the first layer's two transitions minus that of
+    the layer that ends the first third of depth (at least the second layer), in nats;
+    positive is a drop.
+    """
+    claim = CLAIMS["information_falls"]
+    null = (
+        "MI is the same at the first layer and at the end of the early layers (drop = 0 "
+        "nats); p from the linearised bootstrap over texts, normal approximation"
+    )
+    pairs = _paired_layers(kinds)
+    if len(pairs) < 2:
+        return _undecided("information_falls", claim, "fewer than two layers", null, MIN_MI_DIFFERENCE, 1)
+    last = max(1, int(round(EARLY_THIRD * len(pairs))) - 1)
+    first_layer, last_layer = list(pairs[0]), list(pairs[last])
+
+    def drop(mi: np.ndarray) -> np.ndarray:
+        return mi[..., first_layer].mean(-1) - mi[..., last_layer].mean(-1)
+
+    return _tested(
+        "information_falls", claim,
+        f"mean MI {point[first_layer].mean():.3g} nats in layer 0, "
+        f"{point[last_layer].mean():.3g} in layer {last}",
+        float(drop(point)), drop(replicates),
+        effect_unit=f"MI of layer 0 minus MI of layer {last} (nats)", null=null,
+        null_value=0.0, min_effect=MIN_MI_DIFFERENCE, direction=1,
+        numbers={"mean_mi_per_transition": point.tolist()},
     )
 
 
@@ -679,7 +702,7 @@ def dynamics_findings(
             CLAIMS["velocity_cross_above_within"],
             *speed, kinds, _log_speed_ratio, "log(v cross / v within)", "velocity",
         ),
-        information_falls(*information),
+        information_falls(*information, kinds),
         information_drop_at_cross(*information, kinds),
         rotations_exceed_null(dyn, null, resampler, seed),
     ]
