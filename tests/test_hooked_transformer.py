@@ -30,6 +30,7 @@ from tl_dynamics.models import load_model
 from tl_dynamics.presets import preset_folder
 
 pytestmark = [
+    pytest.mark.slow,  # real Gemma-3-270M: seconds per test
     pytest.mark.usefixtures("one_thread"),
     # HookedTransformer itself is what this module tests, deprecated in 3.x or not
     pytest.mark.filterwarnings("ignore:HookedTransformer.*deprecated:DeprecationWarning"),
