@@ -7,8 +7,8 @@ mutual information, velocities, phase portraits, low-dimensional embeddings and
 perturbations. This package does the same for any TransformerLens model.
 
 Importing it registers two accessors: ``model.dynamics(texts, ...)`` on
-``TransformerBridge`` (and TL 2's ``HookedTransformer`` where installed), the same as
-:func:`collect`, and ``cache.dynamics()`` on ``ActivationCache``.
+``TransformerBridge`` (TransformerLens 3.x and 4.x) and ``HookedTransformer`` (3.x), the
+same as :func:`collect`, and ``cache.dynamics()`` on ``ActivationCache``.
 
 Example::
 
@@ -39,8 +39,8 @@ from tl_dynamics.interventions import (
 
 
 _MODEL_CLASSES = (
-    ("transformer_lens.model_bridge", "TransformerBridge"),  # TransformerLens 4
-    ("transformer_lens", "HookedTransformer"),  # TransformerLens 2; 4.0 raises ImportError
+    ("transformer_lens.model_bridge", "TransformerBridge"),  # TransformerLens 3.x and 4.x
+    ("transformer_lens", "HookedTransformer"),  # TransformerLens 3.x; 4.0 raises ImportError
 )
 
 

@@ -10,7 +10,7 @@ them gives the paper's 2L "sublayers" (Fernando & Guitchounts 2025, section 2.1)
 
 optionally followed by the last block's ``hook_resid_post`` ("final_post"). These are
 TransformerLens's own names and labels (``ActivationCache.accumulated_resid``), shared by
-TransformerLens 4's ``TransformerBridge`` and 2.x's ``HookedTransformer``: this module
+``TransformerBridge`` (TransformerLens 3.x, 4.x) and 3.x's ``HookedTransformer``: this module
 only needs a model with ``cfg.n_layers`` and a ``hook_dict``.
 
 Models with parallel attention and MLP (GPT-NeoX/Pythia, GPT-J) read the same input in
@@ -70,7 +70,7 @@ def model_name(model: Any) -> str:
 def check_model(model: Any) -> None:
     """Raise ``TypeError`` unless ``model`` looks like a TransformerLens model.
 
-    Duck-typed: a ``TransformerBridge`` (TL 4) or ``HookedTransformer`` (TL 2) has a
+    Duck-typed: a ``TransformerBridge`` (TL 3, 4) or ``HookedTransformer`` (TL 3) has a
     ``cfg`` with ``n_layers``, a ``hook_dict`` of hook points, ``to_tokens`` and
     ``run_with_hooks``.
     """
