@@ -140,3 +140,15 @@ def test_basis_argument_errors(resid, kwargs, error, message):
         rotations(resid, **kwargs)
     with pytest.raises(error, match=message):
         rotation_null(resid, n_shuffles=2, **kwargs)
+
+
+def test_rotation_bases_plot_groups_every_basis(resid):
+    import tl_dynamics as tld
+
+    nulls = [rotation_null(resid, n_shuffles=10, basis=b) for b in BASES]
+    figure = tld.plot.rotation_bases(nulls)
+    assert len(figure.data) == 2 * len(BASES)
+    assert {trace.x[0].split("<br>")[0] for trace in figure.data} == set(BASES)
+    assert figure.layout.xaxis.title.text and figure.layout.yaxis.title.text
+    with pytest.raises(TypeError, match="nulls must be a RotationNull"):
+        tld.plot.rotation_bases([])
