@@ -8,6 +8,8 @@ each taking a result object and returning a plotly ``Figure`` with labelled axes
 function                   shows
 =========================  ===================================================
 rotation_bases             per-axis rotations against the null, per basis
+jpca_plane                 trajectories in the top jPC plane, depth coloured
+jpca_null                  r2 of the skew fit against the layer-shuffle null
 =========================  ===================================================
 
 Example::
@@ -25,15 +27,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
+import torch
 
+from tl_dynamics.jpca import JPCAResult
 from tl_dynamics.metrics import RotationNull
+from tl_dynamics.plot.dynamics import SEQUENTIAL
 
 TEMPLATE = "plotly_white"
 OBSERVED_COLOUR = "#1f77b4"
 NULL_COLOUR = "#7f7f7f"
 ALPHA = 0.05  # significance level shown in the rotation_bases labels (the summary's default)
 
-__all__ = ["rotation_bases"]
+DEFAULT_SAMPLES = 20  # trajectories drawn in jpca_plane: enough to see the flow, few to read
+
+__all__ = ["rotation_bases", "jpca_plane", "jpca_null"]
 
 
 def _check_sequence(values: object, name: str, kind: type) -> list:
@@ -82,6 +89,73 @@ def rotation_bases(nulls: RotationNull | Sequence[RotationNull]) -> go.Figure:
         xaxis_title="basis",
         yaxis_title=f"{kind} rotations (turns) per axis",
         legend={"orientation": "h", "y": -0.2},
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def _check_result(result: object, kind: type, origin: str) -> None:
+    if not isinstance(result, kind):
+        raise TypeError(
+            f"result must be a {kind.__name__} (from {origin}); received {type(result).__name__}"
+        )
+
+
+def jpca_plane(result: JPCAResult, pair: int = 0, samples: int = DEFAULT_SAMPLES) -> go.Figure:
+    """Trajectories of the first ``samples`` samples in jPC plane ``pair`` (0: fastest).
+
+    Lines are samples; markers are coloured by sublayer, a ring marks the first one. A
+    rotational flow shows as paths that circle the origin counter-clockwise.
+    """
+    _check_result(result, JPCAResult, "tl_dynamics.jpca")
+    paths = result.plane_trajectories(pair)[:samples]
+    depth = torch.arange(paths.shape[1]).tolist()
+    figure = go.Figure()
+    for sample, path in enumerate(paths):
+        figure.add_trace(
+            go.Scatter(
+                x=path[:, 0].tolist(),
+                y=path[:, 1].tolist(),
+                mode="lines+markers",
+                line={"color": "rgba(120,120,120,0.5)", "width": 1},
+                marker={"color": depth, "colorscale": SEQUENTIAL, "size": 5,
+                        "showscale": sample == 0, "colorbar": {"title": "sublayer"}},
+                text=list(result.labels),
+                hovertemplate="%{text}<extra>sample " + str(sample) + "</extra>",
+                showlegend=False,
+            )
+        )
+        figure.add_trace(
+            go.Scatter(x=[float(path[0, 0])], y=[float(path[0, 1])], mode="markers",
+                       marker={"symbol": "circle-open", "size": 10, "color": "black"},
+                       showlegend=False, hoverinfo="skip")
+        )
+    turns = float(result.rotations[pair])
+    figure.update_layout(
+        title=f"jPCA plane {pair + 1}: {turns:.2f} turns over depth<br><sup>r2 skew "
+        f"{result.r2_skew:.3f} (full {result.r2_full:.3f}), layer-shuffle p = "
+        f"{result.p_value:.3g}</sup>",
+        xaxis_title="jPC1 (residual-stream units)",
+        yaxis_title="jPC2 (residual-stream units)",
+        yaxis={"scaleanchor": "x"},
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def jpca_null(result: JPCAResult) -> go.Figure:
+    """Histogram of ``r2_skew`` over layer shuffles, with the true order's value."""
+    _check_result(result, JPCAResult, "tl_dynamics.jpca")
+    figure = go.Figure(
+        go.Histogram(x=result.null_r2_skew.tolist(), name=f"{result.n_shuffles} layer shuffles",
+                     marker_color=NULL_COLOUR, histnorm="probability")
+    )
+    figure.add_vline(x=result.r2_skew, line_color=OBSERVED_COLOUR, line_dash="dash",
+                     annotation_text=f"true order {result.r2_skew:.3f} (p = {result.p_value:.3g})")
+    figure.update_layout(
+        title="jPCA: rotational fit against the layer-shuffle null",
+        xaxis_title="r2 of the skew-symmetric fit (fraction of ||dZ||^2)",
+        yaxis_title="fraction of shuffles",
         template=TEMPLATE,
     )
     return figure
