@@ -25,6 +25,7 @@ from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.jpca import JPCAResult, jpca
 from tl_dynamics.store import DynamicsStore, collect_to_store
 from tl_dynamics.interventions import (
     DEFAULT_PROMPT,
@@ -65,6 +66,7 @@ __all__ = [
     "DynamicsCache",
     "DynamicsMetadata",
     "DynamicsStore",
+    "JPCAResult",
     "PCATrajectories",
     "TeleportResult",
     "__version__",
@@ -73,6 +75,7 @@ __all__ = [
     "collect_to_store",
     "data",
     "inject_noise",
+    "jpca",
     "metrics",
     "models",
     "pca_grid",
