@@ -10,6 +10,8 @@ function                   shows
 rotation_bases             per-axis rotations against the null, per basis
 jpca_plane                 trajectories in the top jPC plane, depth coloured
 jpca_null                  r2 of the skew fit against the layer-shuffle null
+jacobian_contraction       Lyapunov exponents per layer, raw and normalised,
+                           beside the teleport contraction per sublayer step
 =========================  ===================================================
 
 Example::
@@ -26,12 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from tl_dynamics.interventions import TeleportSweep
 from tl_dynamics.jpca import JPCAResult
 from tl_dynamics.metrics import RotationNull
 from tl_dynamics.plot.dynamics import SEQUENTIAL
+from tl_dynamics.stability import JacobianSweep
 
 TEMPLATE = "plotly_white"
 OBSERVED_COLOUR = "#1f77b4"
@@ -40,7 +45,7 @@ ALPHA = 0.05  # significance level shown in the rotation_bases labels (the summa
 
 DEFAULT_SAMPLES = 20  # trajectories drawn in jpca_plane: enough to see the flow, few to read
 
-__all__ = ["rotation_bases", "jpca_plane", "jpca_null"]
+__all__ = ["rotation_bases", "jpca_plane", "jpca_null", "jacobian_contraction"]
 
 
 def _check_sequence(values: object, name: str, kind: type) -> list:
@@ -156,6 +161,50 @@ def jpca_null(result: JPCAResult) -> go.Figure:
         title="jPCA: rotational fit against the layer-shuffle null",
         xaxis_title="r2 of the skew-symmetric fit (fraction of ||dZ||^2)",
         yaxis_title="fraction of shuffles",
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def jacobian_contraction(sweep: JacobianSweep, teleports: TeleportSweep | None = None) -> go.Figure:
+    """Per layer, the largest finite-time Lyapunov exponent, raw and normalised by the
+    state's growth (nats per sublayer step; below 0: every direction contracts), and the
+    mean over the top k; with ``teleports``, ``log(contraction) / steps`` of the teleport
+    sweep (absolute and relative to the stream's norm) on the same scale.
+
+    Do the layers whose Jacobians contract also pull teleports back?
+    """
+    _check_result(sweep, JacobianSweep, "tl_dynamics.jacobian_sweep")
+    frame = sweep.to_frame()
+    figure = go.Figure()
+    series = [
+        ("top_lyapunov", "Jacobian: largest exponent", "#1f77b4", "solid"),
+        ("top_normalised_lyapunov", "Jacobian: largest, normalised", "#ff7f0e", "solid"),
+        ("mean_lyapunov", "Jacobian: mean of top k", "#1f77b4", "dot"),
+        ("mean_normalised_lyapunov", "Jacobian: mean, normalised", "#ff7f0e", "dot"),
+    ]
+    for column, name, colour, dash in series:
+        figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name,
+                                    mode="lines+markers", line={"color": colour, "dash": dash}))
+    if teleports is not None:
+        _check_result(teleports, TeleportSweep, "tl_dynamics.teleport_sweep")
+        moves = teleports.to_frame()
+        steps = moves["steps"].clip(lower=1)
+        for column, name, colour in (
+            ("contraction", "teleports: log(contraction) / steps", "#2ca02c"),
+            ("relative_contraction", "teleports: relative, per step", "#d62728"),
+        ):
+            figure.add_trace(go.Scatter(x=moves["layer"], y=np.log(moves[column]) / steps,
+                                        name=name, mode="markers",
+                                        marker={"color": colour, "size": 10, "symbol": "diamond"}))
+    figure.add_hline(y=0, line_color=NULL_COLOUR, line_dash="dash")
+    first = sweep.spectra[0]
+    figure.update_layout(
+        title=f"Local stability per layer: {first.model_name}<br><sup>Jacobian from each "
+        f"layer's input over {first.steps} sublayers; below 0 contracts</sup>",
+        xaxis_title="layer",
+        yaxis_title="finite-time Lyapunov exponent (nats per sublayer step)",
+        legend={"orientation": "h", "y": -0.25},
         template=TEMPLATE,
     )
     return figure
