@@ -26,6 +26,7 @@ from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
 from tl_dynamics.jpca import JPCAResult, jpca
+from tl_dynamics.stability import JacobianSpectrum, JacobianSweep, jacobian_spectrum, jacobian_sweep
 from tl_dynamics.store import DynamicsStore, collect_to_store
 from tl_dynamics.interventions import (
     DEFAULT_PROMPT,
@@ -67,6 +68,8 @@ __all__ = [
     "DynamicsMetadata",
     "DynamicsStore",
     "JPCAResult",
+    "JacobianSpectrum",
+    "JacobianSweep",
     "PCATrajectories",
     "TeleportResult",
     "__version__",
@@ -75,6 +78,8 @@ __all__ = [
     "collect_to_store",
     "data",
     "inject_noise",
+    "jacobian_spectrum",
+    "jacobian_sweep",
     "jpca",
     "metrics",
     "models",
