@@ -12,6 +12,7 @@ jpca_plane                 trajectories in the top jPC plane, depth coloured
 jpca_null                  r2 of the skew fit against the layer-shuffle null
 jacobian_contraction       Lyapunov exponents per layer, raw and normalised,
                            beside the teleport contraction per sublayer step
+dsa_matrix                 DSA distances between models and their controls
 =========================  ===================================================
 
 Example::
@@ -36,6 +37,7 @@ from tl_dynamics.interventions import TeleportSweep
 from tl_dynamics.jpca import JPCAResult
 from tl_dynamics.metrics import RotationNull
 from tl_dynamics.plot.dynamics import SEQUENTIAL
+from tl_dynamics.similarity import DynamicalSimilarity
 from tl_dynamics.stability import JacobianSweep
 
 TEMPLATE = "plotly_white"
@@ -45,7 +47,7 @@ ALPHA = 0.05  # significance level shown in the rotation_bases labels (the summa
 
 DEFAULT_SAMPLES = 20  # trajectories drawn in jpca_plane: enough to see the flow, few to read
 
-__all__ = ["rotation_bases", "jpca_plane", "jpca_null", "jacobian_contraction"]
+__all__ = ["rotation_bases", "jpca_plane", "jpca_null", "jacobian_contraction", "dsa_matrix"]
 
 
 def _check_sequence(values: object, name: str, kind: type) -> list:
@@ -205,6 +207,29 @@ def jacobian_contraction(sweep: JacobianSweep, teleports: TeleportSweep | None =
         xaxis_title="layer",
         yaxis_title="finite-time Lyapunov exponent (nats per sublayer step)",
         legend={"orientation": "h", "y": -0.25},
+        template=TEMPLATE,
+    )
+    return figure
+
+
+def dsa_matrix(result: DynamicalSimilarity) -> go.Figure:
+    """Heatmap of DSA distances between conditions (radians for the angular score)."""
+    _check_result(result, DynamicalSimilarity, "tl_dynamics.dynamical_similarity")
+    names = list(result.names)
+    figure = go.Figure(
+        go.Heatmap(
+            z=result.distance.tolist(), x=names, y=names, colorscale=SEQUENTIAL,
+            colorbar={"title": "distance"}, texttemplate="%{z:.3f}",
+            hovertemplate="%{y} vs %{x}: %{z:.4f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=f"Dynamical similarity (DSA, {result.score_method})<br><sup>{result.n_points} "
+        f"points of normalised depth, {result.n_components} principal axes per condition"
+        "</sup>",
+        xaxis_title="condition",
+        yaxis_title="condition",
+        yaxis={"autorange": "reversed"},
         template=TEMPLATE,
     )
     return figure
