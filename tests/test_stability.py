@@ -142,7 +142,12 @@ def test_sweep_runs_layer_by_layer(tiny_models):
     assert list(frame["stop"]) == ["1_pre", "final_post"]
     assert (frame["steps"] == 2).all()
     to_end = jacobian_sweep(model, layers=[0], to_end=True, k=3, progress=False).to_frame()
-    assert list(to_end["steps"]) == [2 * last + 2] and list(to_end["stop"]) == ["final_post"]
+    # The span a teleport at the same layer is followed over (Recovery.labels).
+    pca = tld.pca_trajectories(tld.collect(model, tld.data.python_docs()[:4], progress=False),
+                               n_components=2)
+    labels = tld.teleport(model, layer=0, points=tld.pca_grid(pca, n=1), pca=pca).recovery().labels
+    assert list(to_end["steps"]) == [len(labels) - 1]
+    assert list(to_end["stop"]) == [labels[-1]] == [f"{last}_mid"]
 
 
 @pytest.mark.parametrize(

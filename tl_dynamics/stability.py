@@ -399,8 +399,9 @@ def jacobian_sweep(
     """:func:`jacobian_spectrum` from the input (``resid_pre``) of each layer.
 
     Each map runs from sublayer ``2 l`` to the next layer's input ``2 l + 2`` (the last
-    layer: to ``final_post``), or with ``to_end`` to ``final_post``, the span a teleport
-    at layer ``l`` is followed over. ``layers``: all by default.
+    layer: to ``final_post``), or with ``to_end`` to the last block's ``resid_mid``
+    (sublayer ``2 L - 1``, the last sublayer a teleport at layer ``l`` is followed to, so
+    both measure the same span). ``layers``: all by default.
 
     Returns:
         A :class:`JacobianSweep`.
@@ -410,7 +411,7 @@ def jacobian_sweep(
     layers = range(n_layers) if layers is None else layers
     layers = [_check_int(layer, "layers", 0, n_layers - 1) for layer in layers]
     spectra = [
-        jacobian_spectrum(model, prompt, 2 * layer, 2 * n_layers if to_end else 2 * layer + 2,
+        jacobian_spectrum(model, prompt, 2 * layer, 2 * n_layers - 1 if to_end else 2 * layer + 2,
                           k=k, position=position, seed=seed)
         for layer in tqdm(layers, desc="jacobian", unit="layer", disable=not progress)
     ]
