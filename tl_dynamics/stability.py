@@ -38,8 +38,8 @@ Example::
 
     import tl_dynamics as tld
 
-    model = tld.models.load_model()                       # packaged MiniLM, 6 layers
-    spectrum = tld.jacobian_spectrum(model, tld.DEFAULT_PROMPT, 4, 6, k=10)
+    model = tld.models.load_model()                       # SmolLM2-135M, 30 layers
+    spectrum = tld.jacobian_spectrum(model, tld.DEFAULT_PROMPT, 20, 26, k=10)
     spectrum.lyapunov, spectrum.normalised_lyapunov      # nats per sublayer step
     tld.jacobian_sweep(model).to_frame()                 # one row per layer
 """
