@@ -25,6 +25,9 @@ from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.jpca import JPCAResult, jpca
+from tl_dynamics.similarity import DynamicalSimilarity, dynamical_similarity, random_weight_twin
+from tl_dynamics.stability import JacobianSpectrum, JacobianSweep, jacobian_spectrum, jacobian_sweep
 from tl_dynamics.store import DynamicsStore, collect_to_store
 from tl_dynamics.interventions import (
     DEFAULT_PROMPT,
@@ -64,7 +67,11 @@ __all__ = [
     "CompressingAutoencoder",
     "DynamicsCache",
     "DynamicsMetadata",
+    "DynamicalSimilarity",
     "DynamicsStore",
+    "JPCAResult",
+    "JacobianSpectrum",
+    "JacobianSweep",
     "PCATrajectories",
     "TeleportResult",
     "__version__",
@@ -72,11 +79,16 @@ __all__ = [
     "collect",
     "collect_to_store",
     "data",
+    "dynamical_similarity",
     "inject_noise",
+    "jacobian_spectrum",
+    "jacobian_sweep",
+    "jpca",
     "metrics",
     "models",
     "pca_grid",
     "pca_trajectories",
+    "random_weight_twin",
     "plot",
     "presets",
     "streaming",

@@ -46,11 +46,13 @@ from tl_dynamics.metrics.geometry import (
 )
 from tl_dynamics.metrics.information import MI_LOG_EPSILON, MI_METHODS, mutual_information
 from tl_dynamics.metrics.phase import (
+    BASES,
     GRADIENT_SCHEMES,
     TRAJECTORIES,
     PhasePortrait,
     RotationNull,
     RotationNullSummary,
+    basis_matrix,
     phase_portrait,
     rotation_null,
     rotations,
@@ -64,6 +66,7 @@ from tl_dynamics.metrics.transitions import (
 )
 
 __all__ = [
+    "BASES",
     "GRADIENT_SCHEMES",
     "MI_LOG_EPSILON",
     "MI_METHODS",
@@ -73,6 +76,7 @@ __all__ = [
     "PhasePortrait",
     "RotationNull",
     "RotationNullSummary",
+    "basis_matrix",
     "correlation_distribution",
     "cosine_similarity",
     "default_labels",

@@ -31,6 +31,17 @@ vectorised over units and shuffles (permutations are sorts of random keys from a
 seeded numpy ``PCG64`` stream, exactly uniform), in chunks of shuffles, counting in
 float32 with depth as the first axis, and is reproducible for a seed.
 
+Basis control (``basis=``). The residual stream has no privileged basis: nothing in a
+transformer's additive updates singles out its coordinate axes, so a "unit" is one of
+many equally valid coordinate systems, and a per-unit count may only describe the axes it
+was read in. ``basis="random"`` counts the same statistic after a Haar-random orthogonal
+change of coordinates of ``d_model`` (QR of a Gaussian matrix with the signs of ``R``'s
+diagonal fixed, Mezzadri 2007, seeded by ``seed``); ``basis="pca"`` counts it along the
+principal axes of all vectors (samples x sublayers), largest variance first. Counts are
+invariant to a translation and to flipping an axis (a point reflection of the portrait),
+so only the rotation of the axes matters. :func:`basis_matrix` returns the change of
+basis.
+
 Caution (PAPER.md section 6). Any ``(x, dx/dl)`` portrait circulates clockwise: where
 ``dx/dl > 0`` the point moves right, where it is negative it moves left. So signed counts
 are negative: ``a_l = sin(2 pi k l / (S - 1))``, ``k`` whole oscillations over depth,
@@ -82,6 +93,12 @@ from tl_dynamics.metrics._validation import (
 
 GRADIENT_SCHEMES = ("central", "forward")
 TRAJECTORIES = ("sample", "mean")
+BASES = ("units", "random", "pca")
+"""Coordinate systems rotations can be counted in: the model's own axes, a seeded
+Haar-random rotation of them, the principal axes of the data."""
+# Child of the seed's numpy SeedSequence that draws the random basis; children 0 and 1
+# draw the shuffle null's permutations (_permutation_generators).
+BASIS_STREAM = 2
 FULL_TURN = 2 * math.pi  # radians in one rotation
 # float64 [..., sublayer] tensors alive at once while counting turns (points, derivative,
 # tangents, products, angles, permutation).
@@ -301,8 +318,72 @@ def _permutations(
     return order.reshape(-1, d_model, n_sublayers).to(traj.device)
 
 
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int; received {type(seed).__name__} {seed!r}")
+
+
+def _random_rotation(d_model: int, seed: int) -> Float[Tensor, "d_model d_model"]:
+    """Haar-random orthogonal ``[d_model, d_model]`` float64 matrix (Mezzadri 2007)."""
+    stream = np.random.SeedSequence(seed).spawn(BASIS_STREAM + 1)[BASIS_STREAM]
+    gaussian = np.random.Generator(np.random.PCG64(stream)).standard_normal((d_model, d_model))
+    q, r = np.linalg.qr(gaussian)
+    return torch.from_numpy(q * np.sign(np.diag(r)))
+
+
+def _principal_axes(resid: Float[Tensor, "batch sublayer d_model"]) -> Float[Tensor, "d_model d_model"]:
+    """Principal axes of all ``batch * sublayer`` vectors as float64 columns, largest
+    variance first, each signed so that its largest-magnitude entry is positive."""
+    vectors = rearrange(resid.to(STAT_DTYPE), "b s d -> (b s) d")
+    centred = vectors - vectors.mean(dim=0)
+    variance, axes = torch.linalg.eigh(centred.T @ centred)
+    axes = axes[:, variance.argsort(descending=True)]
+    signs = torch.sign(axes.gather(0, axes.abs().argmax(dim=0, keepdim=True)))
+    return axes * signs
+
+
+def basis_matrix(
+    resid: Float[Tensor, "batch sublayer d_model"], basis: str = "random", *, seed: int = 0
+) -> Float[Tensor, "d_model d_model"]:
+    """Orthogonal change of basis whose columns are the new axes (module docstring).
+
+    ``resid @ basis_matrix(resid, basis)`` is the residual stream in the new coordinates.
+    ``"units"``: the identity; ``"random"``: a Haar-random rotation drawn from ``seed``
+    (it depends only on ``d_model`` and ``seed``); ``"pca"``: the principal axes of
+    ``resid``'s vectors over samples and sublayers, largest variance first. Returns a
+    float64 ``[d_model, d_model]`` tensor on ``resid``'s device.
+    """
+    check_resid(resid)
+    check_choice(basis, "basis", BASES)
+    _check_seed(seed)
+    d_model = resid.shape[2]
+    if basis == "units":
+        return torch.eye(d_model, dtype=STAT_DTYPE, device=resid.device)
+    if basis == "random":
+        return _random_rotation(d_model, seed).to(resid.device)
+    return _principal_axes(resid)
+
+
+def _basis_trajectories(
+    resid: Float[Tensor, "batch sublayer d_model"], trajectory: str, basis: str, seed: int
+) -> Float[Tensor, "trajectory d_model sublayer"]:
+    """:func:`_trajectories` in the coordinates of ``basis``, rotated a chunk at a time
+    (float64 products, stored in the trajectories' working dtype)."""
+    traj = _trajectories(resid, trajectory)
+    if basis == "units":
+        return traj
+    change = basis_matrix(resid, basis, seed=seed)
+    dtype = working_dtype(traj)
+    return torch.cat(
+        [
+            torch.einsum("tds,de->tes", traj[rows].to(STAT_DTYPE), change).to(dtype)
+            for rows in chunk_slices(len(traj), _trajectory_bytes(traj), budget=ROTATION_CHUNK_BYTES)
+        ]
+    )
+
+
 def _check_rotation_args(
-    resid: Tensor, signed: object, trajectory: object, gradient: object
+    resid: Tensor, signed: object, trajectory: object, gradient: object, basis: object, seed: object
 ) -> None:
     """Validation shared by :func:`rotations` and :func:`rotation_null`."""
     check_resid(resid, min_sublayers=MIN_ROTATION_SUBLAYERS)
@@ -310,6 +391,8 @@ def _check_rotation_args(
         raise TypeError(f"signed must be a bool; received {type(signed).__name__} {signed!r}")
     check_choice(trajectory, "trajectory", TRAJECTORIES)
     check_choice(gradient, "gradient", GRADIENT_SCHEMES)
+    check_choice(basis, "basis", BASES)
+    _check_seed(seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -381,6 +464,8 @@ def rotations(
     signed: bool = True,
     trajectory: str = "sample",
     gradient: str = "central",
+    basis: str = "units",
+    seed: int = 0,
 ) -> Float[Tensor, "*batch d_model"]:
     """Rotation count of every unit's phase portrait, in turns (PAPER.md section 6).
 
@@ -390,10 +475,13 @@ def rotations(
     every sample's own trajectory and returns float64 ``[batch, d_model]``;
     ``trajectory="mean"`` counts the batch-mean trajectory and returns float64
     ``[d_model]``. ``gradient`` is the derivative scheme (see :func:`phase_portrait`).
-    Results are on the input's device. Needs at least 3 sublayers.
+    ``basis`` picks the coordinates whose axes are counted (:data:`BASES`, see
+    :func:`basis_matrix`; ``seed`` draws the ``"random"`` one): the ``d_model`` axis of
+    the result then indexes the new axes. Results are on the input's device. Needs at
+    least 3 sublayers.
     """
-    _check_rotation_args(resid, signed, trajectory, gradient)
-    counts = _rotation_counts(_trajectories(resid, trajectory), gradient, signed)
+    _check_rotation_args(resid, signed, trajectory, gradient, basis, seed)
+    counts = _rotation_counts(_basis_trajectories(resid, trajectory, basis, seed), gradient, signed)
     return counts[0] if trajectory == "mean" else counts
 
 
@@ -437,7 +525,9 @@ class RotationNull:
             NaN or inf where the null does not vary, e.g. for a constant unit).
         signed, trajectory, gradient: the settings of the count (see :func:`rotations`).
         n_shuffles: number of shuffles per unit.
-        seed: seed of the numpy ``PCG64`` streams that drew the permutations.
+        seed: seed of the numpy ``PCG64`` streams that drew the permutations (and the
+            random basis).
+        basis: the coordinates counted (:data:`BASES`); "units" are then its axes.
     """
 
     __repr__ = compact_repr
@@ -451,6 +541,7 @@ class RotationNull:
     gradient: str
     n_shuffles: int
     seed: int
+    basis: str = "units"
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per unit: ``unit``, ``observed``, ``null_mean``, ``null_std``
@@ -492,6 +583,7 @@ def rotation_null(
     signed: bool = True,
     trajectory: str = "mean",
     gradient: str = "central",
+    basis: str = "units",
     chunk_size: int | None = None,
 ) -> RotationNull:
     """Rotation counts of the true sublayer order against a layer-shuffle null (Fig 2).
@@ -506,15 +598,16 @@ def rotation_null(
     numpy ``PCG64`` streams seeded with ``seed`` (:func:`_permutations`): the same seed
     draws the same permutations on every device and chunk size, and gives identical
     results for the same chunk size; the null is counted in float32, so other chunk sizes
-    agree to ~1e-7 turns and the float64 formula to ~1e-5.
+    agree to ~1e-7 turns and the float64 formula to ~1e-5. ``basis`` as in
+    :func:`rotations`: the data are first expressed in those coordinates (the
+    ``"random"`` rotation drawn from ``seed``, the same one :func:`rotations` uses for
+    that seed), then counted and shuffled per axis.
 
     Returns a :class:`RotationNull` of float64 tensors on the input's device.
     """
-    _check_rotation_args(resid, signed, trajectory, gradient)
+    _check_rotation_args(resid, signed, trajectory, gradient, basis, seed)
     check_positive_int(n_shuffles, "n_shuffles")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int; received {type(seed).__name__} {seed!r}")
-    traj = _trajectories(resid, trajectory)
+    traj = _basis_trajectories(resid, trajectory, basis, seed)
     observed = _rotation_counts(traj, gradient, signed).mean(dim=0)
 
     generators = _permutation_generators(seed)
@@ -539,4 +632,5 @@ def rotation_null(
         gradient=gradient,
         n_shuffles=n_shuffles,
         seed=seed,
+        basis=basis,
     )

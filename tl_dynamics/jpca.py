@@ -1,0 +1,259 @@
+"""jPCA: rotations of the whole population, in planes found from the data.
+
+The paper counts rotations unit by unit (Fig 2), in the residual stream's coordinate
+axes, which carry no special meaning. Churchland et al. (2012, *Neural population
+dynamics during reaching*, Nature 487:51) ask the population-level question instead:
+is the flow of the state along time well described by a *rotation*, ``dz = z M`` with
+``M`` skew-symmetric (``M = -M^T``), whose eigenvalues come in pairs ``+-i w``? With
+depth as time, :func:`jpca` does exactly this:
+
+1. ``X[b, s] = resid[b, s]`` minus the mean over samples at sublayer ``s`` (the
+   condition-independent part is removed, as Churchland et al. do);
+2. PCA (scikit-learn) of ``X`` stacked over samples and sublayers, to ``k`` components:
+   ``Z [sample, sublayer, k]``;
+3. ``Z_t = Z[:, :-1]`` and ``dZ = Z[:, 1:] - Z[:, :-1]`` stacked over samples and steps;
+4. least squares ``dZ ~ Z_t M`` with ``M`` free (``M_full``) and with ``M`` skew-symmetric
+   (``M_skew``). The skew fit is linear in the ``k (k - 1) / 2`` free entries and solved
+   exactly: setting the skew part of the gradient to zero gives the Lyapunov equation
+   ``C M + M C = A - A^T`` with ``C = Z_t^T Z_t`` and ``A = Z_t^T dZ``; in the eigenbasis
+   ``C = U diag(l) U^T`` it is solved entrywise, ``M'_ij = (U^T (A - A^T) U)_ij / (l_i + l_j)``;
+5. ``r2 = 1 - ||dZ - Z_t M||^2 / ||dZ||^2`` for both fits;
+6. each conjugate pair ``+-i w`` of ``M_skew`` turns ``w (S - 1) / (2 pi)`` times over the
+   ``S - 1`` steps of depth; its *jPC plane* is spanned by the real and imaginary parts of
+   the eigenvector, oriented so that the fitted flow turns counter-clockwise (jPC1 to
+   jPC2) and rotated within the plane so that jPC1 lies along the largest spread of the
+   first sublayer's states, as Churchland et al. orient it;
+7. a layer-shuffle null: one permutation of the sublayers, shared by all samples, per
+   shuffle; ``r2_skew`` is refitted on the permuted ``Z`` (the PCA and the per-sublayer
+   centring do not depend on the order) and the p-value is one-sided,
+   ``(1 + #{null >= observed}) / (1 + n_shuffles)``.
+
+A discrete rotation by ``theta`` per step is ``dz = z (R - I)``, whose skew part has
+``w = sin(theta)`` and whose symmetric part ``(cos(theta) - 1) I`` is left over, so a pure
+rotation gives ``r2_skew = cos^2(theta / 2)``: 0.99 for 0.2 rad per step.
+
+Example::
+
+    import tl_dynamics as tld
+
+    dyn = tld.collect(tld.models.load_model(), tld.data.python_docs()[:128])
+    result = tld.jpca(dyn, k=6, n_shuffles=1000, seed=0)
+    result.r2_skew, result.p_value, result.rotations     # fit, against the null, turns
+    result.to_frame()                                     # one row per jPC plane
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import einops
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from sklearn.decomposition import PCA
+from torch import Tensor
+
+from tl_dynamics._repr import compact_repr
+from tl_dynamics.embed import _check_int, as_trajectories
+
+DEFAULT_COMPONENTS = 6  # Churchland et al. (2012) fit jPCA in the top 6 PCs
+DEFAULT_SHUFFLES = 1000  # the paper's size of a layer-shuffle null (section 2.6)
+MIN_SUBLAYERS = 3  # a shuffle of 2 sublayers only reverses time
+FULL_TURN = 2 * math.pi  # radians in one rotation
+
+
+@dataclass(frozen=True, eq=False)
+class JPCAResult:
+    """A jPCA fit of the residual stream's flow over depth (module docstring).
+
+    Attributes:
+        components: ``[k, d_model]`` float64 principal axes (unit vectors in the residual
+            stream) of the per-sublayer-centred states.
+        explained_variance_ratio: ``[k]`` fraction of the centred states' variance each
+            component holds.
+        scores: ``[sample, sublayer, k]`` float64 ``Z``, the centred states in those
+            components, residual-stream units.
+        M_full: ``[k, k]`` least-squares ``M`` of ``dZ ~ Z_t M``, per sublayer step.
+        M_skew: ``[k, k]`` the same with ``M`` skew-symmetric (exact).
+        r2_full, r2_skew: fraction of ``||dZ||^2`` each fit explains.
+        frequencies: ``[pair]`` ``w`` of each eigenvalue pair ``+-i w`` of ``M_skew``,
+            radians per sublayer step, descending.
+        rotations: ``[pair]`` turns over the whole depth, ``w (S - 1) / (2 pi)``.
+        planes: ``[pair, k, 2]`` orthonormal (jPC1, jPC2) of each pair, in ``Z``
+            coordinates; ``components.T @ planes[p]`` gives them in the residual stream.
+        null_r2_skew: ``[shuffle]`` ``r2_skew`` after each layer shuffle.
+        p_value: one-sided permutation p-value of ``r2_skew`` against the null.
+        labels: labels of the sublayers.
+        n_shuffles: number of layer shuffles.
+        seed: seed of the PCA's solver and of the shuffles (numpy ``PCG64``).
+    """
+
+    __repr__ = compact_repr
+
+    components: Float[Tensor, "k d_model"]
+    explained_variance_ratio: Float[Tensor, " k"]
+    scores: Float[Tensor, "sample sublayer k"]
+    M_full: Float[Tensor, "k k"]
+    M_skew: Float[Tensor, "k k"]
+    r2_full: float
+    r2_skew: float
+    frequencies: Float[Tensor, " pair"]
+    rotations: Float[Tensor, " pair"]
+    planes: Float[Tensor, "pair k 2"]
+    null_r2_skew: Float[Tensor, " shuffle"]
+    p_value: float
+    labels: tuple[str, ...]
+    n_shuffles: int
+    seed: int
+
+    def plane_trajectories(self, pair: int = 0) -> Float[Tensor, "sample sublayer 2"]:
+        """Every sample's trajectory in jPC plane ``pair`` (0: the fastest), residual-stream
+        units."""
+        pair = _check_int(pair, "pair", 0, len(self.frequencies) - 1)
+        return self.scores @ self.planes[pair]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per jPC plane: ``pair``, ``frequency`` (radians per sublayer step),
+        ``rotations`` (turns over depth), with the fit's ``r2_skew``, ``r2_full`` and
+        ``p_value`` repeated on every row."""
+        return pd.DataFrame(
+            {
+                "pair": np.arange(len(self.frequencies)),
+                "frequency": self.frequencies.numpy(),
+                "rotations": self.rotations.numpy(),
+                "r2_skew": self.r2_skew,
+                "r2_full": self.r2_full,
+                "p_value": self.p_value,
+            }
+        )
+
+
+def _r2(z_t: np.ndarray, dz: np.ndarray, m: np.ndarray) -> float:
+    """``1 - ||dz - z_t m||^2 / ||dz||^2``."""
+    return float(1.0 - np.sum((dz - z_t @ m) ** 2) / np.sum(dz**2))
+
+
+def skew_least_squares(
+    z_t: Float[np.ndarray, "row k"], dz: Float[np.ndarray, "row k"]
+) -> Float[np.ndarray, "k k"]:
+    """The skew-symmetric ``M`` minimising ``||dz - z_t M||_F``, in closed form.
+
+    Solves ``C M + M C = A - A^T`` (``C = z_t^T z_t``, ``A = z_t^T dz``) in the eigenbasis
+    of ``C`` (module docstring, step 4). ``z_t`` must have full column rank.
+    """
+    variance, basis = np.linalg.eigh(z_t.T @ z_t)
+    if variance.min() <= variance.max() * np.finfo(float).eps * len(variance):
+        raise ValueError(
+            "the states do not span all k components (z_t is rank deficient); lower k"
+        )
+    a = z_t.T @ dz
+    rotated = basis.T @ (a - a.T) @ basis
+    return basis @ (rotated / (variance[:, None] + variance[None, :])) @ basis.T
+
+
+def _steps(z: Float[np.ndarray, "sample sublayer k"]) -> tuple[np.ndarray, np.ndarray]:
+    """``(Z_t, dZ)`` stacked over samples and steps."""
+    z_t = einops.rearrange(z[:, :-1], "b t k -> (b t) k")
+    dz = einops.rearrange(z[:, 1:] - z[:, :-1], "b t k -> (b t) k")
+    return z_t, dz
+
+
+def _planes(
+    m_skew: np.ndarray, first: Float[np.ndarray, "sample k"]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(frequencies [pair], planes [pair, k, 2])`` of ``M_skew``'s eigenvalue pairs."""
+    values, vectors = np.linalg.eig(m_skew)
+    positive = np.flatnonzero(values.imag > 0)
+    positive = positive[np.argsort(-values.imag[positive], kind="stable")]
+    planes = []
+    for index in positive:
+        plane, _ = np.linalg.qr(np.stack([vectors[:, index].real, vectors[:, index].imag], 1))
+        if (plane.T @ m_skew @ plane)[0, 1] < 0:  # dz = z M turns jPC1 -> jPC2
+            plane[:, 1] *= -1
+        # Rotate within the plane (this commutes with the flow) so that jPC1 lies along
+        # the largest spread of the first sublayer's states.
+        spread = first @ plane
+        _, _, axes = np.linalg.svd(spread - spread.mean(0), full_matrices=False)
+        direction = axes[0] * np.sign(axes[0][0] or 1.0)
+        rotation = np.array([[direction[0], -direction[1]], [direction[1], direction[0]]])
+        planes.append(plane @ rotation)
+    k = m_skew.shape[0]
+    return values.imag[positive], np.array(planes).reshape(len(positive), k, 2)
+
+
+def _shuffled_r2(z: np.ndarray, n_shuffles: int, seed: int) -> np.ndarray:
+    """``r2_skew`` after ``n_shuffles`` permutations of the sublayer axis (numpy PCG64)."""
+    generator = np.random.Generator(np.random.PCG64(seed))
+    null = np.empty(n_shuffles)
+    for shuffle in range(n_shuffles):
+        z_t, dz = _steps(z[:, generator.permutation(z.shape[1])])
+        null[shuffle] = _r2(z_t, dz, skew_least_squares(z_t, dz))
+    return null
+
+
+def jpca(
+    dyn: Any,
+    k: int = DEFAULT_COMPONENTS,
+    *,
+    n_shuffles: int = DEFAULT_SHUFFLES,
+    seed: int = 0,
+) -> JPCAResult:
+    """Fit jPCA (Churchland et al. 2012) to the flow over depth, with a layer-shuffle null.
+
+    Args:
+        dyn: A :class:`~tl_dynamics.DynamicsCache` or a ``[sample, sublayer, d_model]``
+            tensor; at least 2 samples and 3 sublayers.
+        k: Principal components to fit in (even ``k`` pairs them all; Churchland et al.
+            use 6); at most ``d_model`` and the number of centred vectors.
+        n_shuffles: Layer shuffles of the null, >= 1.
+        seed: Seeds the PCA's randomised solver (used for large inputs) and the shuffles.
+
+    Returns:
+        A :class:`JPCAResult` of float64 CPU tensors.
+
+    Raises:
+        TypeError, ValueError: a bad ``dyn``, ``k``, ``n_shuffles`` or ``seed``; states
+            that do not span ``k`` components.
+    """
+    resid, labels = as_trajectories(dyn)
+    n_samples, n_sublayers, d_model = resid.shape
+    if n_samples < 2 or n_sublayers < MIN_SUBLAYERS:
+        raise ValueError(
+            f"dyn needs at least 2 samples and {MIN_SUBLAYERS} sublayers for jPCA; received "
+            f"shape {tuple(resid.shape)}"
+        )
+    k = _check_int(k, "k", 2, min(d_model, (n_samples - 1) * n_sublayers),
+                   f" (d_model {d_model}, {n_samples} samples x {n_sublayers} sublayers)")
+    n_shuffles = _check_int(n_shuffles, "n_shuffles", 1)
+    seed = _check_int(seed, "seed", 0)
+
+    centred = (resid - resid.mean(dim=0)).numpy()
+    pca = PCA(n_components=k, random_state=seed)
+    z = pca.fit_transform(einops.rearrange(centred, "b s d -> (b s) d"))
+    z = einops.rearrange(z, "(b s) k -> b s k", b=n_samples)
+    z_t, dz = _steps(z)
+    m_full = np.linalg.lstsq(z_t, dz, rcond=None)[0]
+    m_skew = skew_least_squares(z_t, dz)
+    r2_skew = _r2(z_t, dz, m_skew)
+    frequencies, planes = _planes(m_skew, z[:, 0])
+    null = _shuffled_r2(z, n_shuffles, seed)
+    return JPCAResult(
+        components=torch.from_numpy(pca.components_.astype(np.float64)),
+        explained_variance_ratio=torch.from_numpy(pca.explained_variance_ratio_.astype(np.float64)),
+        scores=torch.from_numpy(z),
+        M_full=torch.from_numpy(m_full),
+        M_skew=torch.from_numpy(m_skew),
+        r2_full=_r2(z_t, dz, m_full),
+        r2_skew=r2_skew,
+        frequencies=torch.from_numpy(frequencies.copy()),
+        rotations=torch.from_numpy(frequencies * (n_sublayers - 1) / FULL_TURN),
+        planes=torch.from_numpy(planes),
+        null_r2_skew=torch.from_numpy(null),
+        p_value=float((1 + np.sum(null >= r2_skew)) / (1 + n_shuffles)),
+        labels=labels,
+        n_shuffles=n_shuffles,
+        seed=seed,
+    )

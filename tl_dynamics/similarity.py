@@ -1,0 +1,252 @@
+"""Dynamical similarity between models: do two residual streams follow the same dynamics?
+
+Comparing two models' representations state by state (CKA, RSA) asks whether they
+*hold* the same geometry. Dynamical Similarity Analysis (Ostrow, Eisen, Kozachkov & Fiete
+2023, *Beyond geometry: comparing the temporal structure of computation in neural
+circuits with dynamical similarity analysis*, NeurIPS; the authors' package
+``dsa-metric``, imported as ``DSA``) asks whether they *move* the same way: it fits a
+linear operator to each system's flow (a HAVOK/DMD model on delay-embedded states) and
+measures how far one operator is from the other up to a change of basis,
+``min_C angle(A, C B C^-1)`` over orthogonal ``C`` (the "angular" score, in radians: 0
+for conjugate operators). Two models whose flows differ only in coordinates, scale or
+width are at distance ~0.
+
+Depth is time. To compare models of different depth and width,
+:func:`dynamical_similarity` first resamples every trajectory to ``n_points`` equally
+spaced points of *normalised* depth (linear interpolation between sublayers, first and
+last sublayer kept), then reduces each model's states to its own ``n_components``
+principal axes (scikit-learn PCA over all samples and points) scaled to unit total
+variance, and hands ``[sample, point, component]`` arrays to ``DSA``.
+
+Controls, so a distance can be read (:func:`random_weight_twin` and
+``tld.collect(..., shuffle=True)``): each model against its own shuffled-text condition
+(same weights, text without word order) and against a random-weight twin (same
+architecture, HF's own initialisation). Models that share dynamics are closer to each
+other than to these controls.
+
+``dsa-metric`` is an optional dependency: ``pip install "tl-dynamics[dsa]"``.
+
+Example::
+
+    import tl_dynamics as tld
+
+    model = tld.models.load_model()
+    texts = tld.data.python_docs()[:128]
+    conditions = {
+        "minilm": tld.collect(model, texts),
+        "minilm shuffled": tld.collect(model, texts, shuffle=True),
+        "minilm random": tld.collect(tld.random_weight_twin(model), texts),
+    }
+    result = tld.dynamical_similarity(conditions)
+    result.to_frame()                 # one row per pair, angular distance in radians
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import einops
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from sklearn.decomposition import PCA
+from torch import Tensor
+
+from tl_dynamics._repr import compact_repr
+from tl_dynamics.embed import _check_int, as_trajectories
+from tl_dynamics.hooks import check_model
+
+DEFAULT_POINTS = 16  # normalised-depth samples: MiniLM has 12 sublayers, SmolLM2 60
+DEFAULT_COMPONENTS = 10  # principal axes per model (DSA's operators are this size)
+DEFAULT_DELAYS = 1  # no delay embedding: the residual stream is the full state
+# The package's own defaults for the similarity-transform optimisation (dsa-metric 2.0,
+# SimilarityTransformDistConfig): 1500 Adam iterations at learning rate 5e-3.
+DEFAULT_ITERATIONS = 1500
+DEFAULT_LR = 5e-3
+SCORE_METHOD = "angular"  # Ostrow et al. (2023) report angular distances, in radians
+
+
+def _require_dsa() -> Any:
+    try:
+        import DSA
+    except ImportError as error:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "dynamical_similarity needs the dsa-metric package (Ostrow et al. 2023): "
+            'pip install "tl-dynamics[dsa]" or pip install dsa-metric'
+        ) from error
+    return DSA
+
+
+def resample_depth(
+    resid: Float[Tensor, "batch sublayer d_model"], n_points: int = DEFAULT_POINTS
+) -> Float[Tensor, "batch point d_model"]:
+    """Trajectories at ``n_points`` equally spaced points of normalised depth ``[0, 1]``.
+
+    Sublayer ``s`` of ``S`` sits at depth ``s / (S - 1)``; values between sublayers are
+    linearly interpolated. Returns float64 on the input's device.
+    """
+    n_points = _check_int(n_points, "n_points", 2)
+    resid = resid.to(torch.float64)
+    n_sublayers = resid.shape[1]
+    if n_sublayers < 2:
+        raise ValueError(f"resid needs at least 2 sublayers to resample; received {n_sublayers}")
+    position = torch.linspace(0, n_sublayers - 1, n_points, dtype=torch.float64,
+                              device=resid.device)
+    below = position.floor().long().clamp(max=n_sublayers - 2)
+    weight = (position - below)[None, :, None]
+    return resid[:, below] * (1 - weight) + resid[:, below + 1] * weight
+
+
+def _states(dyn: Any, name: str, n_points: int, n_components: int, seed: int) -> np.ndarray:
+    """``[sample, point, component]`` states of one condition, unit total variance."""
+    resid, _ = as_trajectories(dyn, name)
+    batch, _, d_model = resid.shape
+    k = _check_int(n_components, "n_components", 1, min(d_model, batch * n_points),
+                   f" ({name} has width {d_model} and {batch} samples x {n_points} points)")
+    vectors = einops.rearrange(resample_depth(resid, n_points), "b p d -> (b p) d").numpy()
+    scores = PCA(n_components=k, random_state=seed).fit_transform(vectors)
+    scores /= np.sqrt((scores**2).sum(axis=1).mean())
+    return einops.rearrange(scores, "(b p) k -> b p k", b=batch)
+
+
+@dataclass(frozen=True, eq=False)
+class DynamicalSimilarity:
+    """DSA distances between conditions (trajectories of models or controls).
+
+    Attributes:
+        names: The conditions, in matrix order.
+        distance: ``[condition, condition]`` symmetric DSA distance (``score_method``
+            "angular": radians in ``[0, pi]``; 0 on the diagonal).
+        n_points: Points of normalised depth each trajectory was resampled to.
+        n_components: Principal axes kept per condition (the size of DSA's operators).
+        n_delays: Delay embedding of the DMD (1: none).
+        score_method: DSA's score ("angular").
+        iters: Optimisation steps of the similarity transform.
+        seed: Seeds the PCA solver and torch's generator for DSA's optimisation.
+    """
+
+    __repr__ = compact_repr
+
+    names: tuple[str, ...]
+    distance: Float[Tensor, "condition condition"]
+    n_points: int
+    n_components: int
+    n_delays: int
+    score_method: str
+    iters: int
+    seed: int
+
+    def between(self, a: str, b: str) -> float:
+        """The distance between conditions ``a`` and ``b``."""
+        for name in (a, b):
+            if name not in self.names:
+                raise KeyError(f"no condition {name!r}; the conditions are {list(self.names)}")
+        return float(self.distance[self.names.index(a), self.names.index(b)])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per unordered pair: ``a``, ``b``, ``distance``."""
+        return pd.DataFrame(
+            [
+                {"a": a, "b": b, "distance": self.between(a, b)}
+                for a, b in itertools.combinations(self.names, 2)
+            ]
+        )
+
+
+def dynamical_similarity(
+    a: Any,
+    b: Any = None,
+    *,
+    n_points: int = DEFAULT_POINTS,
+    n_components: int = DEFAULT_COMPONENTS,
+    n_delays: int = DEFAULT_DELAYS,
+    iters: int = DEFAULT_ITERATIONS,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+) -> DynamicalSimilarity:
+    """DSA distance between two conditions, or between every pair of several.
+
+    Args:
+        a: A :class:`~tl_dynamics.DynamicsCache` or ``[sample, sublayer, d_model]``
+            tensor, or a mapping ``{name: cache or tensor}`` of several conditions (then
+            leave ``b`` out).
+        b: The second condition when ``a`` is one.
+        n_points: Points of normalised depth per trajectory (see :func:`resample_depth`).
+        n_components: Principal axes kept per condition.
+        n_delays: Delays of DSA's Hankel embedding.
+        iters, lr: DSA's similarity-transform optimisation (the package's defaults).
+        seed: Seeds the PCA solver and DSA's optimisation.
+
+    Returns:
+        A :class:`DynamicalSimilarity`; conditions are named ``"a"``, ``"b"`` for a pair.
+
+    Raises:
+        ImportError: dsa-metric is not installed.
+        TypeError, ValueError: bad conditions or options.
+    """
+    if isinstance(a, Mapping):
+        if b is not None:
+            raise TypeError("pass either a mapping of conditions as a, or two conditions a and b")
+        conditions = dict(a)
+    else:
+        if b is None:
+            raise TypeError("b is missing: pass two conditions, or a mapping of them as a")
+        conditions = {"a": a, "b": b}
+    if len(conditions) < 2:
+        raise ValueError(f"need at least 2 conditions to compare; received {len(conditions)}")
+    n_delays = _check_int(n_delays, "n_delays", 1)
+    iters = _check_int(iters, "iters", 1)
+    seed = _check_int(seed, "seed", 0)
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number; received {lr!r}")
+    states = [
+        _states(dyn, f"condition {name!r}", n_points, n_components, seed)
+        for name, dyn in conditions.items()
+    ]
+    rank = min(s.shape[2] for s in states) * n_delays
+    dsa = _require_dsa()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        distance = dsa.DSA(states, n_delays=n_delays, rank=rank, score_method=SCORE_METHOD,
+                           iters=iters, lr=lr).fit_score()
+    distance = torch.as_tensor(np.asarray(distance, dtype=np.float64))
+    distance = (distance + distance.T) / 2  # DSA fills both triangles from one fit each
+    distance.fill_diagonal_(0.0)
+    return DynamicalSimilarity(
+        names=tuple(str(name) for name in conditions),
+        distance=distance,
+        n_points=n_points,
+        n_components=min(s.shape[2] for s in states),
+        n_delays=n_delays,
+        score_method=SCORE_METHOD,
+        iters=iters,
+        seed=seed,
+    )
+
+
+def random_weight_twin(model: Any, seed: int = 0) -> Any:
+    """A copy of ``model`` with the same architecture and freshly initialised weights.
+
+    Deep-copies the TransformerLens model and re-runs the Hugging Face model's own
+    ``_init_weights`` on every module (the initialisation the architecture trains from),
+    under ``torch.manual_seed(seed)``; ``model`` is untouched. The twin is the control
+    for "dynamics of a trained model" against "dynamics of the architecture".
+    """
+    check_model(model)
+    seed = _check_int(seed, "seed", 0)
+    hf_model = getattr(model, "original_model", None)
+    if hf_model is None or not hasattr(hf_model, "_init_weights"):
+        raise TypeError(
+            f"model must be a TransformerBridge over a Hugging Face model (original_model "
+            f"with _init_weights); received {type(model).__name__}"
+        )
+    twin = copy.deepcopy(model)
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        twin.original_model.apply(twin.original_model._init_weights)
+    return twin.eval()
