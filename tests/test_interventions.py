@@ -93,6 +93,16 @@ def test_teleport_writes_exactly_and_only_downstream(any_model, site):
     assert ((result.logits[1:] - result.control_logits).abs().amax(-1) > 1e-4).all()
 
 
+@pytest.mark.parametrize("position", [-1, 2])
+def test_teleport_logits_are_the_models_logits_at_the_position(any_model, position):
+    result = teleport(any_model, layer=0, points=torch.zeros(1, any_model.cfg.d_model),
+                      position=position)
+    with torch.inference_mode():
+        full = any_model(any_model.to_tokens(DEFAULT_PROMPT))[0, position].float()
+    assert result.control_logits.shape == full.shape
+    assert (result.control_logits - full).abs().max() <= 1e-5 * full.abs().max()
+
+
 def test_batching_gives_the_result_of_one_run_per_point(tiny_models):
     model = tiny_models["llama"]
     points = torch.randn(7, model.cfg.d_model, generator=torch.Generator().manual_seed(1))

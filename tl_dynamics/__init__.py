@@ -13,14 +13,14 @@ Importing it registers two accessors: ``model.dynamics(texts, ...)`` on
 Example::
 
     import tl_dynamics as tld
-    model = tld.models.load_model()                  # packaged MiniLM, offline
+    model = tld.models.load_model()                  # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:200])
     tld.metrics.velocity(dyn.resid).mean(0)          # mean step length per transition
 """
 
 import importlib
 
-from tl_dynamics import data, metrics, models, plot, streaming
+from tl_dynamics import data, metrics, models, plot, presets, streaming
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
@@ -78,6 +78,7 @@ __all__ = [
     "pca_grid",
     "pca_trajectories",
     "plot",
+    "presets",
     "streaming",
     "swap_activations",
     "teleport",

@@ -19,7 +19,7 @@ that trace the token's trajectory over depth (Fernando & Guitchounts 2025, secti
 Example::
 
     import tl_dynamics as tld
-    model = tld.models.load_model()                     # packaged MiniLM, offline
+    model = tld.models.load_model()                     # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:200], batch_size=16)
     dyn.resid.shape, dyn.labels[:3]                     # (200, 12, 384), ('0_pre', ...)
     control = tld.collect(model, tld.data.python_docs()[:200], shuffle=True, seed=0)
@@ -214,6 +214,7 @@ def forward_trajectories(
     *,
     extra_hooks: Sequence[tuple[str, Any]] = (),
     return_type: str | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Float[Tensor, "row sublayer d_model"], Any]:
     """One hooked forward pass that reads the trajectory at chosen (batch, position) rows.
 
@@ -227,6 +228,7 @@ def forward_trajectories(
         extra_hooks: ``(hook name, fn)`` pairs run before the readers at the same hook
             point, e.g. interventions that write the residual stream.
         return_type: Passed to the model; ``None`` stops the pass at the last read hook.
+        forward_kwargs: More keyword arguments for the model's forward pass.
 
     Returns:
         ``(resid, output)``: ``[row, sublayer, d_model]`` float32 on CPU, and the model's
@@ -256,6 +258,7 @@ def forward_trajectories(
                 fwd_hooks=[*extra_hooks, *readers],
                 attention_mask=attention_mask.to(device),
                 return_type=return_type,
+                **(forward_kwargs or {}),
             )
         except _StopForward:
             pass
@@ -354,6 +357,7 @@ def collect_metadata(
         seed=seed,
         model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
         texts=tuple(texts) if keep_texts else None,
+        provenance=getattr(model, "tl_dynamics_provenance", None),
     )
 
 

@@ -41,17 +41,18 @@ Example::
     from tl_dynamics.embed import pca_trajectories
     from tl_dynamics.interventions import pca_grid, teleport, teleport_sweep
 
-    model = tld.models.load_model()                         # packaged MiniLM, 6 layers
+    model = tld.models.load_model()                         # SmolLM2-135M, 30 layers
     pca = pca_trajectories(tld.collect(model, tld.data.python_docs()[:128]))
-    result = teleport(model, layer=2, points=pca_grid(pca, n=10), pca=pca)
+    result = teleport(model, layer=15, points=pca_grid(pca, n=10), pca=pca)
     result.recovery().contraction                           # < 1: pulled back
-    sweep = teleport_sweep(model, pca)                      # layers [0, 1, 2, 4, 5]
+    sweep = teleport_sweep(model, pca)                      # layers [0, 7, 14, 22, 29]
     sweep.to_frame()                                        # one row per layer
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -370,6 +371,14 @@ def _points(points: Any, d_model: int) -> tuple[Tensor, Tensor | None]:
     return points.detach().to("cpu", torch.float32), plane
 
 
+def _keeps_logits(model: Any) -> bool:
+    """Whether ``model`` runs a Hugging Face model whose forward takes ``logits_to_keep``
+    (TransformerBridge over a decoder; not BERT, not TransformerLens's own classes)."""
+    original = getattr(model, "original_model", None)
+    forward = getattr(original, "forward", None)
+    return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+
+
 def _write(
     activation: Tensor, hook: Any, *, position: int, values: Float[Tensor, "row d_model"]
 ) -> Tensor:
@@ -422,10 +431,20 @@ class _Injection:
             write = functools.partial(_write, position=self.position, values=values)
             writes.append((self.hooks[self.injection].name, write))
         index = (torch.arange(rows), torch.full((rows,), self.position))
+        # Unembed only the read position where the model can (the vocabulary is the widest
+        # matrix of a small model: 262k x 640 for Gemma-3); otherwise every position.
+        keep = _keeps_logits(self.model)
         resid, logits = forward_trajectories(
-            self.model, batch, mask, index, self.hooks, extra_hooks=writes, return_type="logits"
+            self.model,
+            batch,
+            mask,
+            index,
+            self.hooks,
+            extra_hooks=writes,
+            return_type="logits",
+            forward_kwargs={"logits_to_keep": torch.tensor([self.position])} if keep else None,
         )
-        return resid, logits[:, self.position].float().to("cpu")
+        return resid, logits[:, 0 if keep else self.position].float().to("cpu")
 
     def teleport(
         self,
