@@ -1,8 +1,10 @@
 """Helpers shared by the benchmark scripts: interleaved timing and the machine's name.
 
 Timings on a shared machine are noisy, so every benchmark runs its contenders in turn,
-``repeats`` rounds of each, and keeps each one's fastest round: a slow round means the
-machine was busy, not that the code was slower.
+``repeats`` rounds of each. :func:`interleaved` keeps each one's fastest round (a slow
+round means the machine was busy, not that the code was slower); :func:`interleaved_runs`
+keeps every round, so that :func:`ratio_summary` can give the median and the range of
+the ratio of two contenders measured in the same rounds.
 
 Example::
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,15 +26,32 @@ from collections.abc import Callable
 import torch
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Fastest wall-clock seconds of each contender over ``repeats`` interleaved rounds."""
-    best = dict.fromkeys(contenders, float("inf"))
+def interleaved_runs(
+    contenders: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, list[float]]:
+    """Wall-clock seconds of every round of each contender, ``repeats`` interleaved rounds."""
+    runs = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
             start = time.perf_counter()
             run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            runs[name].append(time.perf_counter() - start)
+    return runs
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Fastest wall-clock seconds of each contender over ``repeats`` interleaved rounds."""
+    return {name: min(times) for name, times in interleaved_runs(contenders, repeats).items()}
+
+
+def ratio_summary(numerator: list[float], denominator: list[float]) -> str:
+    """Median and range of the per-round ratios of two contenders timed in the same rounds,
+    e.g. ``"1.04x (range 0.98-1.12 over 5 rounds)"``."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    return (
+        f"{statistics.median(ratios):.2f}x (range {ratios[0]:.2f}-{ratios[-1]:.2f} "
+        f"over {len(ratios)} rounds)"
+    )
 
 
 def cpu_model() -> str:

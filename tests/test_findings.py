@@ -1,84 +1,264 @@
-"""The paper's findings as tests on numbers: known verdicts on constructed data."""
+"""The paper's findings as statistical tests: controls on noise, on data built to satisfy
+each finding and on data built to contradict it, and small samples."""
 
 from __future__ import annotations
 
-import pandas as pd
+import dataclasses
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
 import tl_dynamics as tld
-from tl_dynamics import findings
+from tl_dynamics import findings, metrics
 from tl_dynamics.metrics import default_labels
 
+N_SHUFFLES = 200  # layer shuffles of the rotation null in these tests (the report: 1000)
 
-def cache_of(resid):
+
+def cache_of(resid, text_index=None):
     n = resid.shape[0]
-    return tld.DynamicsCache(resid, default_labels(resid.shape[1]), torch.arange(n), torch.zeros(n, dtype=torch.long))
+    text_index = torch.arange(n) if text_index is None else text_index
+    return tld.DynamicsCache(resid, default_labels(resid.shape[1]), text_index, torch.zeros(n, dtype=torch.long))
 
 
-def growing_stream(n=64, sublayers=8, d=16, seed=0):
-    """Units keep their identity and sign while magnitudes grow with depth."""
-    generator = torch.Generator().manual_seed(seed)
-    base = torch.randn(n, 1, d, generator=generator) + 3.0
-    scale = torch.arange(1, sublayers + 1, dtype=torch.float32)[None, :, None]
-    noise = 0.05 * torch.randn(n, sublayers, d, generator=generator) / scale
-    return cache_of(base * scale + noise)
+def run(resid, **kwargs):
+    """Every Figure 1-2 finding of ``resid`` by key (a cheaper rotation null)."""
+    null = metrics.rotation_null(resid, n_shuffles=N_SHUFFLES, seed=0)
+    return {f.key: f for f in findings.dynamics_findings(cache_of(resid), rotation_null=null, **kwargs)}
 
 
-def test_growth_sign_and_correlation_hold_on_a_growing_stream():
-    dyn = growing_stream()
-    by_key = {f.key: f for f in findings.dynamics_findings(dyn)}
-    assert by_key["activation_growth"].holds is True
-    assert by_key["sign_persistence"].holds is True
-    assert by_key["high_correlation"].holds is True
-    assert "holds" in by_key["high_correlation"].observed
+def noise(seed, n=120, sublayers=16, d=32):
+    return torch.randn(n, sublayers, d, generator=torch.Generator().manual_seed(seed))
 
 
-def test_shrinking_stream_fails_growth():
-    dyn = growing_stream()
-    shrinking = cache_of(dyn.resid.flip(1))
-    assert findings.activation_growth(shrinking).holds is False
+def walk(steps, n=150, d=24, seed=0):
+    """``x_0 ~ N(0, 1)`` per unit, then ``x_{t+1} = x_t + steps[t] * N(0, 1)``."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randn(n, 1, d, generator=g)
+    increments = torch.randn(n, len(steps), d, generator=g) * torch.tensor(steps)[None, :, None]
+    return torch.cat([start, start + increments.cumsum(1)], dim=1)
 
 
-def test_constant_trend_is_undecided_not_no():
-    flat = findings._trend("k", "claim", torch.ones(6), "value", rising=True)
-    assert flat.holds is None and flat.verdict == "undecided" and "constant" in flat.observed
+def chain(r, n=150, d=24, seed=0):
+    """Unit-variance units whose successive sublayers correlate exactly ``r[t]`` in
+    expectation: ``x_{t+1} = r_t x_t + sqrt(1 - r_t^2) e_t``."""
+    g = torch.Generator().manual_seed(seed)
+    states = [torch.randn(n, d, generator=g)]
+    for rho in r:
+        states.append(rho * states[-1] + math.sqrt(1 - rho**2) * torch.randn(n, d, generator=g))
+    return torch.stack(states, dim=1)
 
 
-def test_within_vs_cross_counts_layers():
-    kinds = ["within", "cross", "within", "cross", "within"]
-    values = torch.tensor([0.9, 0.5, 0.8, 0.7, 0.95])
-    finding = findings._within_vs_cross("k", "claim", values, kinds, "cosine", within_above=True)
-    assert finding.holds is True and "2/2 layers" in finding.observed
-    reversed_ = findings._within_vs_cross("k", "claim", values, kinds, "cosine", within_above=False)
-    assert reversed_.holds is False and "0/2 layers" in reversed_.observed
+def layers(within, cross):
+    """Per-transition values of successive layers: within (pre→mid), then cross (mid→pre)."""
+    return [v for pair in zip(within, cross, strict=True) for v in pair]
 
 
-class FakeSweep:
-    def __init__(self, contraction, steps):
-        self.frame = pd.DataFrame(
-            {"layer": range(len(steps)), "contraction": contraction, "steps": steps}
-        )
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_gives_no_yes(seed):
+    found = run(noise(seed))
+    assert [f.key for f in found.values()] == list(findings.DYNAMICS_KEYS)
+    assert not [f.key for f in found.values() if f.verdict == "yes"]
+    for finding in found.values():
+        assert finding.null and 0 <= finding.p_adjusted <= 1
+        assert finding.ci[0] <= finding.ci[1]
 
-    def to_frame(self):
-        return self.frame
+
+def test_growing_signed_units_satisfy_growth_and_sign():
+    g = torch.Generator().manual_seed(0)
+    sign = torch.where(torch.rand(1, 1, 24, generator=g) < 0.5, -1.0, 1.0)
+    scale = torch.arange(1, 13, dtype=torch.float32)[None, :, None]
+    resid = sign * (3 + 0.3 * torch.randn(100, 12, 24, generator=g)) * scale
+    found = run(resid)
+    assert found["activation_growth"].verdict == "yes"
+    assert found["sign_persistence"].verdict == "yes"
+    assert found["sign_persistence"].effect == pytest.approx(1.0)
+    shrinking = run(resid.flip(1))
+    assert shrinking["activation_growth"].verdict == "no"
 
 
-def test_mid_layers_attract_compares_per_sublayer_rates():
-    # the same final contraction everywhere, reached in fewer steps by the middle layers:
-    # they pull back faster per sublayer (0.87, 0.79 against 0.93 and 0.90)
-    faster_middle = findings.mid_layers_attract(FakeSweep([0.5, 0.5, 0.5, 0.9], [9, 5, 3, 1]))
-    assert faster_middle.holds is True
-    assert faster_middle.numbers["contraction_per_sublayer"][1] == pytest.approx(0.5 ** (1 / 5))
-    slower_middle = findings.mid_layers_attract(FakeSweep([0.2, 0.9, 0.9, 0.5], [9, 5, 3, 1]))
-    assert slower_middle.holds is False
+def test_signs_that_flip_every_sublayer_contradict_sign_persistence():
+    g = torch.Generator().manual_seed(1)
+    sign = torch.where(torch.rand(1, 1, 24, generator=g) < 0.5, -1.0, 1.0)
+    flips = torch.tensor([(-1.0) ** s for s in range(12)])[None, :, None]
+    resid = sign * flips * (3 + 0.3 * torch.randn(100, 12, 24, generator=g))
+    assert run(resid)["sign_persistence"].verdict == "no"
+
+
+CORRELATION_KEYS = (
+    "high_correlation", "correlation_rises", "correlation_within_above_cross",
+    "cosine_within_above_cross", "velocity_cross_above_within",
+)
+
+
+def test_high_rising_correlation_with_rougher_cross_steps_satisfies_the_correlation_findings():
+    within = [1 - 0.03 / (k + 1) for k in range(6)]
+    cross = [1 - 0.1 / (k + 1) for k in range(6)]
+    found = run(chain(layers(within, cross)))
+    for key in CORRELATION_KEYS:
+        assert found[key].verdict == "yes", found[key].observed
+
+
+def test_low_falling_correlation_with_smoother_cross_steps_contradicts_them():
+    within = [0.5 - 0.06 * k for k in range(6)]
+    cross = [0.7 - 0.06 * k for k in range(6)]
+    found = run(chain(layers(within, cross)))
+    for key in CORRELATION_KEYS:
+        assert found[key].verdict == "no", found[key].observed
+
+
+def test_late_speed_up_satisfies_velocity_acceleration_and_early_one_contradicts():
+    late = run(walk([1.0] * 8 + [4.0] * 4))["velocity_acceleration"]
+    assert late.verdict == "yes" and late.effect > math.log(3)
+    early = run(walk([4.0] * 4 + [1.0] * 8))["velocity_acceleration"]
+    assert early.verdict == "no"
+
+
+def test_mutual_information_findings_follow_built_dependence():
+    # early layers: dependence falls, and each cross step is far weaker than its layer's
+    within, cross = [0.97, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8], [0.6, 0.5, 0.4] + [0.5] * 6
+    found = run(chain(layers(within, cross), n=200, d=16))
+    assert found["information_falls"].verdict == "yes", found["information_falls"].observed
+    assert found["information_drop_at_cross"].verdict == "yes"
+    found = run(chain(layers(cross, within), n=200, d=16))
+    assert found["information_drop_at_cross"].verdict == "no"
+    rising_within, rising_cross = [0.8, 0.9, 0.97] + [0.97] * 6, [0.4, 0.5, 0.6] + [0.6] * 6
+    found = run(chain(layers(rising_within, rising_cross), n=200, d=16))
+    assert found["information_falls"].verdict == "no", found["information_falls"].observed
+
+
+def test_smooth_oscillation_turns_less_than_the_shuffled_null():
+    depth = torch.arange(32, dtype=torch.float32)
+    wave = torch.sin(2 * math.pi * 2 * depth / 31)[None, :, None]
+    resid = wave + 0.05 * torch.randn(80, 32, 8, generator=torch.Generator().manual_seed(0))
+    finding = run(resid)["rotations_exceed_null"]
+    assert finding.verdict == "no" and finding.effect < 0
+
+
+def test_too_few_texts_are_undecided_saying_why():
+    found = run(noise(0, n=findings.MIN_TEXTS - 1))
+    assert {f.verdict for f in found.values()} == {"undecided"}
+    assert all("texts" in f.observed and f.claim for f in found.values())
+
+
+def test_texts_not_tokens_are_resampled():
+    # 40 texts of 5 tokens each: enough texts; weights are equal within a text
+    resid = noise(0, n=200)
+    text_index = torch.arange(40).repeat_interleave(5)
+    weights = findings._Resampler.of(text_index, 50, 0).weights
+    assert torch.equal(weights.reshape(50, 40, 5).amin(-1), weights.reshape(50, 40, 5).amax(-1))
+    dyn = cache_of(resid, text_index)
+    assert findings._too_few_texts(dyn) is None
+    assert findings._too_few_texts(cache_of(resid[:145], text_index[:145])) is not None
+
+
+def test_linearised_correlation_bootstrap_matches_full_recomputation():
+    resid = chain([0.5, 0.9, 0.3, 0.8], n=60, d=6, seed=3)
+    resampler = findings._Resampler.of(torch.arange(60), 400, seed=1)
+    point, replicates = resampler.means(metrics.correlation.unit_correlation_per_sample(resid))
+    assert point == pytest.approx(metrics.unit_correlation(resid).mean(-1).numpy())
+    full = []
+    for row in resampler.weights:
+        index = torch.repeat_interleave(torch.arange(60), (row * 60).round().long())
+        full.append(metrics.unit_correlation(resid[index]).mean(-1))
+    full = torch.stack(full).numpy()
+    assert replicates.std(0) == pytest.approx(full.std(0), rel=0.2)
+
+
+def test_findings_json_has_the_test_fields():
+    record = json.loads(json.dumps(run(noise(0))["cosine_rises"].to_json(), allow_nan=False))
+    for field in ("effect", "ci", "p_value", "p_adjusted", "null", "alpha", "min_effect", "verdict"):
+        assert field in record
+    assert record["alpha"] == 0.01 and len(record["ci"]) == 2
+
+
+class FakeResult:
+    def __init__(self, layer, normalised):
+        self.layer = layer
+        self._normalised = normalised
+
+    def recovery(self):
+        return SimpleNamespace(normalised=self._normalised)
+
+
+def sweep_of(final_distances, steps, points=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    results = []
+    for layer, (final, n_steps) in enumerate(zip(final_distances, steps, strict=True)):
+        end = final * torch.exp(0.05 * torch.randn(points, generator=g))
+        results.append(FakeResult(layer, torch.cat([torch.ones(points, n_steps), end[:, None]], 1)))
+    return SimpleNamespace(results=results)
+
+
+def test_mid_layers_attract_compares_per_sublayer_pull():
+    # the same final distance everywhere, reached in fewer steps by the middle layers
+    faster_middle = findings.mid_layers_attract(sweep_of([0.5, 0.5, 0.5, 0.9], [9, 5, 3, 1]))
+    assert faster_middle.verdict == "yes"
+    assert faster_middle.numbers["pull_per_sublayer"][1] == pytest.approx(-math.log(0.5) / 5, rel=0.05)
+    slower_middle = findings.mid_layers_attract(sweep_of([0.2, 0.95, 0.95, 0.5], [9, 5, 3, 1]))
+    assert slower_middle.verdict == "no"
+    few = findings.mid_layers_attract(sweep_of([0.5, 0.5, 0.5], [3, 2, 1], points=10))
+    assert few.verdict == "undecided" and "grid points" in few.observed
+
+
+def test_pca_findings_use_the_pca_numbers():
+    dyn = cache_of(walk([0.2 * (k + 1) for k in range(7)], n=80, d=12))
+    pca = tld.pca_trajectories(dyn, n_components=4, seed=0)
+    resampler = findings._Resampler.of(dyn.text_index, 200, 0)
+    finding = findings.variance_concentrates_with_depth(pca, dyn, resampler)
+    assert finding.numbers["values"] == pytest.approx(pca.variance_per_sublayer_pooled.tolist(), rel=1e-4)
+    both = findings.trajectory_findings(pca, sweep_of([0.5, 0.5, 0.5], [3, 2, 1]), dyn)
+    assert [f.key for f in both] == list(findings.TRAJECTORY_KEYS)
+    with pytest.raises(ValueError, match="pca must be fitted on dyn"):
+        findings.trajectory_findings(pca, None, cache_of(dyn.resid[:40]))
 
 
 def test_findings_on_minilm_are_complete_and_json_ready(minilm):
     dyn = tld.collect(minilm, tld.data.python_docs()[:48], progress=False)
     found = findings.dynamics_findings(dyn)
-    assert len(found) == 11 and len({f.key for f in found}) == 11
+    assert [f.key for f in found] == list(findings.DYNAMICS_KEYS)
     for finding in found:
         record = finding.to_json()
         assert record["verdict"] in ("yes", "no", "undecided") and finding.observed
         assert any(ch.isdigit() for ch in finding.observed)
+
+
+def test_report_table_shows_effect_interval_and_p_for_both_conditions():
+    from tl_dynamics.report import _findings_table
+
+    original, control = list(run(noise(0)).values()), list(run(noise(1)).values())
+    table = _findings_table(original, control)
+    assert table.count("p = ") == 2 * len(original)
+    first = original[0]
+    assert f"[{first.ci[0]:+.3g}, {first.ci[1]:+.3g}]" in table and first.null in table
+
+
+@pytest.mark.parametrize(
+    ("effect", "ci", "p", "expected"),
+    [
+        (0.9, (0.8, 0.95), 1e-6, True),  # significant, above the minimum size
+        (0.3, (0.28, 0.32), 1e-6, False),  # significant but the interval is short of 0.5
+        (0.45, (0.3, 0.6), 1e-6, None),  # significant, effect short of 0.5, interval reaches it
+        (0.9, (-0.1, 1.0), 0.2, None),  # large but not significant
+        (-0.6, (-0.8, -0.4), 1e-6, False),  # significant in the opposite direction
+    ],
+)
+def test_verdict_needs_significance_direction_and_minimum_size(effect, ci, p, expected):
+    assert findings._verdict(effect, ci, p, 0.0, 0.5, 1, 0.01) is expected
+    mirrored = tuple(-c for c in reversed(ci))
+    assert findings._verdict(-effect, mirrored, p, 0.0, -0.5, -1, 0.01) is expected
+
+
+def test_holm_decides_across_the_family():
+    single = findings._tested(
+        "k", "claim", "built", 0.9, np.random.default_rng(0).normal(0.9, 0.3, 1000),
+        effect_unit="x", null="x = 0", null_value=0.0, min_effect=0.5, direction=1,
+    )
+    assert single.verdict == "yes" and single.p_value < 0.01
+    family = findings.decide([single] + [dataclasses.replace(single, p_value=0.5)] * 20)
+    assert family[0].p_adjusted == pytest.approx(min(1.0, 21 * single.p_value))
+    assert 21 * single.p_value > 0.01 and family[0].verdict == "undecided"  # z = 3: p = 0.0027

@@ -155,3 +155,22 @@ def test_distribution_rejects_bad_ranges(resid, value_range):
 def test_distribution_rejects_bad_bin_counts(resid):
     with pytest.raises(ValueError, match="bins must be >= 1; received 0"):
         correlation_distribution(resid, bins=0)
+
+
+def test_two_samples_are_refused_with_the_reason():
+    from tl_dynamics.metrics.correlation import unit_correlation_per_sample
+
+    for function in (unit_correlation, unit_correlation_per_sample):
+        with pytest.raises(ValueError, match=r"at least 3 samples .* received 2.*r = \+1 or -1"):
+            function(torch.randn(2, 4, 3))
+
+
+def test_per_sample_shares_average_to_the_mean_correlation():
+    from tl_dynamics.metrics.correlation import unit_correlation_per_sample
+
+    resid = torch.randn(40, 5, 7, dtype=torch.float64).cumsum(1)
+    resid[:, 2, 3] = 1.0  # a constant unit: NaN r, left out of the mean
+    shares = unit_correlation_per_sample(resid)
+    assert shares.shape == (40, 4)
+    expected = unit_correlation(resid).nanmean(-1)
+    torch.testing.assert_close(shares.mean(0), expected)

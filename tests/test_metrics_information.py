@@ -163,3 +163,16 @@ def test_invalid_method_lists_the_valid_ones():
 def test_invalid_chunk_size():
     with pytest.raises(ValueError, match="chunk_size must be >= 1; received 0"):
         mutual_information(torch.randn(5, 3, 2), method="gaussian", chunk_size=0)
+
+
+@pytest.mark.parametrize("method", ["kde", "binned"])
+def test_per_sample_terms_average_to_the_mean_mutual_information(method):
+    from tl_dynamics.metrics.information import mutual_information_per_sample
+
+    resid = torch.randn(60, 4, 5, dtype=torch.float64).cumsum(1)
+    terms = mutual_information_per_sample(resid, method=method)
+    assert terms.shape == (60, 3)
+    expected = mutual_information(resid, method=method).nanmean(-1)
+    torch.testing.assert_close(terms.mean(0), expected)
+    with pytest.raises(ValueError, match="method must be one of"):
+        mutual_information_per_sample(resid, method="gaussian")

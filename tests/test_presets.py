@@ -49,7 +49,7 @@ def test_converts_once_then_reuses_the_cache(fake_gguf):
     marker = json.loads((first / presets.MARKER_NAME).read_text())
     assert marker["gguf_sha256"] == presets.sha256_of([gguf])
     assert marker["quantisation"] == "Q4_1 GGUF, dequantised to float32"
-    assert not list(first.parent.glob(".partial-*"))
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no partial left
 
 
 def test_a_changed_file_converts_again(fake_gguf):
@@ -80,15 +80,17 @@ def test_a_damaged_cache_is_detected_and_rebuilt(fake_gguf, damage):
 
 
 def test_partials_of_dead_conversions_are_removed_and_live_ones_kept(fake_gguf):
+    gguf, _ = fake_gguf
     root = presets.cache_root()
     root.mkdir(parents=True)
+    target = root / f"{PRESET}-{presets.sha256_of([gguf])[: presets.KEY_CHARS]}"
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True).stdout.strip()
-    dead = root / f".partial-{PRESET}-{dead_pid}-abc"
-    live = root / f".partial-{PRESET}-{os.getpid()}-def"
+    dead = root / f".{target.name}.partial-{dead_pid}-abc"
+    live = root / f".{target.name}.partial-{os.getpid()}-def"
     dead.mkdir()
     live.mkdir()
-    presets.preset_folder(PRESET, progress=lambda line: None)
+    assert presets.preset_folder(PRESET, progress=lambda line: None) == target
     assert not dead.exists() and live.exists()
 
 

@@ -257,7 +257,9 @@ def check_writable(folder: str | Path) -> None:
         ) from error
 
 
-def _temporary_name(out: Path, tag: str) -> str:
+def temporary_name(out: Path, tag: str) -> str:
+    """Prefix of a temporary sibling of ``out``: ``.<out>.<tag>-<pid>-`` (see
+    :func:`remove_stale_partials`)."""
     return f".{out.name}.{tag}-{os.getpid()}-"
 
 
@@ -315,13 +317,13 @@ def atomic_folder(
     check_output(out, overwrite, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)
-    staging = Path(tempfile.mkdtemp(prefix=_temporary_name(out, PARTIAL_TAG), dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_name(out, PARTIAL_TAG), dir=out.parent))
     try:
         yield staging
         (staging / MARKER_NAME).write_text(json.dumps({"kind": kind, "version": __version__}))
         follow_umask(staging)
         if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=_temporary_name(out, RETIRED_TAG), dir=out.parent))
+            retired = Path(tempfile.mkdtemp(prefix=temporary_name(out, RETIRED_TAG), dir=out.parent))
             os.replace(out, retired / out.name)
             os.replace(staging, out)
             shutil.rmtree(retired)

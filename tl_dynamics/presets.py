@@ -54,12 +54,13 @@ from typing import Any
 
 import torch
 
+from tl_dynamics._output import PARTIAL_TAG, follow_umask, remove_stale_partials, temporary_name
+
 CACHE_ENV = "TL_DYNAMICS_CACHE"
 """Environment variable naming the folder of converted models."""
 
 MARKER_NAME = "tl-dynamics-model.json"
 MARKER_KIND = "tl-dynamics-converted-gguf"
-PARTIAL_PREFIX = ".partial-"  # conversions in progress: ".partial-<preset>-<pid>-<random>"
 KEY_CHARS = 16  # hex digits of the GGUF sha256 in the cache folder's name
 HASH_BLOCK = 2**20  # bytes read at a time while hashing
 
@@ -239,45 +240,6 @@ def is_complete(folder: Path, sha256: str) -> bool:
     return True
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _follow_umask(folder: Path) -> None:
-    """Give ``folder`` and its files the modes a plain ``mkdir`` / ``open`` would."""
-    mask = _umask()
-    folder.chmod(0o777 & ~mask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_dead_partials(root: Path, preset: Preset) -> None:
-    """Remove this preset's partial conversions whose converting process has died."""
-    for path in root.glob(f"{PARTIAL_PREFIX}{preset.name}-*"):
-        pid = path.name.removeprefix(f"{PARTIAL_PREFIX}{preset.name}-").split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def load_gguf(name: str, folder: Path) -> tuple[Any, Any]:
     """transformers' dequantised float32 model and tokenizer of a GGUF preset.
 
@@ -321,9 +283,8 @@ def _convert(name: str, sha256: str, target: Path, progress: Callable[[str], Non
     preset = get_preset(name)
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{preset.name}-{os.getpid()}-", dir=root)
-    )
+    remove_stale_partials(target)  # of conversions killed before they finished
+    staging = Path(tempfile.mkdtemp(prefix=temporary_name(target, PARTIAL_TAG), dir=root))
     try:
         progress(f"converting {preset.file} ({preset.quantisation}) to float32, once")
         scratch = staging / "gguf"
@@ -341,7 +302,7 @@ def _convert(name: str, sha256: str, target: Path, progress: Callable[[str], Non
             "transformers_version": _installed_version("transformers"),
         }
         (staging / MARKER_NAME).write_text(json.dumps(marker, indent=1))
-        _follow_umask(staging)
+        follow_umask(staging)
         if target.exists():  # damaged, or finished meanwhile by another process
             if is_complete(target, sha256):
                 return
@@ -378,8 +339,6 @@ def preset_folder(name: str, *, progress: Callable[[str], None] = _tell) -> Path
     root = cache_root()
     target = root / f"{preset.name}-{sha256[:KEY_CHARS]}"
     if not is_complete(target, sha256):
-        if root.is_dir():
-            _remove_dead_partials(root, preset)
         _convert(name, sha256, target, progress)
     return target
 

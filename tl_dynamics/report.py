@@ -45,8 +45,16 @@ from tl_dynamics.collect import collect
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
 from tl_dynamics.interventions import TeleportSweep, teleport_sweep
 
-SCHEMA_VERSION = 1
-"""Version of the layout of ``metrics.json``; bumped when a key changes meaning."""
+SCHEMA_VERSION = 2
+"""Version of the layout of ``metrics.json``; bumped when a key changes meaning.
+
+2: every entry of ``findings`` is a statistical test: ``effect``, ``effect_unit``, ``ci``
+(95 % bootstrap interval over texts), ``p_value``, ``p_adjusted`` (Holm across all
+findings of the condition), ``null``, ``null_value``, ``min_effect``, ``direction`` and
+``alpha`` join ``observed`` and ``numbers``; ``holds`` / ``verdict`` follow the rule of
+:mod:`tl_dynamics.findings`; ``high_correlation`` is split into ``high_correlation``
+and ``correlation_rises``. NaN numbers are ``null``.
+"""
 
 PCA_COMPONENTS = 100  # the paper's Fig 4C reconstructs from 100 components
 TELEPORT_GRID = 10  # the paper's n x n teleport grid, n ~ 10 (section 9)
@@ -238,21 +246,41 @@ def trajectory_figures(measures: TrajectoryMeasures) -> list[go.Figure]:
     ]
 
 
+def _test_cells(finding: findings_module.Finding) -> str:
+    """Verdict, effect with its interval, and Holm-adjusted p of one finding, as cells."""
+    if finding.p_value != finding.p_value:  # NaN: not tested
+        numbers = "–"
+    else:
+        numbers = (
+            f"{finding.effect:+.3g}<br><small>[{finding.ci[0]:+.3g}, {finding.ci[1]:+.3g}]"
+            f"</small><br><small>p = {finding.p_adjusted:.2g}</small>"
+        )
+    return (
+        f"<td class='{finding.verdict}'>{finding.verdict}</td><td>{numbers}</td>"
+        f"<td>{html.escape(finding.observed)}</td>"
+    )
+
+
 def _findings_table(original: list[findings_module.Finding], shuffled: list[findings_module.Finding]) -> str:
+    """The findings of both conditions: verdict, effect [95 % CI], Holm p, in words."""
     rows = []
     for mine, control in zip(original, shuffled):
         rows.append(
             "<tr>"
-            f"<td>{html.escape(mine.claim)}</td>"
-            f"<td class='{mine.verdict}'>{mine.verdict}</td>"
-            f"<td>{html.escape(mine.observed)}</td>"
-            f"<td class='{control.verdict}'>{control.verdict}</td>"
-            f"<td>{html.escape(control.observed)}</td>"
+            f"<td>{html.escape(mine.claim)}<br><small>effect: {html.escape(mine.effect_unit)}; "
+            f"null: {html.escape(mine.null)}</small></td>"
+            f"{_test_cells(mine)}{_test_cells(control)}"
             "</tr>"
         )
+    alpha = original[0].alpha if original else findings_module.ALPHA
     return (
+        f"<p>Each finding is a test: effect [95 % bootstrap interval over texts], p-value "
+        f"after Holm's correction across the findings of the condition; <i>yes</i> needs "
+        f"p &le; {alpha:g} in the paper's direction and the finding's minimum effect "
+        "(see <code>tl_dynamics.findings</code>).</p>"
         "<table class='findings'><thead><tr><th>the paper's finding</th>"
-        "<th>this model</th><th>observed</th><th>shuffled control</th><th>observed (control)</th>"
+        "<th>this model</th><th>effect [CI], p</th><th>observed</th>"
+        "<th>shuffled control</th><th>effect [CI], p</th><th>observed (control)</th>"
         "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
@@ -341,11 +369,14 @@ def run_report(
         }
     with timer.stage("findings", progress):
         found = {
-            name: findings_module.dynamics_findings(
-                dyn, measures[name]["mutual_information"], measures[name]["rotation_null"]
-            )
-            + findings_module.trajectory_findings(
-                trajectories[name].pca, trajectories[name].sweep
+            name: findings_module.decide(
+                findings_module.dynamics_findings(
+                    dyn, measures[name]["mutual_information"], measures[name]["rotation_null"],
+                    seed=seed,
+                )
+                + findings_module.trajectory_findings(
+                    trajectories[name].pca, trajectories[name].sweep, dyn, seed=seed
+                )
             )
             for name, dyn in (("original", original), ("shuffled", shuffled))
         }

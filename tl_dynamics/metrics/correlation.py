@@ -10,6 +10,8 @@ value at ``l``. Neuroscience asks the same of a neuron recorded at two moments.
   and higher within a layer (across attention) than across layers (across an MLP).
 * :func:`pairwise_unit_correlation`: ``r`` for every pair ``l < m``, not only neighbours,
   in the order of :func:`sublayer_pairs` (``itertools.combinations``).
+* :func:`unit_correlation_per_sample`: each sample's linearised share (its influence)
+  of the mean over units of :func:`unit_correlation`, for a cheap bootstrap over texts.
 * :func:`correlation_distribution`: for each unit, the histogram over all pairs ``l < m``
   of its ``r`` on ``[0, 1]`` (Fig 1D): a unit whose mass sits near 1 is stable across
   the whole depth.
@@ -58,6 +60,9 @@ from tl_dynamics.metrics._validation import (
 
 # float64 [batch, sublayer] columns alive per unit while standardising (input, centred, z).
 CORRELATION_COLUMN_COPIES = 3
+# Two points always lie on a line: with 2 samples every non-constant unit has r = +-1,
+# which says nothing about the unit. Three is the fewest that can show a weaker r.
+MIN_CORRELATION_SAMPLES = 3
 
 
 def _standardise(
@@ -118,11 +123,57 @@ def unit_correlation(
 
     Fig 1C. Returns float64 ``[sublayer - 1, d_model]``, dimensionless in ``[-1, 1]``, on
     the input's device; NaN where the unit is constant over the batch at either sublayer.
-    Needs at least 2 samples and 2 sublayers.
+    Needs at least :data:`MIN_CORRELATION_SAMPLES` (3) samples and 2 sublayers.
     """
-    check_resid(resid, min_sublayers=2, min_batch=2)
+    _check_correlation_input(resid)
     chunks = _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES))
     return torch.cat([_successive_correlation(z) for _, z in chunks], dim=-1)
+
+
+def unit_correlation_per_sample(
+    resid: Float[Tensor, "batch sublayer d_model"],
+) -> Float[Tensor, "batch transition"]:
+    """Each sample's linearised share of the mean over units of :func:`unit_correlation`.
+
+    The influence of sample ``i`` on a Pearson ``r`` is
+    ``u_i v_i - r (u_i^2 + v_i^2) / 2`` (``u, v``: the two columns standardised with
+    ``ddof=0``; Hampel et al. 1986, *Robust Statistics*, section 5.1); it averages to 0
+    over the batch. This returns ``r + influence`` averaged over the units with a defined
+    ``r``, so its mean over the batch is ``unit_correlation(resid).nanmean(-1)`` and a
+    bootstrap that reweights its rows is the linearised (delta-method) bootstrap of that
+    mean (:mod:`tl_dynamics.findings`).
+
+    Returns float64 ``[batch, sublayer - 1]``, dimensionless, on the input's device; NaN
+    for a transition where every unit is constant.
+    """
+    _check_correlation_input(resid)
+    total = count = 0
+    scale = math.sqrt(resid.shape[0])  # L2-normalised columns -> ddof=0 z-scores
+    for _, z in _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES + 1)):
+        r = _successive_correlation(z)
+        defined = ~r.isnan()
+        z = (z * scale).nan_to_num_(0.0)  # undefined units add nothing below
+        r = r.nan_to_num(0.0)
+        squares = z.square()
+        share = (
+            einsum(z[:, :-1], z[:, 1:], "batch t unit, batch t unit -> batch t")
+            - einsum(squares[:, :-1] + squares[:, 1:], r, "batch t unit, t unit -> batch t") / 2
+            + r.sum(-1)
+        )
+        total = total + share
+        count = count + reduce(defined.to(STAT_DTYPE), "t unit -> t", "sum")
+    return total / count
+
+
+def _check_correlation_input(resid: object) -> None:
+    """``check_resid`` with the sample minimum of a per-unit correlation and its reason."""
+    if isinstance(resid, Tensor) and resid.ndim == 3 and resid.shape[0] < MIN_CORRELATION_SAMPLES:
+        raise ValueError(
+            f"resid needs at least {MIN_CORRELATION_SAMPLES} samples (batch, dim 0) for a "
+            f"per-unit correlation; received {resid.shape[0]} (shape {tuple(resid.shape)}): "
+            "with 2 samples every unit would have r = +1 or -1"
+        )
+    check_resid(resid, min_sublayers=2, min_batch=MIN_CORRELATION_SAMPLES)
 
 
 def pairwise_unit_correlation(
@@ -132,9 +183,10 @@ def pairwise_unit_correlation(
 
     Row ``p`` is the pair ``sublayer_pairs(n_sublayers)[p]``. Returns float64
     ``[n_sublayers * (n_sublayers - 1) / 2, d_model]``, dimensionless in ``[-1, 1]``, on
-    the input's device; NaN where the unit is constant at either sublayer.
+    the input's device; NaN where the unit is constant at either sublayer. Needs at least
+    :data:`MIN_CORRELATION_SAMPLES` (3) samples.
     """
-    check_resid(resid, min_sublayers=2, min_batch=2)
+    _check_correlation_input(resid)
     n_sublayers = resid.shape[1]
     pairs = sublayer_pairs(n_sublayers).to(resid.device)
     gram_bytes = n_sublayers * n_sublayers * STAT_DTYPE.itemsize

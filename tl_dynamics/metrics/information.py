@@ -39,7 +39,9 @@ the whitened points are linearly binned onto a grid of spacing half a kernel wid
 convolved with the Gaussian by FFT (its variance reduced by the ``delta^2 / 3`` that
 binning and interpolation add) and read back at the samples by linear interpolation.
 Its MI is within ~0.1 % of the exact KDE on average (2 % at worst) on MiniLM activations
-and heavy-tailed data, and 50-100x faster than scipy.
+and heavy-tailed data. Its speed-up over the paper's per-pair scipy loop depends on the
+data's shape (number of samples, outliers) and is measured on several shapes by
+``benchmarks/bench_mutual_information.py`` (``benchmarks/RESULTS.md``).
 
 ``method="gaussian"`` is the closed form for a bivariate Gaussian,
 ``-1/2 log(1 - r^2)``, from the Pearson ``r``: a linear baseline that the KDE estimate
@@ -47,25 +49,27 @@ matches on Gaussian data and exceeds where the dependence is non-linear.
 
 Degenerate units give NaN with every method, never an error: a unit that is constant over
 the batch at either sublayer (no density), or perfectly collinear across the transition
-(``1 - r^2 < 1e-12``: the joint covariance is singular, as it is for any data with
-only 2 samples).
+(``1 - r^2 < 1e-12``: the joint covariance is singular). Fewer than
+:data:`MI_MIN_SAMPLES` (3) samples are refused: two points always lie on a line.
 
 Example::
 
     import torch
     from tl_dynamics.metrics import mutual_information
+    from tl_dynamics.metrics.information import mutual_information_per_sample
 
     x = torch.randn(200, 1, 8)
     resid = torch.cat([x, x + 0.5 * torch.randn(200, 1, 8), torch.randn(200, 1, 8)], dim=1)
     mi = mutual_information(resid)          # [transition, d_model] = [2, 8], nats
     mi.mean(1)                              # high for the coupled step, ~0 for the independent one
     mutual_information(resid, method="gaussian").mean(1)   # -1/2 log(1 - r^2) = 0.80 and ~0
+    mutual_information_per_sample(resid).mean(0)   # = mi.nanmean(1): each sample's share
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from einops import rearrange, reduce
@@ -232,16 +236,18 @@ def _grid_sums(
 
 
 
-def _kde_mutual_information(
+def _kde_log_ratios(
     x: Float[Tensor, "batch sublayer unit"],
     z: Float[Tensor, "batch sublayer unit"],
     r: Float[Tensor, "transition unit"],
     chunk_size: int | None,
     binned: bool = False,
-) -> Float[Tensor, "transition unit"]:
-    """Resubstitution KDE estimate of MI (module docstring), nats, ``[transition, unit]``.
+) -> Float[Tensor, "transition unit batch"]:
+    """Each sample's term ``log((p(x_i, y_i) + eps) / (p(x_i) p(y_i) + eps))``, nats.
 
-    ``binned=True`` takes the kernel sums from the grid (:func:`_binned_kernel_sums`).
+    Their mean over the batch is the resubstitution KDE estimate of MI (module
+    docstring). ``binned=True`` takes the kernel sums from the grid
+    (:func:`_binned_kernel_sums`).
     """
     n = x.shape[0]
     sd = torch.std(x, dim=0, correction=1)  # [sublayer, unit], units of x
@@ -277,10 +283,20 @@ def _kde_mutual_information(
     norm = n * 2 * math.pi * f**2 * spread * (sd[:-1] * sd[1:]).unsqueeze(-1)
     joint = rearrange(sums, "(t d) batch -> t d batch", d=x.shape[2]) / norm
 
-    log_ratio = torch.log(joint + MI_LOG_EPSILON) - torch.log(
+    return torch.log(joint + MI_LOG_EPSILON) - torch.log(
         marginal[:-1] * marginal[1:] + MI_LOG_EPSILON
     )
-    return reduce(log_ratio, "t d batch -> t d", "mean")
+
+
+def _kde_mutual_information(
+    x: Float[Tensor, "batch sublayer unit"],
+    z: Float[Tensor, "batch sublayer unit"],
+    r: Float[Tensor, "transition unit"],
+    chunk_size: int | None,
+    binned: bool = False,
+) -> Float[Tensor, "transition unit"]:
+    """Resubstitution KDE estimate of MI (module docstring), nats, ``[transition, unit]``."""
+    return reduce(_kde_log_ratios(x, z, r, chunk_size, binned), "t d batch -> t d", "mean")
 
 
 def _binned_mutual_information(
@@ -313,6 +329,7 @@ _ESTIMATORS: dict[str, Estimator] = {
     "gaussian": _gaussian_mutual_information,
 }
 MI_METHODS = tuple(_ESTIMATORS)
+PER_SAMPLE_METHODS = ("kde", "binned")  # estimators with per-sample terms
 
 
 def mutual_information(
@@ -332,17 +349,61 @@ def mutual_information(
 
     Returns float64 ``[sublayer - 1, d_model]`` in nats, on the input's device. NaN for
     degenerate units: constant over the batch at either sublayer, or perfectly collinear
-    across the transition (singular joint covariance). Needs at least 2 samples and 2
-    sublayers.
+    across the transition (singular joint covariance). Needs at least
+    :data:`MI_MIN_SAMPLES` (3) samples and 2 sublayers.
     """
-    check_resid(resid, min_sublayers=2, min_batch=MI_MIN_SAMPLES)
-    check_choice(method, "method", MI_METHODS)
-    if chunk_size is not None:
-        check_positive_int(chunk_size, "chunk_size")
+    _check_arguments(resid, method, chunk_size, MI_METHODS)
     estimator = _ESTIMATORS[method]
     pieces = []
+    for x, z, r, degenerate in _transition_chunks(resid):
+        pieces.append(estimator(x, z, r, chunk_size).masked_fill(degenerate, math.nan))
+    return torch.cat(pieces, dim=-1)
+
+
+def mutual_information_per_sample(
+    resid: Float[Tensor, "batch sublayer d_model"],
+    *,
+    method: str = "kde",
+    chunk_size: int | None = None,
+) -> Float[Tensor, "batch transition"]:
+    """Each sample's share of the mean MI over units: its log density ratio, in nats.
+
+    For every sample ``i`` and transition ``t``, the mean over the non-degenerate units of
+    ``log((p(x_i, y_i) + eps) / (p(x_i) p(y_i) + eps))``, the terms whose mean over the
+    batch is :func:`mutual_information` averaged over units (``nanmean``). A bootstrap
+    over samples that reweights these terms (densities held fixed) is the linearised
+    bootstrap of the mean MI (:mod:`tl_dynamics.findings`). ``method`` is ``"kde"`` or
+    ``"binned"`` (the Gaussian closed form has no per-sample terms).
+
+    Returns float64 ``[batch, sublayer - 1]`` in nats, on the input's device; NaN for a
+    transition where every unit is degenerate.
+    """
+    _check_arguments(resid, method, chunk_size, PER_SAMPLE_METHODS)
+    total = count = 0
+    for x, z, r, degenerate in _transition_chunks(resid):
+        ratios = _kde_log_ratios(x, z, r, chunk_size, binned=method == "binned")
+        ratios = ratios.masked_fill(degenerate.unsqueeze(-1), 0.0)
+        total = total + reduce(ratios, "t d batch -> batch t", "sum")
+        count = count + reduce((~degenerate).to(STAT_DTYPE), "t d -> t", "sum")
+    return total / count
+
+
+def _check_arguments(
+    resid: object, method: object, chunk_size: object, methods: Sequence[str]
+) -> None:
+    """Validate the arguments shared by the public MI functions, before any work."""
+    check_resid(resid, min_sublayers=2, min_batch=MI_MIN_SAMPLES)
+    check_choice(method, "method", methods)
+    if chunk_size is not None:
+        check_positive_int(chunk_size, "chunk_size")
+
+
+def _transition_chunks(
+    resid: Float[Tensor, "batch sublayer d_model"],
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """``(x, z, r, degenerate)`` per chunk of units: float64 data, standardised columns,
+    Pearson ``r [transition, unit]`` and the mask of units whose MI is undefined."""
     for x, z in _unit_chunks(resid, _column_bytes(resid, MI_COLUMN_COPIES)):
         r = _successive_correlation(z)
         degenerate = r.isnan() | ((1 - r) * (1 + r) < SINGULAR_TOLERANCE)
-        pieces.append(estimator(x, z, r, chunk_size).masked_fill(degenerate, math.nan))
-    return torch.cat(pieces, dim=-1)
+        yield x, z, r, degenerate

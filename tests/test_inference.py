@@ -1,0 +1,71 @@
+"""Bootstrap, p-values and Holm's correction against independent references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from tl_dynamics._inference import (
+    bootstrap_weights,
+    holm,
+    normal_p_value,
+    percentile_interval,
+)
+
+
+def holm_reference(p, alpha):
+    """Holm (1979) as written: reject the smallest p-values while p_(k) <= alpha / (m - k + 1)."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    rejected = [False] * len(p)
+    for k, i in enumerate(order):
+        if p[i] > alpha / (len(p) - k):
+            break
+        rejected[i] = True
+    return rejected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_holm_rejects_what_the_step_down_procedure_rejects(seed):
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.uniform(0, 0.003, 4), rng.uniform(0, 1, 10)])
+    rng.shuffle(p)
+    adjusted = holm(p)
+    for alpha in (0.001, 0.01, 0.05):
+        assert list(adjusted <= alpha) == holm_reference(list(p), alpha)
+    assert (adjusted >= p).all() and (adjusted <= 1).all()
+
+
+def test_holm_known_values_and_nan():
+    # statsmodels.stats.multitest.multipletests([0.01, 0.04, 0.03, 0.005], method="holm")[1]
+    assert holm(np.array([0.01, 0.04, 0.03, 0.005])) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = holm(np.array([0.01, np.nan, 0.02]))
+    assert np.isnan(adjusted[1]) and adjusted[[0, 2]] == pytest.approx([0.02, 0.02])
+
+
+def test_percentile_interval_of_the_mean_matches_scipy():
+    values = np.random.default_rng(0).exponential(size=150)
+    weights = bootstrap_weights(torch.arange(150), n_resamples=20000, seed=1)
+    ours = percentile_interval((weights @ torch.from_numpy(values)).numpy())
+    theirs = stats.bootstrap(
+        (values,), np.mean, n_resamples=20000, method="percentile", random_state=2
+    ).confidence_interval
+    width = theirs.high - theirs.low
+    assert ours[0] == pytest.approx(theirs.low, abs=0.03 * width)
+    assert ours[1] == pytest.approx(theirs.high, abs=0.03 * width)
+
+
+def test_bootstrap_weights_resample_groups_reproducibly():
+    groups = torch.tensor([7, 7, 3, 3, 3, 9])
+    weights = bootstrap_weights(groups, n_resamples=500, seed=4)
+    assert torch.equal(weights, bootstrap_weights(groups, n_resamples=500, seed=4))
+    assert weights.sum(1) == pytest.approx(torch.ones(500, dtype=torch.float64))
+    assert torch.equal(weights[:, 0], weights[:, 1]) and torch.equal(weights[:, 2], weights[:, 4])
+    assert not torch.equal(weights, bootstrap_weights(groups, n_resamples=500, seed=5))
+
+
+def test_normal_p_value():
+    assert normal_p_value(1.96, 0.0, 1.0) == pytest.approx(0.05, abs=1e-3)
+    assert normal_p_value(0.3, 0.3, 0.0) == 1.0 and normal_p_value(0.4, 0.3, 0.0) == 0.0
+    assert np.isnan(normal_p_value(float("nan"), 0.0, 1.0))

@@ -1,0 +1,119 @@
+"""Bootstrap intervals, p-values and Holm's correction for the findings (private).
+
+A finding of :mod:`tl_dynamics.findings` is a number computed from per-sample terms
+(each text's mean |activation| at each sublayer, its cosine at each transition, its share
+of a correlation, ...). The bootstrap over texts (Efron & Tibshirani 1993, *An
+Introduction to the Bootstrap*) draws the texts again with replacement, ``n`` out of
+``n``, and recomputes the number; the spread of the recomputed numbers is the number's
+sampling uncertainty. Drawing texts with replacement is the same as giving each text a
+multinomial count, so all resamples are one weight matrix ``W [resample, text]`` and the
+per-sample means of every resample one matrix product ``W @ terms``; statistics that are
+not means of per-sample terms (a rank correlation over depth, a ratio of two means) are
+computed from those resampled means, row by row.
+
+* :func:`bootstrap_weights`: the seeded weight matrix, texts expanded to their samples.
+* :func:`percentile_interval`: the percentile interval of the resampled statistic.
+* :func:`normal_p_value`: two-sided p-value of ``effect = null_value`` from a resampled
+  (or permuted) spread, by the normal approximation.
+* :func:`holm`: Holm's (1979) step-down adjusted p-values, family-wise error control.
+
+Example::
+
+    import numpy as np
+    import torch
+    from tl_dynamics._inference import bootstrap_weights, holm, percentile_interval
+
+    values = torch.randn(200, dtype=torch.float64) + 0.3
+    weights = bootstrap_weights(torch.arange(200), n_resamples=1000, seed=0)
+    means = (weights @ values).numpy()                  # 1000 bootstrap means
+    percentile_interval(means)                          # ~ (0.16, 0.44)
+    holm(np.array([0.01, 0.04, 0.03]))                  # [0.03, 0.06, 0.06]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from scipy.stats import norm
+from torch import Tensor
+
+# Resamples per bootstrap. 1000 is the usual floor for a 95 % percentile interval
+# (Efron & Tibshirani 1993, section 19.3); p-values come from the normal approximation
+# (normal_p_value), so they are not limited to multiples of 1 / (B + 1).
+N_RESAMPLES = 1000
+CONFIDENCE = 0.95  # two-sided percentile interval
+ALPHA = 0.01  # family-wise error rate of one report's findings, after Holm's correction
+# Resamples drawn into one [chunk, text] weight block while expanding to samples.
+WEIGHT_CHUNK = 256
+
+
+def bootstrap_weights(
+    groups: Int[Tensor, " sample"], n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> Float[Tensor, "resample sample"]:
+    """Row-normalised bootstrap weights that resample whole groups (texts).
+
+    Each row draws ``n_groups`` groups with replacement (a multinomial count per group,
+    from numpy's seeded ``PCG64``); every sample gets its group's count, and the row is
+    divided by its sum, so ``weights @ terms`` is the resample's mean of ``terms`` over
+    samples. With one sample per group this is the ordinary bootstrap over samples.
+
+    Returns float64 ``[n_resamples, n_samples]`` on the CPU; rows sum to 1.
+    """
+    codes, inverse = torch.unique(groups.cpu(), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    n_groups = len(codes)
+    counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_resamples)
+    weights = torch.from_numpy(counts).to(torch.float64)[:, inverse]
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def percentile_interval(
+    replicates: Float[np.ndarray, " resample"], confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """The ``confidence`` percentile interval of bootstrap replicates (NaNs dropped).
+
+    Same definition as ``scipy.stats.bootstrap(method="percentile")``: the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles.
+    """
+    finite = replicates[np.isfinite(replicates)]
+    if len(finite) == 0:
+        return (math.nan, math.nan)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+def normal_p_value(effect: float, null_value: float, spread: float) -> float:
+    """Two-sided p-value of ``effect = null_value`` given the statistic's standard error.
+
+    ``2 * Phi(-|effect - null_value| / spread)``. A zero spread gives 0 when the effect
+    differs from the null value and 1 when it equals it; NaN inputs give NaN.
+    """
+    if not all(math.isfinite(v) for v in (effect, null_value, spread)):
+        return math.nan
+    distance = abs(effect - null_value)
+    if spread == 0:
+        return 0.0 if distance > 0 else 1.0
+    return float(2 * norm.sf(distance / spread))
+
+
+def holm(p_values: Float[np.ndarray, " test"]) -> Float[np.ndarray, " test"]:
+    """Holm's step-down adjusted p-values (Holm 1979), NaNs kept out of the family.
+
+    Sorted ascending, the ``k``-th smallest of ``m`` p-values is multiplied by
+    ``m - k + 1`` (``k`` from 1), made non-decreasing by a running maximum and capped
+    at 1; a test is rejected at family-wise level ``alpha`` iff its adjusted p-value is
+    ``<= alpha``. Same numbers as ``statsmodels.stats.multitest.multipletests(p,
+    method="holm")[1]``.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    scaled = (m - np.arange(m)) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
