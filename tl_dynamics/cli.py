@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--n",
-        type=positive_int,
+        type=int,  # checked by sample_texts, which also knows the corpus size
         default=None,
         help=f"number of texts, drawn with --seed (default {DEFAULT_N}, or every text of a "
         "smaller corpus)",

@@ -295,6 +295,7 @@ TRAJECTORY_TEXT = (
     "as BERT the normalisation alone pulls distant points in.</p>"
 )
 
+
 def _provenance_note(provenance: dict[str, Any] | None) -> str:
     """A line saying where a preset's weights came from (empty for other models)."""
     if not provenance:
