@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -152,6 +153,31 @@ def test_compare_overlays_reports_on_normalised_depth(minilm_report, llama_repor
             assert len(curve["depth"]) == len(curve["values"])
     page = (out / "compare.html").read_text()
     assert page.count("Plotly.newPlot") == len(CURVES)
+
+
+def test_compare_puts_each_reports_findings_side_by_side(minilm_report, llama_report, tmp_path):
+    out = tmp_path / "findings"
+    assert main(["compare", str(minilm_report), str(llama_report), "--out", str(out)]) == 0
+    record = json.loads((out / "compare.json").read_text())
+    for folder, label in zip((minilm_report, llama_report), record["findings"]):
+        own = json.loads((folder / "metrics.json").read_text())["findings"]
+        assert record["findings"][label] == own
+    page = (out / "compare.html").read_text()
+    table = page[page.index("<table class='findings'>") : page.index("</table>")]
+    rows = table.split("<tr>")[2:]  # after the header row
+    first = json.loads((minilm_report / "metrics.json").read_text())["findings"]
+    assert len(rows) == len(first["original"])
+    for row, finding in zip(rows, first["original"]):
+        assert html.escape(finding["claim"]) in row
+        assert row.count("<td class=") == 4  # two reports x two conditions
+        assert f"<td class='{finding['verdict']}'>" in row
+
+
+def test_finding_round_trips_through_json(minilm_report):
+    from tl_dynamics.findings import Finding
+
+    for record in json.loads((minilm_report / "metrics.json").read_text())["findings"]["original"]:
+        assert Finding.from_json(record).to_json() == record
 
 
 def test_compare_refuses_a_folder_that_is_not_a_report(tmp_path, capsys):

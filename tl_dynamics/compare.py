@@ -1,4 +1,8 @@
-"""Compare models: overlay the per-depth curves of several reports on normalised depth.
+"""Compare models: the paper's findings side by side, and per-depth curves on normalised depth.
+
+The findings table puts each report's verdicts (both conditions, with effect, interval
+and p; see :mod:`tl_dynamics.findings`) in one row per finding, so a reader sees which of
+the paper's findings hold in which model.
 
 Models differ in depth (MiniLM has 6 layers, Llama 3.1 8B 32, Gemma 2 9B 42), so each
 curve is drawn against *normalised depth*: sublayer s of a model with 2L sublayers sits
@@ -15,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,8 @@ from tl_dynamics._output import (
     render_html,
     write_json,
 )
-from tl_dynamics.report import SCHEMA_VERSION
+from tl_dynamics.findings import Finding
+from tl_dynamics.report import SCHEMA_VERSION, effect_html
 
 CURVES = (
     # (key in a condition of metrics.json, axis title, per "sublayer" or "transition")
@@ -131,6 +137,46 @@ def depth_curves(record: dict[str, Any]) -> list[dict[str, Any]]:
     return curves
 
 
+def findings_table(labels: Sequence[str], records: Sequence[dict[str, Any]]) -> str:
+    """The paper's findings as each report tested them, side by side, as an HTML table.
+
+    One row per finding (in the order the reports list them), one column per report and
+    condition: the verdict, with the effect, its 95 % interval and the Holm-adjusted p.
+    """
+    found = {
+        (label, condition): {record["key"]: Finding.from_json(record) for record in findings}
+        for label, report in zip(labels, records, strict=True)
+        for condition, findings in report.get("findings", {}).items()
+    }
+    claims: dict[str, str] = {}
+    for by_key in found.values():
+        for key, finding in by_key.items():
+            claims.setdefault(key, finding.claim)
+    header = "".join(
+        f"<th>{html.escape(label)}<br><small>{html.escape(condition)}</small></th>"
+        for label, condition in found
+    )
+    rows = []
+    for key, claim in claims.items():
+        cells = []
+        for by_key in found.values():
+            finding = by_key.get(key)
+            cells.append(
+                "<td>not tested</td>"
+                if finding is None
+                else f"<td class='{finding.verdict}'>{finding.verdict}<br>{effect_html(finding)}</td>"
+            )
+        rows.append(f"<tr><td>{html.escape(claim)}</td>{''.join(cells)}</tr>")
+    return (
+        "<p>Each report's verdicts, as its own findings table states them: effect "
+        "[95 % bootstrap interval over texts], p after Holm's correction within the report "
+        "and condition. <i>original</i>: the texts; <i>shuffled</i>: the same tokens in "
+        "random order after BOS, the control.</p>"
+        f"<table class='findings'><thead><tr><th>the paper's finding</th>{header}</tr></thead>"
+        "<tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
 def run_compare(folders: Sequence[str | Path], *, out: str | Path, overwrite: bool = False) -> Path:
     """Write ``compare.html`` and ``compare.json`` overlaying the reports in ``folders``.
 
@@ -179,11 +225,20 @@ def run_compare(folders: Sequence[str | Path], *, out: str | Path, overwrite: bo
         figures.append(figure)
     with atomic_folder(out, overwrite, kind=COMPARE_KIND, inputs=folders) as staging:
         intro = "<p class='sub'>Solid: original texts; dotted: shuffled-token control.</p>"
-        page = render_html("Transformer dynamics: model comparison", intro, [("Curves", "", figures)])
+        sections = [("Findings", findings_table(labels, records), []), ("Curves", "", figures)]
+        page = render_html("Transformer dynamics: model comparison", intro, sections)
         (staging / "compare.html").write_text(page, encoding="utf-8")
         write_json(
             staging / "compare.json",
-            {"schema_version": SCHEMA_VERSION, "tl_dynamics_version": __version__, "reports": reports},
+            {
+                "schema_version": SCHEMA_VERSION,
+                "tl_dynamics_version": __version__,
+                "reports": reports,
+                "findings": {
+                    label: record.get("findings", {})
+                    for label, record in zip(labels, records, strict=True)
+                },
+            },
         )
     return Path(out)
 

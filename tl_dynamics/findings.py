@@ -173,6 +173,26 @@ class Finding:
         record = dataclasses.asdict(self) | {"ci": list(self.ci), "verdict": self.verdict}
         return {k: _json_number(v) for k, v in record.items()}
 
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Finding:
+        """Inverse of :meth:`to_json` (``None`` numbers become NaN). A record of an older
+        ``metrics.json`` without a test's numbers gets NaN numbers and keeps its verdict."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            value = record.get(field.name)
+            if field.name == "ci":
+                value = tuple(math.nan if v is None else float(v) for v in (value or (None, None)))
+            elif field.name in {"effect", "p_value", "null_value", "min_effect", "alpha", "p_adjusted"}:
+                value = math.nan if value is None else float(value)
+            elif field.name == "numbers":
+                value = value or {}
+            elif field.name in {"effect_unit", "null"}:
+                value = value or ""
+            elif field.name == "direction":
+                value = int(value or 0)
+            values[field.name] = value
+        return cls(**values)
+
 
 def _json_number(value: Any) -> Any:
     """NaN and inf floats (also inside lists and dicts) as ``None``, for strict JSON."""

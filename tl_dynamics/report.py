@@ -246,17 +246,20 @@ def trajectory_figures(measures: TrajectoryMeasures) -> list[go.Figure]:
     ]
 
 
+def effect_html(finding: findings_module.Finding) -> str:
+    """``effect [95 % CI], Holm p`` of one finding as HTML (a dash when it was not tested)."""
+    if finding.p_value != finding.p_value:  # NaN: not tested
+        return "–"
+    return (
+        f"{finding.effect:+.3g}<br><small>[{finding.ci[0]:+.3g}, {finding.ci[1]:+.3g}]"
+        f"</small><br><small>p = {finding.p_adjusted:.2g}</small>"
+    )
+
+
 def _test_cells(finding: findings_module.Finding) -> str:
     """Verdict, effect with its interval, and Holm-adjusted p of one finding, as cells."""
-    if finding.p_value != finding.p_value:  # NaN: not tested
-        numbers = "–"
-    else:
-        numbers = (
-            f"{finding.effect:+.3g}<br><small>[{finding.ci[0]:+.3g}, {finding.ci[1]:+.3g}]"
-            f"</small><br><small>p = {finding.p_adjusted:.2g}</small>"
-        )
     return (
-        f"<td class='{finding.verdict}'>{finding.verdict}</td><td>{numbers}</td>"
+        f"<td class='{finding.verdict}'>{finding.verdict}</td><td>{effect_html(finding)}</td>"
         f"<td>{html.escape(finding.observed)}</td>"
     )
 
