@@ -1,19 +1,30 @@
 """The main job's wall time: the default ``tl-dynamics report``, stage by stage.
 
-Runs the README's main command (packaged MiniLM, the offline Python-docs corpus: all
-823 of its texts, since it holds fewer than the default 1000) and prints the seconds of
-each stage as the report records them, and for the collection stage the ratio to plain
-forward passes over the same texts (both conditions: 2 x 823 texts).
+Runs the README's main command (the default SmolLM2-135M preset, the offline Python-docs
+corpus: all 823 of its texts, since it holds fewer than the default 1000, both
+conditions) :data:`REPEATS` times in a row and prints, for each run, the seconds of every
+stage as the report records them. Two targets, from the real-models issue:
 
-Run from the repository root::
+* the whole report finishes in at most :data:`TARGET_SECONDS` on a 2-core machine;
+* its total time is at most :data:`TARGET_RATIO` times its own collection stage (the
+  forward passes over 2 x 823 texts), so that everything the report adds after
+  collecting costs no more than collecting.
 
-    python benchmarks/bench_report.py
+The collection stage itself is compared with the same forward passes without reads in
+``bench_collect.py``. The model is converted (once) and loaded before the first run, so
+no run pays for the conversion.
+
+Run from the repository root (about 3 x 5 minutes)::
+
+    python benchmarks/bench_report.py [repeats]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,43 +32,47 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import torch
 from _common import machine
-from bench_collect import padded_batches
 
 import tl_dynamics as tld
 from tl_dynamics.cli import main as cli
 
-
-def plain_forward_seconds(model, texts):
-    """Seconds of hook-free forward passes over the batches collect builds, both conditions."""
-    batches = padded_batches(model, texts)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for _ in range(2):  # the original and the shuffled condition
-            for tokens, mask in batches:
-                model(tokens, attention_mask=mask, return_type=None)
-    return time.perf_counter() - start
+REPEATS = 3  # whole reports, one after the other
+TARGET_SECONDS = 300.0  # 5 minutes on this 2-core machine, from the real-models issue
+TARGET_RATIO = 2.0  # total / collection stage, from the real-models issue
 
 
-def main():
-    print(machine())
+def run_once() -> tuple[float, dict[str, float], int]:
+    """``(total seconds, stage seconds, number of texts)`` of one default report."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "report"
         start = time.perf_counter()
         assert cli(["report", "--out", str(out), "--quiet"]) == 0
         total = time.perf_counter() - start
         record = json.loads((out / "metrics.json").read_text())
-    stages = record["stage_seconds"]
-    print(f"\ntl-dynamics report (defaults): {record['n_texts']} texts, {total:.1f} s in all")
-    for stage, seconds in stages.items():
-        print(f"  {stage:<28} {seconds:7.1f} s  ({100 * seconds / total:4.1f}%)")
-    model = tld.models.load_model()
-    texts = tld.data.sample_texts(tld.data.python_docs(), record["n_texts"], seed=0)
-    forward = plain_forward_seconds(model, texts)
-    print(f"  plain forward passes, same batches: {forward:.1f} s; "
-          f"collect stage / forward = {stages['collect'] / forward:.2f}x (target <= 1.10x)")
+    return total, record["stage_seconds"], record["n_texts"]
+
+
+def main(repeats: int = REPEATS) -> None:
+    print(machine())
+    tld.models.load_model()  # convert the preset once, outside the timed runs
+    runs = [run_once() for _ in range(repeats)]
+    n_texts = runs[0][2]
+    print(f"\ntl-dynamics report (defaults: {tld.models.DEFAULT_MODEL}, {n_texts} texts, "
+          f"both conditions), {repeats} runs")
+    for stage in runs[0][1]:
+        seconds = [stages[stage] for _, stages, _ in runs]
+        print(f"  {stage:<28} median {statistics.median(seconds):7.1f} s "
+              f"(range {min(seconds):.1f}-{max(seconds):.1f})")
+    totals = [total for total, _, _ in runs]
+    ratios = [total / stages["collect"] for total, stages, _ in runs]
+    print(f"  {'total':<28} median {statistics.median(totals):7.1f} s "
+          f"(range {min(totals):.1f}-{max(totals):.1f}); target <= {TARGET_SECONDS:.0f} s: "
+          f"{'met' if max(totals) <= TARGET_SECONDS else 'NOT met'}")
+    print(f"  total / collect stage: median {statistics.median(ratios):.2f}x "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}); target <= {TARGET_RATIO:.1f}x: "
+          f"{'met' if max(ratios) <= TARGET_RATIO else 'NOT met'}")
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else REPEATS)
