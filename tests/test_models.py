@@ -78,3 +78,12 @@ def test_a_folder_with_only_config_says_the_weights_are_missing(tmp_path):
 def test_a_folder_without_config_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         models.load_model(str(tmp_path))
+
+
+def test_progress_false_keeps_transformers_bars_off_and_restores_them(capfd):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    models.load_model("minilm", progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

@@ -155,7 +155,9 @@ def _collect(args: argparse.Namespace) -> None:
         rank, default_device = 0, "cuda" if torch.cuda.is_available() else "cpu"
     check_writable(args.out)
     texts = load_corpus(args.texts)[: args.limit]
-    model = load_model(args.model, device=args.device or default_device, dtype=args.dtype)
+    model = load_model(
+        args.model, device=args.device or default_device, dtype=args.dtype, progress=not args.quiet
+    )
     settings = {
         "batch_size": args.batch_size,
         "positions": args.positions,
@@ -193,7 +195,7 @@ def _report(args: argparse.Namespace) -> None:
     corpus = load_corpus(args.texts)
     n = min(DEFAULT_N, len(corpus)) if args.n is None else args.n
     texts = sample_texts(corpus, n, seed=args.seed)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet)
     seconds = run_report(
         model,
         texts,

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import urllib.parse
 from pathlib import Path
@@ -135,8 +136,27 @@ def _local_source(name: str) -> str:
     return str(path)
 
 
+@contextlib.contextmanager
+def _transformers_progress(show: bool):
+    """transformers' own progress bars (weight loading, GGUF dequantisation) on or off."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not show:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not show:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
-    name: str | Path | None = None, *, device: str = "cpu", dtype: str | torch.dtype = "float32"
+    name: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    progress: bool = True,
 ) -> Any:
     """Boot a ``TransformerBridge`` in eval mode.
 
@@ -147,6 +167,7 @@ def load_model(
         device: Torch device, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``. Half types on a CPU are
             refused: many CPU kernels lack them, and fp16 overflows silently.
+        progress: Show transformers' progress bars while converting and loading.
 
     Returns:
         The model, with ``tl_dynamics_provenance`` (a dict: preset, source package and file,
@@ -167,7 +188,8 @@ def load_model(
     name = DEFAULT_MODEL if name is None else str(name)
     provenance = None
     if name in PRESETS:
-        source = str(preset_folder(name))
+        with _transformers_progress(progress):
+            source = str(preset_folder(name))
     elif Path(name).expanduser().exists() or Path(name).suffix or name.startswith((".", "/", "~")):
         source = _local_source(name)
     else:
@@ -175,7 +197,10 @@ def load_model(
         if not hub_available(source):
             raise ConnectionError(_unreachable(source))
     try:
-        model = TransformerBridge.boot_transformers(source, device=str(torch_device), dtype=torch_dtype)
+        with _transformers_progress(progress):
+            model = TransformerBridge.boot_transformers(
+                source, device=str(torch_device), dtype=torch_dtype
+            )
     except OSError as error:
         raise ConnectionError(_unreachable(source)) from error
     if name in PRESETS:
