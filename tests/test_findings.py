@@ -232,7 +232,7 @@ def test_report_table_shows_effect_interval_and_p_for_both_conditions():
 
     original, control = list(run(noise(0)).values()), list(run(noise(1)).values())
     table = _findings_table(original, control)
-    assert table.count("p = ") == 2 * len(original)
+    assert table.count("<small>p = ") == 2 * len(original)
     first = original[0]
     assert f"[{first.ci[0]:+.3g}, {first.ci[1]:+.3g}]" in table and first.null in table
 
