@@ -139,6 +139,19 @@ def test_smooth_oscillation_turns_less_than_the_shuffled_null():
     assert finding.verdict == "no" and finding.effect < 0
 
 
+def test_rotation_every_three_sublayers_turns_more_than_the_shuffled_null():
+    # each unit turns a third of a circle per sublayer (random phase per unit): the true
+    # order turns (S - 2) / 3 times, a shuffle of the same values fewer (~S / 4)
+    n_sublayers, g = 32, torch.Generator().manual_seed(0)
+    phase = 2 * math.pi * torch.rand(1, 1, 8, generator=g)
+    depth = torch.arange(n_sublayers, dtype=torch.float32)[None, :, None]
+    resid = torch.cos(2 * math.pi * depth / 3 + phase) + 0.3 * torch.randn(80, n_sublayers, 8, generator=g)
+    finding = run(resid)["rotations_exceed_null"]
+    assert finding.numbers["observed_mean_abs"] == pytest.approx((n_sublayers - 2) / 3, abs=0.5)
+    assert finding.verdict == "yes", finding.observed
+    assert finding.ci[0] <= finding.effect <= finding.ci[1]
+
+
 def test_too_few_texts_are_undecided_saying_why():
     found = run(noise(0, n=findings.MIN_TEXTS - 1))
     assert {f.verdict for f in found.values()} == {"undecided"}
