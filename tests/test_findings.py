@@ -218,6 +218,57 @@ def test_mid_layers_attract_compares_per_sublayer_pull():
     assert few.verdict == "undecided" and "grid points" in few.observed
 
 
+def plane_walk(steps, spread, n=100, d=16, seed=0):
+    """A walk in units 0-1 (start ~ N(0, 4), ``x_{t+1} = x_t + steps[t] * N(0, 1)``) and
+    iid ``N(0, spread[t]^2)`` in the other units: the PC1-PC2 plane is units 0-1."""
+    g = torch.Generator().manual_seed(seed)
+    start = 2 * torch.randn(n, 1, 2, generator=g)
+    increments = torch.randn(n, len(steps), 2, generator=g) * torch.tensor(steps)[None, :, None]
+    plane = torch.cat([start, start + increments.cumsum(1)], dim=1)
+    rest = torch.randn(n, len(spread), d - 2, generator=g) * torch.tensor(spread)[None, :, None]
+    return torch.cat([plane, rest], dim=-1)
+
+
+def fig4_findings(resid):
+    """The two PCA findings of ``resid`` (2 components), each decided alone."""
+    dyn = cache_of(resid)
+    pca = tld.pca_trajectories(dyn, n_components=2, seed=0)
+    resampler = findings._Resampler.of(dyn.text_index, 1000, 0)
+    variance = findings.variance_concentrates_with_depth(pca, dyn, resampler)
+    return variance, findings.steps_lengthen_in_pca_plane(pca, resampler)
+
+
+def test_variance_leaving_other_dimensions_satisfies_concentration_and_spreading_contradicts():
+    narrowing = [1.5 - 0.13 * t for t in range(12)]  # off-plane spread shrinks with depth
+    variance, _ = fig4_findings(plane_walk([0.3] * 11, narrowing))
+    assert variance.verdict == "yes", variance.observed
+    variance, _ = fig4_findings(plane_walk([0.3] * 11, narrowing[::-1]))
+    assert variance.verdict == "no", variance.observed
+
+
+def test_lengthening_steps_in_the_plane_satisfy_the_step_finding_and_shortening_contradict():
+    growing = [0.2 * (t + 1) for t in range(11)]
+    _, steps = fig4_findings(plane_walk(growing, [0.3] * 12))
+    assert steps.verdict == "yes", steps.observed
+    assert steps.numbers["values"][-1] > 5 * steps.numbers["values"][0]
+    _, steps = fig4_findings(plane_walk(growing[::-1], [0.3] * 12))
+    assert steps.verdict == "no", steps.observed
+
+
+# The trend tests' p-value (normal approximation to the bootstrap of a Spearman rho over
+# resampled means) is anti-conservative on noise: decided alone, 3 of 40 PCA findings on
+# seeds 0-19 came out "yes" (seed 2: rho +0.67, CI -0.07 to +0.85, p = 0.0046), not ~1 %.
+ANTI_CONSERVATIVE_TREND = pytest.mark.xfail(
+    strict=True, reason="normal-approximation p of a bootstrapped Spearman rho is too small on noise"
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1, pytest.param(2, marks=ANTI_CONSERVATIVE_TREND)])
+def test_noise_gives_no_yes_for_the_pca_findings(seed):
+    for finding in fig4_findings(noise(seed, n=100, sublayers=12, d=16)):
+        assert finding.verdict != "yes", finding.observed
+
+
 def test_pca_findings_use_the_pca_numbers():
     dyn = cache_of(walk([0.2 * (k + 1) for k in range(7)], n=80, d=12))
     pca = tld.pca_trajectories(dyn, n_components=4, seed=0)
