@@ -152,6 +152,23 @@ def test_rotation_every_three_sublayers_turns_more_than_the_shuffled_null():
     assert finding.ci[0] <= finding.effect <= finding.ci[1]
 
 
+def test_resampled_mean_trajectories_turn_more_than_the_observed_one():
+    # the limitation in rotations_exceed_null's docstring: noise in a mean trajectory adds
+    # turns, and a resampled mean carries it twice, so the interval sits above the count
+    g = torch.Generator().manual_seed(0)
+    depth = torch.arange(32, dtype=torch.float64)[None, :, None]
+    wave = torch.sin(2 * math.pi * 2 * depth / 31 + 2 * math.pi * torch.rand(1, 1, 16, generator=g))
+    resid = wave + torch.randn(60, 32, 16, generator=g, dtype=torch.float64)
+    noise_free = float(metrics.rotations(wave, trajectory="mean").abs().mean())
+    observed = float(metrics.rotations(resid, trajectory="mean").abs().mean())
+    resampler = findings._Resampler.of(torch.arange(60), 1000, 0)
+    replicates = torch.cat(
+        [metrics.rotations(m.double(), trajectory="sample").abs().mean(-1) for m in resampler.mean_chunks(resid)]
+    ).numpy()
+    assert noise_free == pytest.approx(2.0, abs=0.1)  # two periods turn twice
+    assert noise_free < observed < findings.percentile_interval(replicates)[0]
+
+
 def test_too_few_texts_are_undecided_saying_why():
     found = run(noise(0, n=findings.MIN_TEXTS - 1))
     assert {f.verdict for f in found.values()} == {"undecided"}
