@@ -139,6 +139,36 @@ def test_smooth_oscillation_turns_less_than_the_shuffled_null():
     assert finding.verdict == "no" and finding.effect < 0
 
 
+def test_rotation_every_three_sublayers_turns_more_than_the_shuffled_null():
+    # each unit turns a third of a circle per sublayer (random phase per unit): the true
+    # order turns (S - 2) / 3 times, a shuffle of the same values fewer (~S / 4)
+    n_sublayers, g = 32, torch.Generator().manual_seed(0)
+    phase = 2 * math.pi * torch.rand(1, 1, 8, generator=g)
+    depth = torch.arange(n_sublayers, dtype=torch.float32)[None, :, None]
+    resid = torch.cos(2 * math.pi * depth / 3 + phase) + 0.3 * torch.randn(80, n_sublayers, 8, generator=g)
+    finding = run(resid)["rotations_exceed_null"]
+    assert finding.numbers["observed_mean_abs"] == pytest.approx((n_sublayers - 2) / 3, abs=0.5)
+    assert finding.verdict == "yes", finding.observed
+    assert finding.ci[0] <= finding.effect <= finding.ci[1]
+
+
+def test_resampled_mean_trajectories_turn_more_than_the_observed_one():
+    # the limitation in rotations_exceed_null's docstring: noise in a mean trajectory adds
+    # turns, and a resampled mean carries it twice, so the interval sits above the count
+    g = torch.Generator().manual_seed(0)
+    depth = torch.arange(32, dtype=torch.float64)[None, :, None]
+    wave = torch.sin(2 * math.pi * 2 * depth / 31 + 2 * math.pi * torch.rand(1, 1, 16, generator=g))
+    resid = wave + torch.randn(60, 32, 16, generator=g, dtype=torch.float64)
+    noise_free = float(metrics.rotations(wave, trajectory="mean").abs().mean())
+    observed = float(metrics.rotations(resid, trajectory="mean").abs().mean())
+    resampler = findings._Resampler.of(torch.arange(60), 1000, 0)
+    replicates = torch.cat(
+        [metrics.rotations(m.double(), trajectory="sample").abs().mean(-1) for m in resampler.mean_chunks(resid)]
+    ).numpy()
+    assert noise_free == pytest.approx(2.0, abs=0.1)  # two periods turn twice
+    assert noise_free < observed < findings.percentile_interval(replicates)[0]
+
+
 def test_too_few_texts_are_undecided_saying_why():
     found = run(noise(0, n=findings.MIN_TEXTS - 1))
     assert {f.verdict for f in found.values()} == {"undecided"}
@@ -205,6 +235,57 @@ def test_mid_layers_attract_compares_per_sublayer_pull():
     assert few.verdict == "undecided" and "grid points" in few.observed
 
 
+def plane_walk(steps, spread, n=100, d=16, seed=0):
+    """A walk in units 0-1 (start ~ N(0, 4), ``x_{t+1} = x_t + steps[t] * N(0, 1)``) and
+    iid ``N(0, spread[t]^2)`` in the other units: the PC1-PC2 plane is units 0-1."""
+    g = torch.Generator().manual_seed(seed)
+    start = 2 * torch.randn(n, 1, 2, generator=g)
+    increments = torch.randn(n, len(steps), 2, generator=g) * torch.tensor(steps)[None, :, None]
+    plane = torch.cat([start, start + increments.cumsum(1)], dim=1)
+    rest = torch.randn(n, len(spread), d - 2, generator=g) * torch.tensor(spread)[None, :, None]
+    return torch.cat([plane, rest], dim=-1)
+
+
+def fig4_findings(resid):
+    """The two PCA findings of ``resid`` (2 components), each decided alone."""
+    dyn = cache_of(resid)
+    pca = tld.pca_trajectories(dyn, n_components=2, seed=0)
+    resampler = findings._Resampler.of(dyn.text_index, 1000, 0)
+    variance = findings.variance_concentrates_with_depth(pca, dyn, resampler)
+    return variance, findings.steps_lengthen_in_pca_plane(pca, resampler)
+
+
+def test_variance_leaving_other_dimensions_satisfies_concentration_and_spreading_contradicts():
+    narrowing = [1.5 - 0.13 * t for t in range(12)]  # off-plane spread shrinks with depth
+    variance, _ = fig4_findings(plane_walk([0.3] * 11, narrowing))
+    assert variance.verdict == "yes", variance.observed
+    variance, _ = fig4_findings(plane_walk([0.3] * 11, narrowing[::-1]))
+    assert variance.verdict == "no", variance.observed
+
+
+def test_lengthening_steps_in_the_plane_satisfy_the_step_finding_and_shortening_contradict():
+    growing = [0.2 * (t + 1) for t in range(11)]
+    _, steps = fig4_findings(plane_walk(growing, [0.3] * 12))
+    assert steps.verdict == "yes", steps.observed
+    assert steps.numbers["values"][-1] > 5 * steps.numbers["values"][0]
+    _, steps = fig4_findings(plane_walk(growing[::-1], [0.3] * 12))
+    assert steps.verdict == "no", steps.observed
+
+
+# The trend tests' p-value (normal approximation to the bootstrap of a Spearman rho over
+# resampled means) is anti-conservative on noise: decided alone, 3 of 40 PCA findings on
+# seeds 0-19 came out "yes" (seed 2: rho +0.67, CI -0.07 to +0.85, p = 0.0046), not ~1 %.
+ANTI_CONSERVATIVE_TREND = pytest.mark.xfail(
+    strict=True, reason="normal-approximation p of a bootstrapped Spearman rho is too small on noise"
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1, pytest.param(2, marks=ANTI_CONSERVATIVE_TREND)])
+def test_noise_gives_no_yes_for_the_pca_findings(seed):
+    for finding in fig4_findings(noise(seed, n=100, sublayers=12, d=16)):
+        assert finding.verdict != "yes", finding.observed
+
+
 def test_pca_findings_use_the_pca_numbers():
     dyn = cache_of(walk([0.2 * (k + 1) for k in range(7)], n=80, d=12))
     pca = tld.pca_trajectories(dyn, n_components=4, seed=0)
@@ -232,7 +313,7 @@ def test_report_table_shows_effect_interval_and_p_for_both_conditions():
 
     original, control = list(run(noise(0)).values()), list(run(noise(1)).values())
     table = _findings_table(original, control)
-    assert table.count("p = ") == 2 * len(original)
+    assert table.count("<small>p = ") == 2 * len(original)
     first = original[0]
     assert f"[{first.ci[0]:+.3g}, {first.ci[1]:+.3g}]" in table and first.null in table
 
