@@ -122,3 +122,12 @@ def test_solved_notebook_runs_and_every_stub_fails_its_check(stem, tmp_path):
     for cell in stub_runs:
         text = "".join(o.get("text", "") for o in cell.outputs)
         assert text.startswith("stub fails its check:")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_readme_links_both_versions_with_the_notebooks_own_time(stem):
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{stem}` |"))
+    assert all(build.colab_url(version, stem) in row for version in build.VERSIONS)
+    minutes = re.search(r"\*\*Time:\*\* about (\d+) minutes", _notebook("solutions", stem).cells[0].source)
+    assert f"| {minutes.group(1)} |" in row
