@@ -131,3 +131,54 @@ def test_readme_links_both_versions_with_the_notebooks_own_time(stem):
     assert all(build.colab_url(version, stem) in row for version in build.VERSIONS)
     minutes = re.search(r"\*\*Time:\*\* about (\d+) minutes", _notebook("solutions", stem).cells[0].source)
     assert f"| {minutes.group(1)} |" in row
+
+
+def _source(tmp_path, text):
+    path = tmp_path / "99_example.py"
+    path.write_text(text)
+    return path
+
+
+EXERCISE = """# %% [markdown]
+# # Title
+# %% [exercise] title="Add" importance=2 difficulty=1 minutes=5
+def add(a, b):
+    # SOLUTION
+    return a + b
+    # STUB
+    # return 0
+    # END
+check(add(1, 2))
+# %% [hint]
+# Use `+`.
+"""
+
+
+def test_builder_splits_an_exercise_into_stub_and_solution(tmp_path):
+    path = _source(tmp_path, EXERCISE)
+    solved, exercise = (build.build(path, version) for version in ("solutions", "exercises"))
+    code = {v: [c.source for c in nb.cells if "exercise" in c.metadata.get("tags", [])] for v, nb in
+            (("solutions", solved), ("exercises", exercise))}
+    assert code["solutions"] == ["def add(a, b):\n    return a + b\ncheck(add(1, 2))"]
+    assert code["exercises"] == [
+        "def add(a, b):\n    # Your code here: replace the stub below with your solution.\n    return 0\ncheck(add(1, 2))"
+    ]
+    assert "Exercise 1: Add" in exercise.cells[1].source and "about **5 minutes**" in exercise.cells[1].source
+    assert exercise.cells[3].source == "<details><summary>Hint</summary>\n\nUse `+`.\n\n</details>"
+    assert build.render(path, "exercises") == build.render(path, "exercises")  # deterministic
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (EXERCISE.replace("    # END\ncheck(add(1, 2))\n", ""), "not closed with # END"),
+        (EXERCISE.replace("    # STUB\n", ""), "# END without a # STUB"),
+        (EXERCISE.replace("    # return 0", "    return 0"), "stub lines are written commented out"),
+        (EXERCISE.replace(" minutes=5", ""), r"exercise needs \['minutes'\]"),
+        (EXERCISE.replace("# %% [hint]\n# Use `+`.\n", ""), "the last exercise has no"),
+        ("x = 1\n" + EXERCISE, "text before the first"),
+    ],
+)
+def test_builder_names_the_line_of_a_broken_source(tmp_path, broken, message):
+    with pytest.raises(build.SourceError, match=message):
+        build.build(_source(tmp_path, broken), "exercises")

@@ -150,11 +150,12 @@ def _compare(
     bad = finite & ((got - expected).abs() > atol + RTOL * expected.abs())
     if bool(bad.any()):
         where = tuple(bad.nonzero()[0].tolist())
-        location = _describe(where, dims, names) if dims else "the value"
+        values = f"expected {float(expected[where]):.6g}{units}, got {float(got[where]):.6g}{units}"
+        if not dims:
+            raise AssertionError(f"{what}: {values}")
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {expected.numel()} entries differ; first at "
-            f"{location}: expected {float(expected[where]):.6g}{units}, "
-            f"got {float(got[where]):.6g}{units}"
+            f"{_describe(where, dims, names)}: {values}"
         )
     max_diff = float((got - expected)[finite].abs().max()) if bool(finite.any()) else 0.0
     print(

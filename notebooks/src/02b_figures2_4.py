@@ -101,7 +101,8 @@ testing.check_rotations(my_rotations(mean_trajectory), dyn, unit=UNIT)
 # %%
 null = dyn.rotation_null(n_shuffles=1000, seed=0)     # counts the mean trajectory by default
 summary = null.summary()
-print(summary)
+print(f"observed {summary.mean_observed:+.2f} turns per unit, null {summary.mean_null:+.2f}; "
+      f"{summary.fraction_significant:.0%} of units differ from their null at p < {summary.alpha}")
 tld.plot.rotation_null(dyn, null=null)
 
 # %% [markdown]
@@ -119,11 +120,11 @@ tld.plot.rotation_null(dyn, null=null)
 #   half a turn each, so $|R| \le (S - 2)/2$.
 
 # %%
-depth = torch.arange(dyn.resid.shape[1], dtype=torch.float64)
-wave = torch.sin(2 * math.pi * 3 * depth / depth[-1]).reshape(1, -1, 1)     # 3 oscillations over depth
+depth = torch.arange(64, dtype=torch.float64)
+wave = torch.sin(2 * math.pi * 3 * depth / 63).reshape(1, 64, 1)     # 3 oscillations over 64 sublayers
 sine = tld.metrics.rotation_null(wave, n_shuffles=200, seed=0)
-cap = (len(depth) - 2) / 2
-print(f"sine with 3 oscillations: {float(sine.observed[0]):+.2f} turns; its layer-shuffled null: {float(sine.null.mean()):+.2f}")
+cap = (dyn.resid.shape[1] - 2) / 2
+print(f"sine, 3 oscillations: {float(sine.observed[0]):+.2f} turns; layer-shuffled: {float(sine.null.mean()):+.2f}")
 print(f"SmolLM2 mean trajectory: {summary.mean_observed:+.2f} turns per unit; null {summary.mean_null:+.2f}; cap ±{cap:.0f}")
 assert sine.observed[0] < 0 and sine.null.mean() < sine.observed[0], "clockwise, and the null turns more"
 assert abs(summary.mean_observed) <= cap
