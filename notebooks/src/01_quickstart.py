@@ -193,8 +193,9 @@ frame.round(3)
 # %% [markdown]
 # The paper (Llama 3.1 8B) finds that the state's norm grows with depth, that the steps get
 # longer in the last third, and that successive states become more aligned and their units
-# more correlated with depth. The numbers below are computed from *this* run, and the cell
-# checks the two statements that hold for SmolLM2 (it fails if they did not):
+# more correlated with depth. The numbers below are computed from *this* run, comparing the
+# first and the last third of the transitions, and the cell asserts each of the four
+# statements (it fails if one did not hold for this model):
 
 # %%
 norms = dyn.norms().mean(0)                     # [sublayer] mean norm of the state
@@ -207,6 +208,8 @@ print(f"mean cosine: first third {early['cosine'].mean():.3f}, last third {late[
 print(f"median r: first third {early['median r'].mean():.3f}, last third {late['median r'].mean():.3f}")
 assert norms[-1] > 10 * norms[0], "the stream's norm should grow with depth"
 assert late["velocity"].mean() > early["velocity"].mean(), "late steps should be longer"
+assert late["cosine"].mean() > early["cosine"].mean(), "successive states should align more with depth"
+assert late["median r"].mean() > early["median r"].mean(), "units should correlate more with depth"
 
 # %% [markdown]
 # The paper also splits transitions by kind: within-layer steps (across attention) are

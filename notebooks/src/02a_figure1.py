@@ -24,7 +24,7 @@
 # | model | Llama 3.1 8B, pre-RMSNorm decoder | SmolLM2-135M-Instruct, the same Llama architecture, 4-bit weights |
 # | depth | 32 layers, 64 sublayers | 30 layers, 60 sublayers |
 # | width | 4096 units | 576 units |
-# | texts | 1000 WikiText-2 paragraphs | 96 paragraphs of Python's documentation |
+# | texts | 1000 WikiText-2 paragraphs | 64 paragraphs of Python's documentation |
 # | token read | the last one | the last one |
 
 # %% [setup]
@@ -46,7 +46,7 @@ import tl_dynamics as tld
 from tl_dynamics import testing
 from tl_dynamics.collect import tokenize
 
-N_TEXTS = 96
+N_TEXTS = 64
 model = tld.models.load_model("smollm2-135m", device=DEVICE)
 texts = tld.data.python_docs()[:N_TEXTS]
 dyn = tld.collect(model, texts, batch_size=16, corpus="python-docs", progress=False)
@@ -153,7 +153,7 @@ testing.check_mutual_information(my_mutual_information(x, y), dyn, unit=UNIT, tr
 # data it was fitted on, then average the log ratio with `1e-10` added to both sides.
 
 # %% [markdown]
-# The library does the same for all 59 x 576 (transition, unit) pairs in a few seconds. We
+# The library does the same for all 59 x 576 (transition, unit) pairs, vectorised. We
 # compute it once and hand it to both plots: 1G per unit and transition, 1H its mean over
 # units next to the mean $r$. **Paper:** MI drops sharply in the early layers, most steeply at
 # cross-layer transitions, *while* linear correlation rises.

@@ -31,7 +31,7 @@ import tl_dynamics as tld
 from tl_dynamics import testing
 from tl_dynamics.findings import dynamics_findings, trajectory_findings
 
-N_TEXTS = 96
+N_TEXTS = 64
 model = tld.models.load_model("smollm2-135m", device=DEVICE)
 texts = tld.data.python_docs()[:N_TEXTS]
 dyn = tld.collect(model, texts, batch_size=16, corpus="python-docs", progress=False)
@@ -162,11 +162,11 @@ rotation_table.round(3)
 # (Linear → LayerNorm → ReLU, the last plain Linear), a mirrored decoder, Adam at
 # $10^{-3}$, mean squared error. Each trajectory becomes a path in the 2-D code (3B), with a
 # speed there (3C), and the reconstruction says how much of each sublayer two dimensions keep
-# (3D, on held-out texts). The paper trained on 85k batches of 64 vectors; we run 5 epochs
-# over about 5000 vectors, a few seconds.
+# (3D, on held-out texts). The paper trained on 85k batches of 64 vectors; we run 3 epochs
+# over about 4000 vectors (64 texts x 60 sublayers), a few seconds.
 
 # %%
-cae = tld.CompressingAutoencoder(d_in=dyn.resid.shape[-1]).fit(dyn, epochs=5, seed=0, progress=False)
+cae = tld.CompressingAutoencoder(d_in=dyn.resid.shape[-1]).fit(dyn, epochs=3, seed=0, progress=False)
 print(cae, "widths:", cae.widths)
 tld.plot.cae_trajectory(cae)
 
@@ -185,8 +185,8 @@ tld.plot.cae_explained_variance(cae)
 # straighten and take longer steps.
 
 # %%
-pca = tld.pca_trajectories(dyn, n_components=50, seed=0)
-print("cumulative variance of PC1, PC1-2, PC1-10, PC1-50:", pca.cumulative_variance[[0, 1, 9, 49]].numpy().round(3))
+pca = tld.pca_trajectories(dyn, n_components=20, seed=0)
+print("cumulative variance of PC1, PC1-2, PC1-10, PC1-20:", pca.cumulative_variance[[0, 1, 9, 19]].numpy().round(3))
 tld.plot.pca_trajectories(pca)
 
 # %%
@@ -205,11 +205,11 @@ tld.plot.pca_variance_per_sublayer(pca)
 # first layer (0) and the last one shown (31) do not.
 #
 # *Contraction* is the median over grid points of the final distance to the control divided
-# by the distance at injection: below 1, pulled back. We use a 5 x 5 grid (the paper's is
+# by the distance at injection: below 1, pulled back. We use a 4 x 4 grid (the paper's is
 # 10 x 10) to keep this fast; notebook 03 takes teleports apart.
 
 # %%
-sweep = tld.teleport_sweep(model, pca, n=5, progress=False)
+sweep = tld.teleport_sweep(model, pca, n=4, progress=False)
 sweep.to_frame().round(3)
 
 # %%
@@ -226,8 +226,8 @@ tld.plot.teleport_quiver(sweep, pca=pca)
 # %%
 mi, mi_shuffled = dyn.mutual_information(method="binned"), shuffled.mutual_information(method="binned")
 null_shuffled = shuffled.rotation_null(n_shuffles=1000, seed=0)
-pca_shuffled = tld.pca_trajectories(shuffled, n_components=50, seed=0)
-sweep_shuffled = tld.teleport_sweep(model, pca_shuffled, n=5, progress=False)
+pca_shuffled = tld.pca_trajectories(shuffled, n_components=20, seed=0)
+sweep_shuffled = tld.teleport_sweep(model, pca_shuffled, n=4, progress=False)
 found = {
     "original": dynamics_findings(dyn, mi, null) + trajectory_findings(pca, sweep),
     "shuffled": dynamics_findings(shuffled, mi_shuffled, null_shuffled) + trajectory_findings(pca_shuffled, sweep_shuffled),

@@ -22,75 +22,77 @@
 # norms are in each model's own units, so they are also shown divided by the model's mean norm.
 #
 # **Learning objectives.** After this notebook you can
-# 1. write one report per model and overlay them with `run_compare` (or the `tl-dynamics`
-#    command);
-# 2. read per-depth curves of models of different depth and scale;
-# 3. say which of the paper's findings hold in which family, in which condition.
+# 1. put models of different depth and scale on one axis, as `tl-dynamics compare` does;
+# 2. read per-depth curves in both conditions;
+# 3. say which of the paper's findings hold in which family, in which condition;
+# 4. reproduce the full comparison (Figures 1-4, HTML reports) with three commands.
 #
-# **Time:** about 45 minutes, no exercises. The solved notebook runs in about 3 minutes on a
-# laptop CPU (three small reports).
+# **Time:** about 45 minutes, no exercises. The solved notebook runs in about 2-3 minutes on
+# a laptop CPU.
 
 # %% [setup] gemma
 
 # %%
-import json
-import pathlib
-import tempfile
-
 import pandas as pd
 import plotly.express as px
 
 import tl_dynamics as tld
-from tl_dynamics.compare import read_report, run_compare
-from tl_dynamics.report import run_report
+from tl_dynamics.compare import depth_curves
+from tl_dynamics.findings import dynamics_findings
 
 PRESETS = {"SmolLM2-135M": "smollm2-135m", "Gemma-3-270M": "gemma-3-270m", "MiniLM": "minilm"}
 N_TEXTS = 48
-workdir = pathlib.Path(tempfile.mkdtemp(prefix="tl-dynamics-04-"))
 texts = tld.data.python_docs()[:N_TEXTS]
 
 # %% [markdown]
-# ## 1. One report per model
+# ## 1. Both conditions, three models
 #
-# `run_report` runs every measure of Figures 1-4 in both conditions, tests the paper's
-# findings, and writes `report.html` (self-contained), `metrics.json` (every number,
-# schema-versioned) and the trajectories. To keep this notebook to a few minutes the reports
-# are small: 48 texts, 200 layer shuffles for the rotation null, 2 autoencoder epochs and a
-# 4 x 4 teleport grid. The verdicts of small reports are noisier than those of the default
-# `tl-dynamics report` (the command at the end).
+# For each model: the trajectories of the same texts in both conditions, and per condition
+# the measures behind the per-depth curves and the Figure 1-2 findings: cosine, velocity,
+# norm, per-unit correlation, mutual information (the fast binned estimator) and the
+# rotation null. Each model is dropped before the next is loaded.
 
 # %%
-reports = {}
+def condition(dyn):
+    """The per-depth numbers of one condition, keyed as in a report's metrics.json."""
+    mi = dyn.mutual_information(method="binned")
+    null = dyn.rotation_null(n_shuffles=1000, seed=0)
+    numbers = {
+        "labels": list(dyn.labels),
+        "norms_mean": dyn.norms().mean(0).tolist(),
+        "fig1e_cosine_similarity_mean": dyn.cosine_similarity().mean(0).tolist(),
+        "fig1f_velocity_mean": dyn.velocity().mean(0).tolist(),
+        "fig1h_unit_correlation_mean": dyn.unit_correlation().nanmean(-1).tolist(),
+        "fig1h_mutual_information_mean_nats": mi.nanmean(-1).tolist(),
+    }
+    return numbers, dynamics_findings(dyn, mi, null)
+
+
+records, findings = {}, {}
 for name, preset in PRESETS.items():
     model = tld.models.load_model(preset, device=DEVICE)
-    folder = workdir / preset
-    seconds = run_report(model, texts, out=folder, corpus="python-docs", progress=False,
-                         n_shuffles=200, cae_epochs=2, grid=4)
-    reports[name] = folder
-    print(f"{name}: {model.cfg.n_layers} layers · report in {sum(seconds.values()):.0f} s")
+    conditions = {}
+    for label, shuffle in (("original", False), ("shuffled", True)):
+        dyn = tld.collect(model, texts, batch_size=16, corpus="python-docs", shuffle=shuffle, seed=0, progress=False)
+        conditions[label], findings[(name, label)] = condition(dyn)
+    records[name] = {"conditions": conditions}
+    print(f"{name}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}, {dyn.n_samples} texts per condition")
     del model
 
 # %% [markdown]
 # ## 2. Every per-depth curve, both conditions
 #
-# `run_compare` reads only the `metrics.json` files (no model runs again) and writes
-# `compare.html` plus `compare.json`: for every report, one entry per (condition, quantity)
-# with the normalised depths and the values.
+# `tl_dynamics.compare.depth_curves` places each quantity on normalised depth exactly as
+# `tl-dynamics compare` does (and adds the velocity divided by the mean norm).
 
 # %%
-comparison = run_compare(list(reports.values()), out=workdir / "comparison")
-record = json.loads((comparison / "compare.json").read_text())
-names = dict(zip(record["reports"], reports))          # report key -> our model name
 curves = pd.DataFrame([
-    {"model": names[key], "condition": entry["condition"], "quantity": entry["quantity"],
+    {"model": name, "condition": entry["condition"], "quantity": entry["quantity"],
      "normalised depth": depth, "value": value}
-    for key, entries in record["reports"].items()
-    for entry in entries
+    for name, record in records.items()
+    for entry in depth_curves(record)
     for depth, value in zip(entry["depth"], entry["values"])
 ])
-print(sorted(curves["quantity"].unique()))
-
-# %%
 figure = px.line(curves, x="normalised depth", y="value", color="model", line_dash="condition",
                  facet_col="quantity", facet_col_wrap=2, markers=True, template="plotly_white", height=900,
                  title="Three model families on normalised depth · solid: original texts, dotted: shuffled tokens")
@@ -114,7 +116,7 @@ def summary(frame):
                       "cosine max": cosine.max(), "median of mean r over depth": r.median()})
 
 
-overview = curves.groupby(["model", "condition"]).apply(summary).round(3)
+overview = curves.groupby(["model", "condition"])[["quantity", "value"]].apply(summary).round(3)
 overview
 
 # %% [markdown]
@@ -129,15 +131,12 @@ assert growth["SmolLM2-135M"] > 10 * growth["MiniLM"], "the pre-norm decoder's s
 # %% [markdown]
 # ## 4. The paper's findings, side by side
 #
-# Each `metrics.json` holds the findings of both conditions. One column per (model,
-# condition): which of the paper's statements hold where.
+# The Figure 1-2 findings of `tl_dynamics.findings`, one column per (model, condition):
+# which of the paper's statements hold where. (The Figure 3-4 findings need the PCA and the
+# teleports of a full report: section 5.)
 
 # %%
-verdicts = {}
-for name, folder in reports.items():
-    for condition, found in read_report(folder)["findings"].items():
-        verdicts[(name, condition)] = {f["key"]: f["verdict"] for f in found}
-verdicts = pd.DataFrame(verdicts)
+verdicts = pd.DataFrame({column: {f.key: f.verdict for f in found} for column, found in findings.items()})
 verdicts
 
 # %%
@@ -146,19 +145,19 @@ verdicts
 # %% [markdown]
 # Read it column against column: a finding that holds in both decoders and not in MiniLM points
 # to the architecture (or the token read); one that holds equally on shuffled tokens does not
-# depend on word order. With 48 texts a verdict can flip between runs of different texts: the
+# depend on word order. With 48 texts a verdict can flip between samples of texts: the
 # default report (below) uses more.
 #
-# ## 5. The same from a shell
+# ## 5. The full comparison from a shell
+#
+# `tl-dynamics report` runs everything above plus Figures 3-4 (autoencoder, PCA, teleports)
+# and their findings, and writes `report.html`, `metrics.json` and the trajectories;
+# `tl-dynamics compare` overlays the reports' curves on normalised depth, both conditions, in
+# `compare.html` and `compare.json` (several minutes per decoder on a laptop CPU):
 #
 # ```bash
 # tl-dynamics report --model smollm2-135m --out smollm2        # the default model
 # tl-dynamics report --model gemma-3-270m --out gemma-3
 # tl-dynamics report --model minilm --out minilm
-# tl-dynamics compare smollm2 gemma-3 minilm --out comparison  # opens as comparison/compare.html
+# tl-dynamics compare smollm2 gemma-3 minilm --out comparison
 # ```
-#
-# Everything above was written to a temporary folder (`workdir`); nothing next to the notebook.
-
-# %%
-print(workdir)
