@@ -43,7 +43,33 @@ def one_thread():
 @pytest.fixture(scope="session")
 def minilm():
     """The packaged all-MiniLM-L6-v2 (BERT, 6 layers, d_model 384), real weights."""
-    return load_model()
+    return load_model("minilm")
+
+
+REAL_DECODERS = ("smollm2-135m", "gemma-3-270m")
+"""The trained decoders that load offline: the paper's Llama and Gemma families."""
+
+
+@pytest.fixture(scope="session")
+def real_decoder_models():
+    """Booted real decoders, keyed by preset, loaded on first use (each converts once)."""
+    return {}
+
+
+@pytest.fixture(scope="session", params=REAL_DECODERS)
+def real_decoder(request, real_decoder_models):
+    """SmolLM2-135M (Llama) and Gemma-3-270M (Gemma) in turn: real, 4-bit-quantised weights."""
+    if request.param not in real_decoder_models:
+        real_decoder_models[request.param] = load_model(request.param)
+    return real_decoder_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def smollm2(real_decoder_models):
+    """SmolLM2-135M-Instruct (Llama architecture, 30 layers, d_model 576), the default model."""
+    if "smollm2-135m" not in real_decoder_models:
+        real_decoder_models["smollm2-135m"] = load_model("smollm2-135m")
+    return real_decoder_models["smollm2-135m"]
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +103,8 @@ def texts():
 def minilm_report(tmp_path_factory, minilm):
     """A `tl-dynamics report` folder on the packaged MiniLM (offline defaults)."""
     out = tmp_path_factory.mktemp("reports") / "minilm"
-    assert main(["report", "--n", str(REPORT_TEXTS), "--out", str(out), "--quiet"]) == 0
+    args = ["report", "--model", "minilm", "--n", str(REPORT_TEXTS), "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
     return out
 
 

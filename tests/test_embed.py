@@ -234,6 +234,28 @@ def test_autoencoder_is_deterministic_for_a_seed():
     assert not all(torch.equal(a, b) for a, b in zip(same[0], same[2]))
 
 
+def test_max_vectors_trains_on_a_seeded_subset_and_keeps_the_held_out_samples(monkeypatch):
+    data = torch.randn(20, 6, 16, generator=torch.Generator().manual_seed(0))
+    seen = []
+    train = CompressingAutoencoder._train
+
+    def record(self, vectors, *args):
+        seen.append(vectors.clone())
+        return train(self, vectors, *args)
+
+    monkeypatch.setattr(CompressingAutoencoder, "_train", record)
+    fits = [
+        CompressingAutoencoder(16, n_layers=3).fit(
+            data, epochs=1, val_fraction=0.25, max_vectors=m, seed=0, progress=False
+        )
+        for m in (None, 50, 50, 10_000)
+    ]
+    assert [len(v) for v in seen] == [15 * 6, 50, 50, 15 * 6]
+    assert torch.equal(seen[1], seen[2]) and torch.equal(seen[0], seen[3])
+    assert all(torch.equal(f.validation_index_, fits[0].validation_index_) for f in fits)
+    assert all(f.scale_ == fits[0].scale_ for f in fits)  # standardised on every vector
+
+
 def test_standardisation_makes_training_blind_to_scale():
     data = sheet(200, 16)
     small = CompressingAutoencoder(16, n_layers=3).fit(data, epochs=3, progress=False)
@@ -280,6 +302,7 @@ def test_autoencoder_reports_trajectories_of_held_out_samples(minilm_dyn):
         ({"d_in": 8}, {"val_fraction": 1.0}, ValueError, "val_fraction"),
         ({"d_in": 8}, {"epochs": 0}, ValueError, "epochs"),
         ({"d_in": 8}, {"lr": -1.0}, ValueError, "lr"),
+        ({"d_in": 8}, {"max_vectors": 0}, ValueError, "max_vectors"),
     ],
 )
 def test_bad_autoencoder_settings_are_refused(build, fit_kwargs, error, match):

@@ -13,7 +13,7 @@ from tl_dynamics import models
 
 
 def test_packaged_minilm_is_named_by_its_hub_name(minilm):
-    assert minilm.cfg.model_name == models.MINILM_NAME
+    assert minilm.cfg.model_name == models.PRESETS["minilm"].model_name
     assert not minilm.training
 
 
@@ -50,3 +50,31 @@ def test_unknown_dtype_is_refused():
 def test_tiny_model_architecture_is_checked(tmp_path):
     with pytest.raises(ValueError, match="architecture must be one of"):
         models.build_tiny_model("mamba", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [("foo", "device must be one of"), ("cuda", "sees no CUDA GPU"), ("cuda:0", "no CUDA GPU")],
+)
+def test_bad_or_absent_devices_are_refused_before_loading(device, message, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=message):
+        models.load_model("minilm", device=device)
+
+
+def test_a_file_is_not_a_model_folder(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="is a file; pass the folder"):
+        models.load_model(str(path))
+
+
+def test_a_folder_with_only_config_says_the_weights_are_missing(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="config.json but no weights"):
+        models.load_model(str(tmp_path))
+
+
+def test_a_folder_without_config_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        models.load_model(str(tmp_path))

@@ -22,7 +22,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert runnable
     for block in runnable:
         exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
-    assert (tmp_path / "velocity.html").is_file() and (tmp_path / "minilm.safetensors").is_file()
+    assert (tmp_path / "velocity.html").is_file() and (tmp_path / "smollm2.safetensors").is_file()
 
 
 def test_readme_install_pins_torch_and_ci_runs_its_test_command():

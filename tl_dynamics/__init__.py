@@ -13,7 +13,7 @@ Importing it registers two accessors: ``model.dynamics(texts, ...)`` on
 Example::
 
     import tl_dynamics as tld
-    model = tld.models.load_model()                  # packaged MiniLM, offline
+    model = tld.models.load_model()                  # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:200])
     tld.metrics.velocity(dyn.resid).mean(0)          # mean step length per transition
 """

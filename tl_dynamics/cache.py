@@ -60,6 +60,8 @@ class DynamicsMetadata:
         model_dtype: The model's parameter dtype; ``resid`` itself is always float32.
         texts: The texts, in sample order of ``text_index``, when they were kept.
         version: tl-dynamics version that collected the data.
+        provenance: Where a preset's weights came from (package, file, sha256,
+            quantisation; see :meth:`tl_dynamics.presets.Preset.provenance`), else ``None``.
     """
 
     model_name: str = "unknown"
@@ -73,6 +75,7 @@ class DynamicsMetadata:
     model_dtype: str = "float32"
     texts: tuple[str, ...] | None = None
     version: str = __version__
+    provenance: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict of the fields."""

@@ -19,7 +19,7 @@ that trace the token's trajectory over depth (Fernando & Guitchounts 2025, secti
 Example::
 
     import tl_dynamics as tld
-    model = tld.models.load_model()                     # packaged MiniLM, offline
+    model = tld.models.load_model()                     # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:200], batch_size=16)
     dyn.resid.shape, dyn.labels[:3]                     # (200, 12, 384), ('0_pre', ...)
     control = tld.collect(model, tld.data.python_docs()[:200], shuffle=True, seed=0)
@@ -349,6 +349,7 @@ def collect_metadata(
         seed=seed,
         model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
         texts=tuple(texts) if keep_texts else None,
+        provenance=getattr(model, "tl_dynamics_provenance", None),
     )
 
 

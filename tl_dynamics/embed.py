@@ -40,7 +40,7 @@ Example::
     import tl_dynamics as tld
     from tl_dynamics.embed import CompressingAutoencoder, pca_trajectories
 
-    model = tld.models.load_model()                        # packaged MiniLM, offline
+    model = tld.models.load_model()                        # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:128])
     pca = pca_trajectories(dyn, n_components=100)
     pca.trajectories.shape                                 # (128, 12, 100)
@@ -511,6 +511,7 @@ class CompressingAutoencoder:
         batch_size: int = CAE_BATCH_SIZE,
         lr: float = CAE_LEARNING_RATE,
         val_fraction: float = CAE_VAL_FRACTION,
+        max_vectors: int | None = None,
         seed: int = 0,
         progress: bool = True,
     ) -> CompressingAutoencoder:
@@ -529,6 +530,10 @@ class CompressingAutoencoder:
             lr: Adam learning rate (1e-3 in the paper).
             val_fraction: Fraction of samples held out, in ``[0, 1)``; at least one sample
                 is held out when it is positive.
+            max_vectors: Train on a seeded random subset of at most this many training
+                vectors (``None``: all of them). Bounds the cost of one epoch when there are
+                many samples and sublayers; the standardisation still uses every training
+                vector, and the held-out samples are unaffected.
             seed: Seeds the split, the initial weights and the batch order: the same seed
                 gives the same model on CPU.
             progress: Show a tqdm bar over epochs with the current losses.
@@ -544,6 +549,8 @@ class CompressingAutoencoder:
             )
         epochs = _check_int(epochs, "epochs", 1)
         batch_size = _check_int(batch_size, "batch_size", 1)
+        if max_vectors is not None:
+            max_vectors = _check_int(max_vectors, "max_vectors", 1)
         seed = _check_int(seed, "seed", 0)
         if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
             raise ValueError(f"lr must be a positive number; received {lr!r}")
@@ -562,6 +569,8 @@ class CompressingAutoencoder:
         train = einops.rearrange(resid[order[n_val:]], "b s d -> (b s) d")
         self.mean_ = train.mean(0).float()
         self.scale_ = float((train - train.mean(0)).pow(2).mean().sqrt()) or 1.0
+        if max_vectors is not None and len(train) > max_vectors:
+            train = train[torch.randperm(len(train), generator=generator)[:max_vectors]]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder_ = _stack(self.widths)

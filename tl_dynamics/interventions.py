@@ -41,11 +41,11 @@ Example::
     from tl_dynamics.embed import pca_trajectories
     from tl_dynamics.interventions import pca_grid, teleport, teleport_sweep
 
-    model = tld.models.load_model()                         # packaged MiniLM, 6 layers
+    model = tld.models.load_model()                         # SmolLM2-135M, 30 layers
     pca = pca_trajectories(tld.collect(model, tld.data.python_docs()[:128]))
-    result = teleport(model, layer=2, points=pca_grid(pca, n=10), pca=pca)
+    result = teleport(model, layer=15, points=pca_grid(pca, n=10), pca=pca)
     result.recovery().contraction                           # < 1: pulled back
-    sweep = teleport_sweep(model, pca)                      # layers [0, 1, 2, 4, 5]
+    sweep = teleport_sweep(model, pca)                      # layers [0, 7, 14, 22, 29]
     sweep.to_frame()                                        # one row per layer
 """
 

