@@ -1,8 +1,18 @@
-"""The teaching notebooks run top to bottom (outputs are stripped in git)."""
+"""The teaching notebooks: built from one source, stored without outputs, and they run.
+
+Every ``notebooks/src/*.py`` builds an exercise and a solved notebook
+(``notebooks/build.py``). The solved one is executed top to bottom; after each exercise
+cell, the *exercise* notebook's stub of that cell is run in the same kernel and must fail
+its check with an AssertionError (a check that cannot fail is no check), then the solution
+is run again so that the rest of the notebook sees a right answer.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -10,28 +20,165 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parent.parent
 CELL_TIMEOUT = 600  # seconds; a whole notebook is meant to take under ~3 minutes on 2 cores
 
 
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("notebook_build", ROOT / "notebooks" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_builder()
+SOURCES = build.sources()
+STEMS = [p.stem for p in SOURCES]
+
+
+def _notebook(version: str, stem: str) -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / "notebooks" / version / f"{stem}.ipynb", as_version=4)
+
+
+def _tagged(notebook: nbformat.NotebookNode, tag: str) -> list[int]:
+    return [i for i, c in enumerate(notebook.cells) if tag in c.metadata.get("tags", [])]
+
+
 def test_there_are_notebooks():
-    assert NOTEBOOKS
+    assert len(SOURCES) >= 5
+    committed = {p.relative_to(ROOT / "notebooks") for p in (ROOT / "notebooks").rglob("*.ipynb")}
+    expected = {Path(v) / f"{s}.ipynb" for v in build.VERSIONS for s in STEMS}
+    assert committed == expected  # no notebook without a source, none missing
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_is_stored_without_outputs(path):
-    cells = json.loads(path.read_text())["cells"]
-    code = [c for c in cells if c["cell_type"] == "code"]
+def test_committed_notebooks_are_what_the_sources_build():
+    assert build.stale() == []
+
+
+@pytest.mark.parametrize("version", build.VERSIONS)
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_structure(stem, version):
+    raw = json.loads((ROOT / "notebooks" / version / f"{stem}.ipynb").read_text())
+    code = [c for c in raw["cells"] if c["cell_type"] == "code"]
     assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
-    assert cells[0]["cell_type"] == "markdown"  # the science comes before the code
+    notebook = _notebook(version, stem)
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown"  # the science comes before the code
+    assert "Learning objectives" in first.source and "**Time:**" in first.source
+    assert build.colab_url(version, stem) in notebook.cells[1].source
+    assert _tagged(notebook, "setup") == [next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path):
-    notebook = nbformat.read(path, as_version=4)
+@pytest.mark.parametrize("stem", STEMS)
+def test_exercises_have_markers_hints_and_hidden_solutions(stem):
+    exercises, solutions = _notebook("exercises", stem), _notebook("solutions", stem)
+    cells = _tagged(exercises, "exercise")
+    assert cells == _tagged(solutions, "exercise")
+    for i in cells:
+        header, stub, solved = exercises.cells[i - 1].source, exercises.cells[i].source, solutions.cells[i].source
+        assert re.search(r"Importance.*Difficulty.*about \*\*\d+ minutes\*\*", header)
+        assert "testing.check_" in stub.splitlines()[-1]  # the stub cell ends with its check
+        assert exercises.cells[i + 1].source.startswith("<details><summary>Hint</summary>")
+        assert exercises.cells[i + 2].source == f"<details><summary>Solution</summary>\n\n```python\n{solved}\n```\n\n</details>"
+        only_solution = set(solved.splitlines()) - set(stub.splitlines())
+        assert only_solution and not only_solution & set(stub.splitlines())
+
+
+def _with_stub_checks(stem: str) -> nbformat.NotebookNode:
+    """The solved notebook with, after each exercise, its stub run (must fail) and the solution again."""
+    solved, exercises = _notebook("solutions", stem), _notebook("exercises", stem)
+    cells = []
+    for i, cell in enumerate(solved.cells):
+        cells.append(cell)
+        if i in _tagged(solved, "exercise"):
+            stub = exercises.cells[i].source
+            cells.append(
+                nbformat.v4.new_code_cell(
+                    f"try:\n    exec(compile({stub!r}, '<stub of cell {i}>', 'exec'), globals())\n"
+                    "except AssertionError as error:\n"
+                    "    print('stub fails its check:', str(error)[:300])\n"
+                    "else:\n"
+                    f"    raise RuntimeError('the stub of cell {i} passed its check')"
+                )
+            )
+            cells.append(nbformat.v4.new_code_cell(cell.source))
+    solved.cells = cells
+    return solved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", STEMS)
+def test_solved_notebook_runs_and_every_stub_fails_its_check(stem, tmp_path):
+    notebook = _with_stub_checks(stem)
     client = NotebookClient(
         notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
-    print(f"{path.name}: {time.perf_counter() - start:.1f} s")
+    print(f"{stem}: {time.perf_counter() - start:.1f} s")
+    stub_runs = [c for c in notebook.cells if c.source.startswith("try:\n    exec(compile(")]
+    assert len(stub_runs) == len(_tagged(_notebook("solutions", stem), "exercise"))
+    for cell in stub_runs:
+        text = "".join(o.get("text", "") for o in cell.outputs)
+        assert text.startswith("stub fails its check:")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_readme_links_both_versions_with_the_notebooks_own_time(stem):
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{stem}` |"))
+    assert all(build.colab_url(version, stem) in row for version in build.VERSIONS)
+    minutes = re.search(r"\*\*Time:\*\* about (\d+) minutes", _notebook("solutions", stem).cells[0].source)
+    assert f"| {minutes.group(1)} |" in row
+
+
+def _source(tmp_path, text):
+    path = tmp_path / "99_example.py"
+    path.write_text(text)
+    return path
+
+
+EXERCISE = """# %% [markdown]
+# # Title
+# %% [exercise] title="Add" importance=2 difficulty=1 minutes=5
+def add(a, b):
+    # SOLUTION
+    return a + b
+    # STUB
+    # return 0
+    # END
+check(add(1, 2))
+# %% [hint]
+# Use `+`.
+"""
+
+
+def test_builder_splits_an_exercise_into_stub_and_solution(tmp_path):
+    path = _source(tmp_path, EXERCISE)
+    solved, exercise = (build.build(path, version) for version in ("solutions", "exercises"))
+    code = {v: [c.source for c in nb.cells if "exercise" in c.metadata.get("tags", [])] for v, nb in
+            (("solutions", solved), ("exercises", exercise))}
+    assert code["solutions"] == ["def add(a, b):\n    return a + b\ncheck(add(1, 2))"]
+    assert code["exercises"] == [
+        "def add(a, b):\n    # Your code here: replace the stub below with your solution.\n    return 0\ncheck(add(1, 2))"
+    ]
+    assert "Exercise 1: Add" in exercise.cells[1].source and "about **5 minutes**" in exercise.cells[1].source
+    assert exercise.cells[3].source == "<details><summary>Hint</summary>\n\nUse `+`.\n\n</details>"
+    assert build.render(path, "exercises") == build.render(path, "exercises")  # deterministic
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (EXERCISE.replace("    # END\ncheck(add(1, 2))\n", ""), "not closed with # END"),
+        (EXERCISE.replace("    # STUB\n", ""), "# END without a # STUB"),
+        (EXERCISE.replace("    # return 0", "    return 0"), "stub lines are written commented out"),
+        (EXERCISE.replace(" minutes=5", ""), r"exercise needs \['minutes'\]"),
+        (EXERCISE.replace("# %% [hint]\n# Use `+`.\n", ""), "the last exercise has no"),
+        ("x = 1\n" + EXERCISE, "text before the first"),
+    ],
+)
+def test_builder_names_the_line_of_a_broken_source(tmp_path, broken, message):
+    with pytest.raises(build.SourceError, match=message):
+        build.build(_source(tmp_path, broken), "exercises")

