@@ -118,7 +118,9 @@ CLAIMS = {
     "pca_steps_lengthen": "Trajectories in the PC1-PC2 plane take longer steps late in depth (Fig 4A).",
     "mid_layers_attract": (
         "Teleported states are pulled back towards the control path at middle layers "
-        "(attractor-like), not at the first or last layer (Fig 4D)."
+        "(attractor-like), not at the first or the last layer teleported (Fig 4D: layers "
+        "0-31 of Llama's 32, where the paper calls 31 the penultimate; its abstract places "
+        "the attractor-like dynamics in the lower layers)."
     ),
 }
 
