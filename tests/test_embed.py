@@ -199,7 +199,7 @@ def test_widths_follow_the_papers_geometric_progression():
 
 
 def test_every_layer_but_the_last_is_linear_layernorm_relu():
-    cae = CompressingAutoencoder(32, n_layers=3).fit(torch.randn(20, 32), epochs=1, progress=False)
+    cae = CompressingAutoencoder(32, n_layers=3, epochs=1, progress=False).fit(torch.randn(20, 32))
     for network, widths in ((cae.encoder_, [32, 32, 8, 2]), (cae.decoder_, [2, 8, 32, 32])):
         kinds = [type(layer) for layer in network]
         assert kinds == [nn.Linear, nn.LayerNorm, nn.ReLU] * 2 + [nn.Linear]
@@ -211,7 +211,7 @@ def test_every_layer_but_the_last_is_linear_layernorm_relu():
 
 def test_autoencoder_reconstructs_a_two_dimensional_manifold():
     data = sheet(1000, 32)
-    cae = CompressingAutoencoder(32, n_layers=3).fit(data, epochs=20, batch_size=32, progress=False)
+    cae = CompressingAutoencoder(32, n_layers=3, epochs=20, batch_size=32, progress=False).fit(data)
     explained = float(cae.held_out_.explained_variance[0])
     assert explained > 0.95, explained
     assert cae.history_.val_loss[-1] < cae.history_.val_loss[0]
@@ -222,7 +222,7 @@ def test_autoencoder_reconstructs_a_two_dimensional_manifold():
 def test_autoencoder_is_deterministic_for_a_seed():
     data = sheet(200, 16)
     fits = [
-        CompressingAutoencoder(16, n_layers=3).fit(data, epochs=2, seed=s, progress=False)
+        CompressingAutoencoder(16, n_layers=3, epochs=2, random_state=s, progress=False).fit(data)
         for s in (1, 1, 2)
     ]
     same = [list(f.encoder_.state_dict().values()) for f in fits]
@@ -245,9 +245,9 @@ def test_max_vectors_trains_on_a_seeded_subset_and_keeps_the_held_out_samples(mo
 
     monkeypatch.setattr(CompressingAutoencoder, "_train", record)
     fits = [
-        CompressingAutoencoder(16, n_layers=3).fit(
-            data, epochs=1, val_fraction=0.25, max_vectors=m, seed=0, progress=False
-        )
+        CompressingAutoencoder(
+            16, n_layers=3, epochs=1, val_fraction=0.25, max_vectors=m, random_state=0, progress=False
+        ).fit(data)
         for m in (None, 50, 50, 10_000)
     ]
     assert [len(v) for v in seen] == [15 * 6, 50, 50, 15 * 6]
@@ -258,8 +258,8 @@ def test_max_vectors_trains_on_a_seeded_subset_and_keeps_the_held_out_samples(mo
 
 def test_standardisation_makes_training_blind_to_scale():
     data = sheet(200, 16)
-    small = CompressingAutoencoder(16, n_layers=3).fit(data, epochs=3, progress=False)
-    large = CompressingAutoencoder(16, n_layers=3).fit(data * 1000, epochs=3, progress=False)
+    small = CompressingAutoencoder(16, n_layers=3, epochs=3, progress=False).fit(data)
+    large = CompressingAutoencoder(16, n_layers=3, epochs=3, progress=False).fit(data * 1000)
     train = torch.ones(200, dtype=torch.bool)
     train[small.validation_index_] = False
     torch.testing.assert_close(small.mean_, data[train].mean(0), atol=1e-3, rtol=1e-5)
@@ -270,8 +270,8 @@ def test_standardisation_makes_training_blind_to_scale():
 
 
 def test_autoencoder_reports_trajectories_of_held_out_samples(minilm_dyn):
-    cae = CompressingAutoencoder(384, n_layers=4).fit(
-        minilm_dyn, epochs=1, val_fraction=0.25, progress=False
+    cae = CompressingAutoencoder(384, n_layers=4, epochs=1, val_fraction=0.25, progress=False).fit(
+        minilm_dyn
     )
     held_out = cae.held_out_
     assert isinstance(held_out, AutoencoderTrajectories)
@@ -307,7 +307,7 @@ def test_autoencoder_reports_trajectories_of_held_out_samples(minilm_dyn):
 )
 def test_bad_autoencoder_settings_are_refused(build, fit_kwargs, error, match):
     with pytest.raises(error, match=match):
-        CompressingAutoencoder(**build).fit(torch.randn(10, 8), progress=False, **fit_kwargs)
+        CompressingAutoencoder(**build, **fit_kwargs, progress=False).fit(torch.randn(10, 8))
 
 
 def test_explained_variance_refuses_an_unknown_baseline():
@@ -325,3 +325,22 @@ def test_pca_warns_when_it_fits_fewer_components_than_asked(minilm_dyn):
     with pytest.warns(UserWarning, match="fitting 36 components"):
         pca = tld.pca_trajectories(small, n_components=100)
     assert pca.n_components == 36
+
+
+def test_autoencoder_follows_the_scikit_learn_estimator_contract():
+    from sklearn.base import clone
+
+    data = sheet(60, 16)
+    cae = CompressingAutoencoder(16, n_layers=3, epochs=2, random_state=3, progress=False)
+    assert cae.get_params()["random_state"] == 3 and cae.get_params()["epochs"] == 2
+    twin = clone(cae).set_params(epochs=1)
+    assert twin.epochs == 1 and not hasattr(twin, "encoder_")
+    lazy = CompressingAutoencoder(16, epochs=0)  # settings are validated by fit, not __init__
+    with pytest.raises(ValueError, match="epochs"):
+        lazy.fit(data)
+    assert cae.fit(data) is cae
+    codes = clone(cae).fit_transform(data)
+    torch.testing.assert_close(codes, cae.transform(data), rtol=0, atol=0)
+    assert codes.shape == (60, 2)
+    trajectories = torch.stack([data[:30], data[30:]], dim=1)  # [30 samples, 2 sublayers, 16]
+    assert clone(cae).fit_transform(trajectories).shape == (30, 2, 2)

@@ -43,11 +43,12 @@ Example::
     model = tld.models.load_model()                        # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:128])
     pca = pca_trajectories(dyn, n_components=100)
-    pca.trajectories.shape                                 # (128, 12, 100)
+    pca.trajectories.shape                                 # (128, 60, 100)
     pca.cumulative_variance[:3], pca.variance_per_sublayer
-    cae = CompressingAutoencoder(d_in=384).fit(dyn, epochs=20)
-    cae.held_out_.mean_trajectory.shape                    # (12, 2): Fig 3B
+    cae = CompressingAutoencoder(d_in=576, random_state=0).fit(dyn)
+    cae.held_out_.mean_trajectory.shape                    # (60, 2): Fig 3B
     cae.held_out_.explained_variance                       # Fig 3D, per sublayer
+    codes = CompressingAutoencoder(576, epochs=5).fit_transform(dyn)  # (128, 60, 2)
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
+from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -437,8 +439,8 @@ def _stack(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CompressingAutoencoder:
-    """The paper's compressing autoencoder (CAE, section 2.7), scikit-learn shaped.
+class CompressingAutoencoder(BaseEstimator):
+    """The paper's compressing autoencoder (CAE, section 2.7), a scikit-learn estimator.
 
     The encoder has ``n_layers`` linear layers whose output widths follow the geometric
     progression ``d_i = d_in * r**i``, ``i = 0 .. n_layers - 1``, with
@@ -455,12 +457,29 @@ class CompressingAutoencoder:
     error in the model's own units up to a constant, and the residual stream's size
     (tens to thousands) does not upset Adam.
 
+    It follows scikit-learn's estimator contract: every setting is an ``__init__``
+    argument stored as given and validated by :meth:`fit` (so ``get_params``,
+    ``set_params`` and ``sklearn.base.clone`` work), :meth:`fit` returns ``self``, and
+    :meth:`fit_transform` fits and returns the codes.
+
     Args:
         d_in: Width of the vectors (``d_model``).
         d_bottleneck: Width of the code, 2 in the paper.
         n_layers: Layers of the encoder and of the decoder, each (``k``; 10 in the
             paper), at least 2.
         min_width: Narrowest hidden layer; 1 gives the paper's exact progression.
+        epochs: Passes over the training vectors.
+        batch_size: Vectors per Adam step (64 in the paper).
+        lr: Adam learning rate (1e-3 in the paper).
+        val_fraction: Fraction of samples held out, in ``[0, 1)``; at least one sample
+            is held out when it is positive.
+        max_vectors: Train on a seeded random subset of at most this many training
+            vectors (``None``: all of them). Bounds the cost of one epoch when there are
+            many samples and sublayers; the standardisation still uses every training
+            vector, and the held-out samples are unaffected.
+        random_state: Seeds the split, the initial weights and the batch order: the same
+            seed gives the same model on CPU.
+        progress: Show a tqdm bar over epochs with the current losses.
 
     Attributes (after :meth:`fit`):
         encoder_, decoder_: The trained ``torch.nn.Sequential`` networks (float32, CPU).
@@ -478,133 +497,132 @@ class CompressingAutoencoder:
         d_bottleneck: int = CAE_BOTTLENECK,
         n_layers: int = CAE_LAYERS,
         min_width: int = CAE_MIN_WIDTH,
-    ):
-        self.d_in = _check_int(d_in, "d_in", 1)
-        self.d_bottleneck = _check_int(d_bottleneck, "d_bottleneck", 1)
-        self.n_layers = _check_int(n_layers, "n_layers", 2)
-        self.min_width = _check_int(min_width, "min_width", 1)
-        if self.d_bottleneck > self.d_in:
-            raise ValueError(
-                f"d_bottleneck must not exceed d_in={self.d_in} for a compressing autoencoder; "
-                f"received {d_bottleneck}"
-            )
-
-    def __repr__(self) -> str:
-        return (
-            f"CompressingAutoencoder(d_in={self.d_in}, d_bottleneck={self.d_bottleneck}, "
-            f"n_layers={self.n_layers}, min_width={self.min_width})"
-        )
-
-    @property
-    def widths(self) -> list[int]:
-        """Widths from the input to the code: ``[d_in, d_0, d_1, ..., d_{k-1}]``."""
-        ratio = (self.d_bottleneck / self.d_in) ** (1 / (self.n_layers - 1))
-        floor = max(self.d_bottleneck, min(self.min_width, self.d_in))
-        hidden = [max(floor, round(self.d_in * ratio**i)) for i in range(self.n_layers - 1)]
-        return [self.d_in, *hidden, self.d_bottleneck]
-
-    def fit(
-        self,
-        dyn: DynamicsCache | Float[Tensor, "batch sublayer d_in"] | Float[Tensor, "n d_in"],
         *,
         epochs: int = CAE_EPOCHS,
         batch_size: int = CAE_BATCH_SIZE,
         lr: float = CAE_LEARNING_RATE,
         val_fraction: float = CAE_VAL_FRACTION,
         max_vectors: int | None = None,
-        seed: int = 0,
+        random_state: int = 0,
         progress: bool = True,
+    ):
+        self.d_in = d_in
+        self.d_bottleneck = d_bottleneck
+        self.n_layers = n_layers
+        self.min_width = min_width
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.val_fraction = val_fraction
+        self.max_vectors = max_vectors
+        self.random_state = random_state
+        self.progress = progress
+
+    @property
+    def widths(self) -> list[int]:
+        """Widths from the input to the code: ``[d_in, d_0, d_1, ..., d_{k-1}]``."""
+        self._check_architecture()
+        ratio = (self.d_bottleneck / self.d_in) ** (1 / (self.n_layers - 1))
+        floor = max(self.d_bottleneck, min(self.min_width, self.d_in))
+        hidden = [max(floor, round(self.d_in * ratio**i)) for i in range(self.n_layers - 1)]
+        return [self.d_in, *hidden, self.d_bottleneck]
+
+    def _check_architecture(self) -> None:
+        _check_int(self.d_in, "d_in", 1)
+        _check_int(self.d_bottleneck, "d_bottleneck", 1)
+        _check_int(self.n_layers, "n_layers", 2)
+        _check_int(self.min_width, "min_width", 1)
+        if self.d_bottleneck > self.d_in:
+            raise ValueError(
+                f"d_bottleneck must not exceed d_in={self.d_in} for a compressing autoencoder; "
+                f"received {self.d_bottleneck}"
+            )
+
+    def _check_training(self) -> None:
+        _check_int(self.epochs, "epochs", 1)
+        _check_int(self.batch_size, "batch_size", 1)
+        if self.max_vectors is not None:
+            _check_int(self.max_vectors, "max_vectors", 1)
+        _check_int(self.random_state, "random_state", 0)
+        lr, val_fraction = self.lr, self.val_fraction
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be a positive number; received {lr!r}")
+        if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
+            raise ValueError(f"val_fraction must be a number in [0, 1); received {val_fraction!r}")
+
+    def fit(
+        self, dyn: DynamicsCache | Float[Tensor, "batch sublayer d_in"] | Float[Tensor, "n d_in"]
     ) -> CompressingAutoencoder:
         """Train with Adam on the mean squared reconstruction error of single vectors.
 
         Every residual-stream vector (any sample, any sublayer) is one training example.
         The held-out set is a random ``val_fraction`` of the *samples*, whole
         trajectories, because successive sublayers of one sample are so alike that
-        holding out single vectors would leak them into training.
+        holding out single vectors would leak them into training. Every setting is
+        checked before training starts.
 
         Args:
             dyn: A :class:`~tl_dynamics.DynamicsCache`, a ``[batch, sublayer, d_in]``
                 tensor, or ``[n, d_in]`` loose vectors (each its own sample).
-            epochs: Passes over the training vectors.
-            batch_size: Vectors per Adam step (64 in the paper).
-            lr: Adam learning rate (1e-3 in the paper).
-            val_fraction: Fraction of samples held out, in ``[0, 1)``; at least one sample
-                is held out when it is positive.
-            max_vectors: Train on a seeded random subset of at most this many training
-                vectors (``None``: all of them). Bounds the cost of one epoch when there are
-                many samples and sublayers; the standardisation still uses every training
-                vector, and the held-out samples are unaffected.
-            seed: Seeds the split, the initial weights and the batch order: the same seed
-                gives the same model on CPU.
-            progress: Show a tqdm bar over epochs with the current losses.
 
         Returns:
             ``self``, fitted.
         """
+        self._check_architecture()
+        self._check_training()
         resid, labels = as_trajectories(dyn)
         if resid.shape[-1] != self.d_in:
             raise ValueError(
                 f"dyn must have d_in={self.d_in} units on its last axis; received shape "
                 f"{tuple(resid.shape)}"
             )
-        epochs = _check_int(epochs, "epochs", 1)
-        batch_size = _check_int(batch_size, "batch_size", 1)
-        if max_vectors is not None:
-            max_vectors = _check_int(max_vectors, "max_vectors", 1)
-        seed = _check_int(seed, "seed", 0)
-        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a positive number; received {lr!r}")
-        if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
-            raise ValueError(f"val_fraction must be a number in [0, 1); received {val_fraction!r}")
         n_samples = resid.shape[0]
+        val_fraction = self.val_fraction
         n_val = max(1, round(val_fraction * n_samples)) if val_fraction > 0 else 0
         if n_samples - n_val < 1:
             raise ValueError(
                 f"val_fraction={val_fraction} holds out all {n_samples} samples of dyn; "
                 "pass more samples or a smaller val_fraction"
             )
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(int(self.random_state))
         order = torch.randperm(n_samples, generator=generator)
         self.validation_index_: Int[Tensor, " n_val"] = order[:n_val].sort().values
         train = einops.rearrange(resid[order[n_val:]], "b s d -> (b s) d")
         self.mean_ = train.mean(0).float()
         self.scale_ = float((train - train.mean(0)).pow(2).mean().sqrt()) or 1.0
-        if max_vectors is not None and len(train) > max_vectors:
-            train = train[torch.randperm(len(train), generator=generator)[:max_vectors]]
+        if self.max_vectors is not None and len(train) > self.max_vectors:
+            train = train[torch.randperm(len(train), generator=generator)[: self.max_vectors]]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(int(self.random_state))
             self.encoder_ = _stack(self.widths)
             self.decoder_ = _stack(self.widths[::-1])
         val = einops.rearrange(resid[self.validation_index_], "b s d -> (b s) d")
-        self.history_ = self._train(
-            self._standardise(train),
-            self._standardise(val),
-            epochs,
-            batch_size,
-            lr,
-            generator,
-            progress,
-        )
+        self.history_ = self._train(self._standardise(train), self._standardise(val), generator)
         self.held_out_ = self._report(resid[self.validation_index_], labels) if n_val else None
         return self
 
-    def _train(
-        self,
-        train: Tensor,
-        val: Tensor,
-        epochs: int,
-        batch_size: int,
-        lr: float,
-        generator: torch.Generator,
-        progress: bool,
-    ) -> TrainingHistory:
+    def fit_transform(
+        self, dyn: DynamicsCache | Float[Tensor, "batch sublayer d_in"] | Float[Tensor, "n d_in"]
+    ) -> Float[Tensor, "... bottleneck"]:
+        """:meth:`fit` on ``dyn``, then the bottleneck codes of all of it.
+
+        Returns:
+            ``[batch, sublayer, d_bottleneck]`` (or ``[n, d_bottleneck]`` for loose
+            vectors) float32 on CPU.
+        """
+        vectors = dyn.resid if isinstance(dyn, DynamicsCache) else dyn
+        return self.fit(dyn).transform(vectors)
+
+    def _train(self, train: Tensor, val: Tensor, generator: torch.Generator) -> TrainingHistory:
         network = nn.Sequential(self.encoder_, self.decoder_).train()
-        optimiser = torch.optim.Adam(network.parameters(), lr=lr)
+        # The fused kernel is the same Adam update, a third cheaper per step on CPU than
+        # the default loop over parameter tensors (benchmarks/RESULTS.md, run 6).
+        optimiser = torch.optim.Adam(network.parameters(), lr=self.lr, fused=True)
         train_loss, val_loss = [], []
-        bar = tqdm(range(epochs), desc="autoencoder", unit="epoch", disable=not progress)
+        bar = tqdm(range(self.epochs), desc="autoencoder", unit="epoch", disable=not self.progress)
         for _ in bar:
             losses = []
-            for batch in torch.randperm(len(train), generator=generator).split(batch_size):
+            for batch in torch.randperm(len(train), generator=generator).split(self.batch_size):
                 loss = nn.functional.mse_loss(network(train[batch]), train[batch])
                 optimiser.zero_grad()
                 loss.backward()

@@ -196,9 +196,10 @@ def trajectory_measures(
     n_vectors = dyn.resid.shape[0] * dyn.resid.shape[1]
     components = min(PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
     pca = pca_trajectories(dyn, n_components=components, seed=seed)
-    autoencoder = CompressingAutoencoder(dyn.resid.shape[-1]).fit(
-        dyn, epochs=cae_epochs, max_vectors=CAE_MAX_VECTORS, seed=seed, progress=progress
-    )
+    autoencoder = CompressingAutoencoder(
+        dyn.resid.shape[-1], epochs=cae_epochs, max_vectors=CAE_MAX_VECTORS,
+        random_state=seed, progress=progress,
+    ).fit(dyn)
     sweep = teleport_sweep(model, pca, n=grid, progress=progress)
     return TrajectoryMeasures(pca, autoencoder, sweep)
 
