@@ -14,6 +14,7 @@ from torch import nn
 
 import tl_dynamics as tld
 from tl_dynamics.embed import (
+    CAE_MAX_GRAD_NORM,
     CAE_MIN_WIDTH,
     AutoencoderTrajectories,
     CompressingAutoencoder,
@@ -344,3 +345,18 @@ def test_autoencoder_follows_the_scikit_learn_estimator_contract():
     assert codes.shape == (60, 2)
     trajectories = torch.stack([data[:30], data[30:]], dim=1)  # [30 samples, 2 sublayers, 16]
     assert clone(cae).fit_transform(trajectories).shape == (30, 2, 2)
+
+
+def test_autoencoder_clips_each_gradient_before_the_adam_step(monkeypatch):
+    calls = []
+    clip = nn.utils.clip_grad_norm_
+
+    def record(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        calls.append((len(parameters), max_norm))
+        return clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", record)
+    cae = CompressingAutoencoder(16, n_layers=3, epochs=2, batch_size=20, progress=False).fit(sheet(60, 16))
+    n_parameters = len(list(cae.encoder_.parameters())) + len(list(cae.decoder_.parameters()))
+    assert calls == [(n_parameters, CAE_MAX_GRAD_NORM)] * (2 * 3)  # 51 training vectors: 3 batches

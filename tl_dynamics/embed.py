@@ -80,6 +80,10 @@ CAE_LEARNING_RATE = 1e-3  # Adam learning rate of the paper (section 2.7)
 CAE_BATCH_SIZE = 64  # vectors per training batch in the paper (section 2.7)
 CAE_VAL_FRACTION = 0.15  # the paper trains on 85k batches and tests on 15k (section 2.7)
 CAE_EPOCHS = 20  # passes over the training vectors; enough for MiniLM-sized data
+CAE_MAX_GRAD_NORM = 1.0
+"""Gradients are clipped to this global norm before each Adam step (Pascanu et al. 2013).
+Without it, one large step of the 20-layer network could collapse it to the mean (held-out
+loss ~1) from one run to the next on SmolLM2, depending only on the thread count."""
 CAE_MIN_WIDTH = 8
 """Narrowest hidden layer. LayerNorm takes two degrees of freedom (mean, scale) from a
 layer, and on MiniLM the paper's progression (384 -> ... -> 6 -> 4 -> 2) collapsed to the
@@ -626,6 +630,7 @@ class CompressingAutoencoder(BaseEstimator):
                 loss = nn.functional.mse_loss(network(train[batch]), train[batch])
                 optimiser.zero_grad()
                 loss.backward()
+                nn.utils.clip_grad_norm_(network.parameters(), CAE_MAX_GRAD_NORM)
                 optimiser.step()
                 losses.append(loss.item())
             train_loss.append(sum(losses) / len(losses))
