@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -360,3 +361,17 @@ def test_autoencoder_clips_each_gradient_before_the_adam_step(monkeypatch):
     cae = CompressingAutoencoder(16, n_layers=3, epochs=2, batch_size=20, progress=False).fit(sheet(60, 16))
     n_parameters = len(list(cae.encoder_.parameters())) + len(list(cae.decoder_.parameters()))
     assert calls == [(n_parameters, CAE_MAX_GRAD_NORM)] * (2 * 3)  # 51 training vectors: 3 batches
+
+
+def test_autoencoder_learning_rate_decays_to_zero_by_a_cosine(monkeypatch):
+    rates = []
+    step = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    CompressingAutoencoder(16, n_layers=3, epochs=2, batch_size=20, lr=0.01, progress=False).fit(sheet(60, 16))
+    expected = [0.005 * (1 + math.cos(math.pi * t / 6)) for t in range(6)]  # 2 epochs x 3 batches
+    assert rates == pytest.approx(expected, rel=1e-6)

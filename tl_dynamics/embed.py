@@ -79,7 +79,11 @@ CAE_BOTTLENECK = 2  # the paper's 2-D bottleneck (Fig 3B)
 CAE_LEARNING_RATE = 1e-3  # Adam learning rate of the paper (section 2.7)
 CAE_BATCH_SIZE = 64  # vectors per training batch in the paper (section 2.7)
 CAE_VAL_FRACTION = 0.15  # the paper trains on 85k batches and tests on 15k (section 2.7)
-CAE_EPOCHS = 20  # passes over the training vectors; enough for MiniLM-sized data
+CAE_EPOCHS = 10
+"""Passes over the training vectors. The learning rate decays from ``lr`` to 0 over them
+(cosine, Loshchilov & Hutter 2017): on SmolLM2 (12,288 training vectors, seeds 0 and 1)
+10 decayed epochs reach held-out losses 0.143 and 0.171 (pooled explained variance 0.85
+and 0.83), where 20 epochs at the constant rate reached 0.152 and 0.171 (0.84, 0.82)."""
 CAE_MAX_GRAD_NORM = 1.0
 """Gradients are clipped to this global norm before each Adam step (Pascanu et al. 2013).
 Without it, one large step of the 20-layer network could collapse it to the mean (held-out
@@ -474,7 +478,8 @@ class CompressingAutoencoder(BaseEstimator):
         min_width: Narrowest hidden layer; 1 gives the paper's exact progression.
         epochs: Passes over the training vectors.
         batch_size: Vectors per Adam step (64 in the paper).
-        lr: Adam learning rate (1e-3 in the paper).
+        lr: Adam's initial learning rate (1e-3 in the paper), decayed to 0 over the
+            training steps by a cosine schedule (see :data:`CAE_EPOCHS`).
         val_fraction: Fraction of samples held out, in ``[0, 1)``; at least one sample
             is held out when it is positive.
         max_vectors: Train on a seeded random subset of at most this many training
@@ -622,6 +627,8 @@ class CompressingAutoencoder(BaseEstimator):
         # The fused kernel is the same Adam update, a third cheaper per step on CPU than
         # the default loop over parameter tensors (benchmarks/RESULTS.md, run 6).
         optimiser = torch.optim.Adam(network.parameters(), lr=self.lr, fused=True)
+        steps = self.epochs * math.ceil(len(train) / self.batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
         train_loss, val_loss = [], []
         bar = tqdm(range(self.epochs), desc="autoencoder", unit="epoch", disable=not self.progress)
         for _ in bar:
@@ -632,6 +639,7 @@ class CompressingAutoencoder(BaseEstimator):
                 loss.backward()
                 nn.utils.clip_grad_norm_(network.parameters(), CAE_MAX_GRAD_NORM)
                 optimiser.step()
+                schedule.step()
                 losses.append(loss.item())
             train_loss.append(sum(losses) / len(losses))
             with torch.no_grad():

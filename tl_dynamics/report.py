@@ -42,7 +42,7 @@ from tl_dynamics._output import atomic_folder, check_output, render_html, tensor
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
-from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.embed import CAE_EPOCHS, CompressingAutoencoder, PCATrajectories, pca_trajectories
 from tl_dynamics.interventions import TeleportSweep, teleport_sweep
 
 SCHEMA_VERSION = 2
@@ -58,7 +58,6 @@ and ``correlation_rises``. NaN numbers are ``null``.
 
 PCA_COMPONENTS = 100  # the paper's Fig 4C reconstructs from 100 components
 TELEPORT_GRID = 10  # the paper's n x n teleport grid, n ~ 10 (section 9)
-CAE_EPOCHS = 20  # enough for a 2-D bottleneck on ~10^4 vectors on a CPU
 CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 sublayers x 85 %
 # is ~8.4k; at 60 sublayers (SmolLM2) all ~42k would make the autoencoder the report's
 # slowest stage by far, for little gain on a 2-D bottleneck
