@@ -25,6 +25,7 @@ from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.jpca import JPCAResult, jpca
 from tl_dynamics.similarity import DynamicalSimilarity, dynamical_similarity, random_weight_twin
 from tl_dynamics.stability import JacobianSpectrum, JacobianSweep, jacobian_spectrum, jacobian_sweep
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_PROMPT",
     "CompressingAutoencoder",
     "DynamicsCache",
+    "DynamicsInputError",
     "DynamicsMetadata",
     "DynamicalSimilarity",
     "DynamicsStore",

@@ -48,6 +48,7 @@ import plotly.offline
 import torch
 
 from tl_dynamics._version import __version__
+from tl_dynamics.errors import DynamicsInputError, OutputExistsError
 
 MARKER_NAME = "tl-dynamics-output.json"
 """File in every folder written by :func:`atomic_folder`: what wrote it, and its version."""
@@ -112,16 +113,16 @@ def read_json_record(path: Path, version_key: str, newest: int, what: str) -> di
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{str(path)!r} is not {what} (not JSON: {error})") from error
+        raise DynamicsInputError(f"{str(path)!r} is not {what} (not JSON: {error})") from error
     if not isinstance(record, dict):
-        raise ValueError(f"{str(path)!r} is not {what} (not a JSON object)")
+        raise DynamicsInputError(f"{str(path)!r} is not {what} (not a JSON object)")
     version = record.get(version_key)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(
+        raise DynamicsInputError(
             f"{str(path)!r} has {version_key} {version!r}, not an integer; is it {what}?"
         )
     if version > newest:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{str(path)!r} has {version_key} {version}, newer than this tl-dynamics "
             f"({__version__}) reads; upgrade tl-dynamics"
         )
@@ -212,7 +213,9 @@ def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path] 
     target = Path(out).resolve()
     if target.exists() or target.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+            raise OutputExistsError(
+                f"output folder {str(out)!r} exists; pass --overwrite to replace it"
+            )
         _check_replaceable(out, target, inputs)
     check_writable(target.parent)
 
@@ -220,17 +223,17 @@ def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path] 
 def _check_replaceable(out: str | Path, target: Path, inputs: Iterable[str | Path]) -> None:
     cwd = Path.cwd().resolve()
     if _is_within(cwd, target):
-        raise ValueError(
+        raise DynamicsInputError(
             f"--overwrite refuses out {str(out)!r}: it is the working directory or holds it"
         )
     for source in inputs:
         if _is_within(Path(source).resolve(), target):
-            raise ValueError(
+            raise DynamicsInputError(
                 f"--overwrite refuses out {str(out)!r}: it is (or holds) {str(source)!r}, an "
                 "input of this command; pass another --out"
             )
     if not target.is_dir() or read_marker(target) is None:
-        raise ValueError(
+        raise DynamicsInputError(
             f"--overwrite refuses out {str(out)!r}: it was not written by tl-dynamics (no "
             f"{MARKER_NAME} in it); remove it yourself or pass another --out"
         )
@@ -246,12 +249,14 @@ def check_writable(folder: str | Path) -> None:
     while not anchor.exists():
         anchor = anchor.parent
     if not anchor.is_dir():
-        raise ValueError(f"cannot write {str(folder)!r}: {str(anchor)!r} is a file, not a folder")
+        raise DynamicsInputError(
+            f"cannot write {str(folder)!r}: {str(anchor)!r} is a file, not a folder"
+        )
     try:
         probe = tempfile.mkdtemp(prefix=".tl-dynamics-probe-", dir=anchor)
         os.rmdir(probe)
     except OSError as error:
-        raise ValueError(
+        raise DynamicsInputError(
             f"cannot write {str(folder)!r}: {str(anchor)!r} is not writable "
             f"({error.strerror or error})"
         ) from error
@@ -312,7 +317,7 @@ def atomic_folder(
         FileExistsError, ValueError: as :func:`check_output`, checked again here.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise DynamicsInputError(f"kind must be one of {KINDS}; received {kind!r}")
     out = Path(out)
     check_output(out, overwrite, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,11 @@ overlays several reports on normalised depth.
 
 Bad input (an unknown model while offline, an unreadable texts file, ``--n`` beyond the
 corpus, a half dtype on CPU, an existing output folder, an ``--out`` that cannot be
-written) prints one line starting with ``tl-dynamics: error:`` and exits with status 2,
-writing nothing; every such check runs before the model is loaded. ``--overwrite``
+written, an optional package the input needs but that is not installed) raises
+:class:`~tl_dynamics.errors.DynamicsInputError`, which prints one line starting with
+``tl-dynamics: error:`` (for a missing package: the ``pip install`` that adds it) and
+exits with status 2, writing nothing; every such check runs before the model is loaded.
+Any other exception is a bug and keeps its traceback. ``--overwrite``
 replaces only a folder tl-dynamics wrote, never an input of the command or the working
 directory (see :mod:`tl_dynamics._output`). Ctrl-C prints one line and exits with status
 130, leaving no temporary folder (an interrupted ``collect`` keeps its complete shards:
@@ -34,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tl_dynamics.data import CORPORA
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import SITES
 from tl_dynamics.models import DEFAULT_MODEL, DTYPES
 
@@ -222,8 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"report": _report, "compare": _compare, "collect": _collect}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ConnectionError,
-            ImportError) as error:
+    except DynamicsInputError as error:  # only bad input: a bug keeps its traceback
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

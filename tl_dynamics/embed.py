@@ -69,6 +69,7 @@ from tqdm.auto import tqdm
 
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 
 DEFAULT_PCA_COMPONENTS = 100  # the paper reconstructs each sublayer from 100 PCs (Fig 4C)
 
@@ -109,17 +110,17 @@ def as_trajectories(data: Any, name: str = "dyn") -> tuple[Tensor, tuple[str, ..
     resid = data.resid if isinstance(data, DynamicsCache) else data
     if not isinstance(resid, Tensor) or not resid.is_floating_point():
         got = f"a {resid.dtype} tensor" if isinstance(resid, Tensor) else type(resid).__name__
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a DynamicsCache or a floating tensor {_TRAJECTORY_SHAPE} or "
             f"[n, d_model]; received {got}"
         )
     if resid.ndim not in (2, 3) or 0 in resid.shape:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} must have shape {_TRAJECTORY_SHAPE} or [n, d_model] with no empty axis; "
             f"received shape {tuple(resid.shape)}"
         )
     if not bool(torch.isfinite(resid).all()):
-        raise ValueError(f"{name} holds non-finite values (inf or nan)")
+        raise DynamicsInputError(f"{name} holds non-finite values (inf or nan)")
     if resid.ndim == 2:
         resid = einops.rearrange(resid, "n d_model -> n 1 d_model")
     if isinstance(data, DynamicsCache):
@@ -146,12 +147,12 @@ def explained_variance(
         (e.g. a single sample around its own mean).
     """
     if around not in EXPLAINED_VARIANCE_BASELINES:
-        raise ValueError(
+        raise DynamicsInputError(
             f"around must be one of {EXPLAINED_VARIANCE_BASELINES}; received {around!r}"
         )
     data, reconstruction = data.double().cpu(), reconstruction.double().cpu()
     if data.shape != reconstruction.shape:
-        raise ValueError(
+        raise DynamicsInputError(
             f"reconstruction must have the shape of data {tuple(data.shape)}; "
             f"received {tuple(reconstruction.shape)}"
         )
@@ -173,17 +174,17 @@ def _check_int(
         or too_big
     ):
         expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an int {expected}{why}; received {value!r}")
+        raise DynamicsInputError(f"{name} must be an int {expected}{why}; received {value!r}")
     return int(value)
 
 
 def _check_width(tensor: Any, width: int, name: str, axis_name: str) -> Tensor:
     if not isinstance(tensor, Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a torch.Tensor [..., {axis_name}]; received {type(tensor).__name__}"
         )
     if tensor.ndim == 0 or tensor.shape[-1] != width:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} must have a last axis of {width} ({axis_name}); received shape "
             f"{tuple(tensor.shape)}"
         )
@@ -253,12 +254,12 @@ class PCATrajectories:
             ``[..., d_model]`` float32 on CPU, in residual-stream units.
         """
         if not isinstance(points, Tensor) or points.ndim == 0:
-            raise TypeError(
+            raise InputTypeError(
                 f"points must be a torch.Tensor [..., j]; received {type(points).__name__}"
             )
         j = points.shape[-1]
         if not 1 <= j <= self.n_components:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"points must have between 1 and {self.n_components} coordinates on its last "
                 f"axis (the fitted components); received shape {tuple(points.shape)}"
             )
@@ -322,7 +323,7 @@ def pca_trajectories(
     seed = _check_int(seed, "seed", 0)
     batch, sublayers, d_model = resid.shape
     if batch * sublayers < 2:
-        raise ValueError(
+        raise DynamicsInputError(
             f"dyn must hold at least two vectors for a PCA; received shape {tuple(resid.shape)}"
         )
     k = min(n_components, batch * sublayers, d_model)
@@ -484,7 +485,7 @@ class CompressingAutoencoder:
         self.n_layers = _check_int(n_layers, "n_layers", 2)
         self.min_width = _check_int(min_width, "min_width", 1)
         if self.d_bottleneck > self.d_in:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"d_bottleneck must not exceed d_in={self.d_in} for a compressing autoencoder; "
                 f"received {d_bottleneck}"
             )
@@ -543,7 +544,7 @@ class CompressingAutoencoder:
         """
         resid, labels = as_trajectories(dyn)
         if resid.shape[-1] != self.d_in:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"dyn must have d_in={self.d_in} units on its last axis; received shape "
                 f"{tuple(resid.shape)}"
             )
@@ -553,13 +554,15 @@ class CompressingAutoencoder:
             max_vectors = _check_int(max_vectors, "max_vectors", 1)
         seed = _check_int(seed, "seed", 0)
         if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a positive number; received {lr!r}")
+            raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
         if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
-            raise ValueError(f"val_fraction must be a number in [0, 1); received {val_fraction!r}")
+            raise DynamicsInputError(
+                f"val_fraction must be a number in [0, 1); received {val_fraction!r}"
+            )
         n_samples = resid.shape[0]
         n_val = max(1, round(val_fraction * n_samples)) if val_fraction > 0 else 0
         if n_samples - n_val < 1:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"val_fraction={val_fraction} holds out all {n_samples} samples of dyn; "
                 "pass more samples or a smaller val_fraction"
             )

@@ -58,6 +58,7 @@ from tl_dynamics._inference import (
     percentile_interval,
 )
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.metrics.correlation import unit_correlation_per_sample
 from tl_dynamics.metrics.information import mutual_information_per_sample
 
@@ -842,7 +843,7 @@ def trajectory_findings(
     :func:`decide`.
     """
     if pca.trajectories.shape[:2] != dyn.resid.shape[:2]:
-        raise ValueError(
+        raise DynamicsInputError(
             "pca must be fitted on dyn: pca.trajectories has [batch, sublayer] "
             f"{tuple(pca.trajectories.shape[:2])}, dyn.resid {tuple(dyn.resid.shape[:2])}"
         )

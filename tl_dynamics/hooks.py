@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
+
 SITES = ("pre", "mid")
 """Residual-stream read points inside a block, in the order the stream passes them."""
 
@@ -80,9 +82,9 @@ def check_model(model: Any) -> None:
         if not hasattr(model, attr)
     ]
     if missing or not hasattr(model.cfg, "n_layers"):
-        raise TypeError(
-            f"model must be a TransformerLens model (TransformerBridge or HookedTransformer), "
-            f"got {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
+        raise InputTypeError(
+            f"model must be a TransformerLens model (TransformerBridge or HookedTransformer); "
+            f"received {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
             "Load one with transformer_lens.model_bridge.TransformerBridge.boot_transformers(...)."
         )
 
@@ -93,9 +95,9 @@ def validate_sites(sites: Sequence[str]) -> tuple[str, ...]:
         sites = (sites,)
     ordered = tuple(s for s in SITES if s in sites)
     if ordered not in VALID_SITES or len(set(sites)) != len(tuple(sites)):
-        raise ValueError(
+        raise DynamicsInputError(
             f"sites must be ('pre', 'mid') (the paper's 2L sublayers) or ('pre',) (one point "
-            f"per layer), got {tuple(sites)!r}"
+            f"per layer); received {tuple(sites)!r}"
         )
     return ordered
 
@@ -131,7 +133,7 @@ def trajectory_hooks(
             if parallel and all("resid_mid" in name for name in missing)
             else ""
         )
-        raise ValueError(
+        raise DynamicsInputError(
             f"model {model_name(model)!r} has no hook point {missing[0]!r}"
             f" ({len(missing)} of the {len(hooks)} needed are missing).{hint}"
         )

@@ -58,6 +58,7 @@ from torch import Tensor
 
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.embed import _check_int, as_trajectories
+from tl_dynamics.errors import DynamicsInputError
 
 DEFAULT_COMPONENTS = 6  # Churchland et al. (2012) fit jPCA in the top 6 PCs
 DEFAULT_SHUFFLES = 1000  # the paper's size of a layer-shuffle null (section 2.6)
@@ -146,7 +147,7 @@ def skew_least_squares(
     """
     variance, basis = np.linalg.eigh(z_t.T @ z_t)
     if variance.min() <= variance.max() * np.finfo(float).eps * len(variance):
-        raise ValueError(
+        raise DynamicsInputError(
             "the states do not span all k components (z_t is rank deficient); lower k"
         )
     a = z_t.T @ dz
@@ -221,7 +222,7 @@ def jpca(
     resid, labels = as_trajectories(dyn)
     n_samples, n_sublayers, d_model = resid.shape
     if n_samples < 2 or n_sublayers < MIN_SUBLAYERS:
-        raise ValueError(
+        raise DynamicsInputError(
             f"dyn needs at least 2 samples and {MIN_SUBLAYERS} sublayers for jPCA; received "
             f"shape {tuple(resid.shape)}"
         )

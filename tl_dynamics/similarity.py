@@ -59,6 +59,7 @@ from torch import Tensor
 
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.embed import _check_int, as_trajectories
+from tl_dynamics.errors import DynamicsInputError, InputTypeError, MissingDependencyError
 from tl_dynamics.hooks import check_model
 
 DEFAULT_POINTS = 16  # normalised-depth samples: MiniLM has 12 sublayers, SmolLM2 60
@@ -75,7 +76,7 @@ def _require_dsa() -> Any:
     try:
         import DSA
     except ImportError as error:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
+        raise MissingDependencyError(
             "dynamical_similarity needs the dsa-metric package (Ostrow et al. 2023): "
             'pip install "tl-dynamics[dsa]" or pip install dsa-metric'
         ) from error
@@ -94,7 +95,9 @@ def resample_depth(
     resid = resid.to(torch.float64)
     n_sublayers = resid.shape[1]
     if n_sublayers < 2:
-        raise ValueError(f"resid needs at least 2 sublayers to resample; received {n_sublayers}")
+        raise DynamicsInputError(
+            f"resid needs at least 2 sublayers to resample; received {n_sublayers}"
+        )
     position = torch.linspace(0, n_sublayers - 1, n_points, dtype=torch.float64,
                               device=resid.device)
     below = position.floor().long().clamp(max=n_sublayers - 2)
@@ -191,19 +194,23 @@ def dynamical_similarity(
     """
     if isinstance(a, Mapping):
         if b is not None:
-            raise TypeError("pass either a mapping of conditions as a, or two conditions a and b")
+            raise InputTypeError(
+                "pass either a mapping of conditions as a, or two conditions a and b"
+            )
         conditions = dict(a)
     else:
         if b is None:
-            raise TypeError("b is missing: pass two conditions, or a mapping of them as a")
+            raise InputTypeError("b is missing: pass two conditions, or a mapping of them as a")
         conditions = {"a": a, "b": b}
     if len(conditions) < 2:
-        raise ValueError(f"need at least 2 conditions to compare; received {len(conditions)}")
+        raise DynamicsInputError(
+            f"need at least 2 conditions to compare; received {len(conditions)}"
+        )
     n_delays = _check_int(n_delays, "n_delays", 1)
     iters = _check_int(iters, "iters", 1)
     seed = _check_int(seed, "seed", 0)
     if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number; received {lr!r}")
+        raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
     states = [
         _states(dyn, f"condition {name!r}", n_points, n_components, seed)
         for name, dyn in conditions.items()
@@ -241,7 +248,7 @@ def random_weight_twin(model: Any, seed: int = 0) -> Any:
     seed = _check_int(seed, "seed", 0)
     hf_model = getattr(model, "original_model", None)
     if hf_model is None or not hasattr(hf_model, "_init_weights"):
-        raise TypeError(
+        raise InputTypeError(
             f"model must be a TransformerBridge over a Hugging Face model (original_model "
             f"with _init_weights); received {type(model).__name__}"
         )

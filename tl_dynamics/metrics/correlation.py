@@ -51,6 +51,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_dynamics._repr import compact_repr
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
     check_positive_int,
@@ -168,7 +169,7 @@ def unit_correlation_per_sample(
 def _check_correlation_input(resid: object) -> None:
     """``check_resid`` with the sample minimum of a per-unit correlation and its reason."""
     if isinstance(resid, Tensor) and resid.ndim == 3 and resid.shape[0] < MIN_CORRELATION_SAMPLES:
-        raise ValueError(
+        raise DynamicsInputError(
             f"resid needs at least {MIN_CORRELATION_SAMPLES} samples (batch, dim 0) for a "
             f"per-unit correlation; received {resid.shape[0]} (shape {tuple(resid.shape)}): "
             "with 2 samples every unit would have r = +1 or -1"
@@ -249,7 +250,7 @@ def _check_range(value_range: object) -> tuple[float, float]:
         and all(isinstance(b, (int, float)) and math.isfinite(b) for b in bounds)
         and bounds[0] < bounds[1]
     ):
-        raise ValueError(
+        raise DynamicsInputError(
             "value_range must be two finite numbers (low, high) with low < high; "
             f"received {value_range!r}"
         )

@@ -82,6 +82,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_dynamics._repr import compact_repr
+from tl_dynamics.errors import InputTypeError
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
     check_choice,
@@ -320,7 +321,7 @@ def _permutations(
 
 def _check_seed(seed: object) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int; received {type(seed).__name__} {seed!r}")
+        raise InputTypeError(f"seed must be an int; received {type(seed).__name__} {seed!r}")
 
 
 def _random_rotation(d_model: int, seed: int) -> Float[Tensor, "d_model d_model"]:
@@ -388,7 +389,7 @@ def _check_rotation_args(
     """Validation shared by :func:`rotations` and :func:`rotation_null`."""
     check_resid(resid, min_sublayers=MIN_ROTATION_SUBLAYERS)
     if not isinstance(signed, bool):
-        raise TypeError(f"signed must be a bool; received {type(signed).__name__} {signed!r}")
+        raise InputTypeError(f"signed must be a bool; received {type(signed).__name__} {signed!r}")
     check_choice(trajectory, "trajectory", TRAJECTORIES)
     check_choice(gradient, "gradient", GRADIENT_SCHEMES)
     check_choice(basis, "basis", BASES)

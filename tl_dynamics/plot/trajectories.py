@@ -42,6 +42,7 @@ from plotly.figure_factory import create_quiver
 from plotly.subplots import make_subplots
 
 from tl_dynamics.embed import AutoencoderTrajectories, CompressingAutoencoder, PCATrajectories
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.interventions import TeleportResult, TeleportSweep
 from tl_dynamics.plot.dynamics import SEQUENTIAL, transition_traces
 
@@ -69,13 +70,13 @@ def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> Autoe
     if isinstance(result, CompressingAutoencoder):
         held_out = getattr(result, "held_out_", None)
         if held_out is None:
-            raise ValueError(
+            raise DynamicsInputError(
                 "result is a CompressingAutoencoder without held-out trajectories: fit it "
                 "with val_fraction > 0, or pass cae.trajectories(dyn)"
             )
         return held_out
     if not isinstance(result, AutoencoderTrajectories):
-        raise TypeError(
+        raise InputTypeError(
             "result must be an AutoencoderTrajectories or a fitted CompressingAutoencoder; "
             f"received {type(result).__name__}"
         )
@@ -84,7 +85,7 @@ def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> Autoe
 
 def _check_pca(pca: object) -> PCATrajectories:
     if not isinstance(pca, PCATrajectories):
-        raise TypeError(
+        raise InputTypeError(
             f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}"
         )
     return pca
@@ -160,7 +161,7 @@ def cae_trajectory(result: AutoencoderTrajectories | CompressingAutoencoder) -> 
     """
     result = _held_out(result)
     if result.codes.shape[-1] < 2:
-        raise ValueError(
+        raise DynamicsInputError(
             f"result must have a bottleneck of at least 2 dims to draw; it has "
             f"{result.codes.shape[-1]}"
         )
@@ -223,7 +224,7 @@ def pca_trajectories(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go
     """
     pca = _check_pca(pca)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-        raise ValueError(f"samples must be an int >= 0; received {samples!r}")
+        raise DynamicsInputError(f"samples must be an int >= 0; received {samples!r}")
     figure = go.Figure()
     for i in range(min(samples, pca.trajectories.shape[0])):
         figure.add_trace(
@@ -287,7 +288,7 @@ def _teleports(
         results = [results]
     results = list(results) if isinstance(results, Sequence) else [results]
     if not results or not all(isinstance(r, TeleportResult) for r in results):
-        raise TypeError(
+        raise InputTypeError(
             "results must be a TeleportSweep, a TeleportResult or a non-empty list of them; "
             f"received {[type(r).__name__ for r in results] or 'an empty list'}"
         )
@@ -311,13 +312,13 @@ def teleport_quiver(
     """
     results = _teleports(results)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(
+        raise DynamicsInputError(
             f"steps must be a positive int (sublayers after injection); received {steps!r}"
         )
     if pca is not None:
         _check_pca(pca)
     elif any(result.pca is None for result in results):
-        raise ValueError(
+        raise DynamicsInputError(
             "pca is needed: a result was run without one, so it has no plane to draw in"
         )
     columns = min(3, len(results))
