@@ -69,7 +69,7 @@ def test_constant_unit_gives_nan():
 
 
 def test_sublayer_pairs_rejects_bad_count():
-    with pytest.raises(ValueError, match="n_sublayers must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="n_sublayers must be an int >= 1; received 0"):
         sublayer_pairs(0)
 
 
@@ -153,7 +153,7 @@ def test_distribution_rejects_bad_ranges(resid, value_range):
 
 
 def test_distribution_rejects_bad_bin_counts(resid):
-    with pytest.raises(ValueError, match="bins must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="bins must be an int >= 1; received 0"):
         correlation_distribution(resid, bins=0)
 
 

@@ -39,6 +39,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.errors import (
     DynamicsInputError,
     HubUnreachableError,
@@ -321,8 +322,7 @@ def sample_texts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
     """
     if isinstance(texts, (str, Mapping)) or not isinstance(texts, Sequence):
         raise InputTypeError(f"texts must be a list of strings; received {type(texts).__name__}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DynamicsInputError(f"n must be a positive int; received {n!r}")
+    n = check_int(n, "n")
     if n > len(texts):
         raise DynamicsInputError(
             f"n = {n} is larger than the corpus: only {len(texts)} texts were found"

@@ -67,6 +67,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
@@ -160,22 +161,6 @@ def explained_variance(
     error = einops.reduce((data - reconstruction) ** 2, "b s d -> s", "sum")
     spread = einops.reduce((data - mean) ** 2, "b s d -> s", "sum")
     return torch.where(spread > 0, 1 - error / spread, torch.nan)
-
-
-def _check_int(
-    value: Any, name: str, minimum: int, maximum: int | None = None, why: str = ""
-) -> int:
-    """``value`` as an int in ``[minimum, maximum]``, else ``ValueError`` naming ``name``."""
-    too_big = maximum is not None and isinstance(value, (int, np.integer)) and value > maximum
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-        or too_big
-    ):
-        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise DynamicsInputError(f"{name} must be an int {expected}{why}; received {value!r}")
-    return int(value)
 
 
 def _check_width(tensor: Any, width: int, name: str, axis_name: str) -> Tensor:
@@ -274,7 +259,7 @@ class PCATrajectories:
         Columns ``sample``, ``sublayer`` (index), ``label``, ``depth`` (0 at the first
         sublayer, 1 at the last) and ``pc1 ... pc{n_components}``.
         """
-        n_components = min(_check_int(n_components, "n_components", 1), self.n_components)
+        n_components = min(check_int(n_components, "n_components", 1), self.n_components)
         batch, sublayers, _ = self.trajectories.shape
         coordinates = einops.rearrange(self.trajectories[..., :n_components], "b s k -> (b s) k")
         frame = pd.DataFrame(
@@ -319,8 +304,8 @@ def pca_trajectories(
             than two vectors.
     """
     resid, labels = as_trajectories(dyn)
-    n_components = _check_int(n_components, "n_components", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_components = check_int(n_components, "n_components", 1)
+    seed = check_int(seed, "seed", 0)
     batch, sublayers, d_model = resid.shape
     if batch * sublayers < 2:
         raise DynamicsInputError(
@@ -480,10 +465,10 @@ class CompressingAutoencoder:
         n_layers: int = CAE_LAYERS,
         min_width: int = CAE_MIN_WIDTH,
     ):
-        self.d_in = _check_int(d_in, "d_in", 1)
-        self.d_bottleneck = _check_int(d_bottleneck, "d_bottleneck", 1)
-        self.n_layers = _check_int(n_layers, "n_layers", 2)
-        self.min_width = _check_int(min_width, "min_width", 1)
+        self.d_in = check_int(d_in, "d_in", 1)
+        self.d_bottleneck = check_int(d_bottleneck, "d_bottleneck", 1)
+        self.n_layers = check_int(n_layers, "n_layers", 2)
+        self.min_width = check_int(min_width, "min_width", 1)
         if self.d_bottleneck > self.d_in:
             raise DynamicsInputError(
                 f"d_bottleneck must not exceed d_in={self.d_in} for a compressing autoencoder; "
@@ -548,11 +533,11 @@ class CompressingAutoencoder:
                 f"dyn must have d_in={self.d_in} units on its last axis; received shape "
                 f"{tuple(resid.shape)}"
             )
-        epochs = _check_int(epochs, "epochs", 1)
-        batch_size = _check_int(batch_size, "batch_size", 1)
+        epochs = check_int(epochs, "epochs", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
         if max_vectors is not None:
-            max_vectors = _check_int(max_vectors, "max_vectors", 1)
-        seed = _check_int(seed, "seed", 0)
+            max_vectors = check_int(max_vectors, "max_vectors", 1)
+        seed = check_int(seed, "seed", 0)
         if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
             raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
         if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):

@@ -48,6 +48,11 @@ FINAL_LABEL = "final_post"
 """TransformerLens's label for the residual stream after the last block."""
 
 
+class StopForward(Exception):
+    """Raised by the last hook a run needs, and caught around the forward pass, to skip
+    the layers after it."""
+
+
 @dataclass(frozen=True)
 class TrajectoryHook:
     """One hook point of the trajectory.

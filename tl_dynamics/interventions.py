@@ -66,6 +66,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import (
     check_eval,
@@ -76,7 +77,7 @@ from tl_dynamics.collect import (
     tokenize,
     validate_texts,
 )
-from tl_dynamics.embed import PCATrajectories, _check_int
+from tl_dynamics.embed import PCATrajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
 
@@ -98,7 +99,7 @@ def teleport_layers(n_layers: int) -> list[int]:
     Returns:
         Sorted distinct layer indices.
     """
-    n_layers = _check_int(n_layers, "n_layers", 1)
+    n_layers = check_int(n_layers, "n_layers", 1)
     return sorted({max(0, math.ceil(f * n_layers) - 1) for f in TELEPORT_FRACTIONS})
 
 
@@ -156,7 +157,7 @@ def pca_grid(
         raise DynamicsInputError(
             f"pca must have at least 2 components for a plane; it has {pca.n_components}"
         )
-    n = _check_int(n, "n", 1, why=" (points per axis)")
+    n = check_int(n, "n", 1, why=" (points per axis)")
     for name, value in (("r_min", r_min), ("r_max", r_max)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise DynamicsInputError(f"{name} must be a finite number or None; received {value!r}")
@@ -406,14 +407,14 @@ class _Injection:
         check_model(model)
         check_eval(model)
         n_layers = int(model.cfg.n_layers)
-        layer = _check_int(
+        layer = check_int(
             layer, "layer", 0, n_layers - 1, f" (model {model_name(model)!r} has {n_layers} layers)"
         )
         if site not in SITES:
             raise DynamicsInputError(f"site must be one of {SITES}; received {site!r}")
         tokens = _prompt_tokens(model, prompt)
         n_tokens = len(tokens)
-        position = _check_int(
+        position = check_int(
             position, "position", -n_tokens, n_tokens - 1, f" (the prompt has {n_tokens} tokens)"
         )
         hooks = tuple(trajectory_hooks(model))
@@ -468,7 +469,7 @@ class _Injection:
                 "trajectories"
             )
         points, plane = _points(points, d_model)
-        batch_size = _check_int(batch_size, "batch_size", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
         control_resid, control_logits = control or self.run(None)
         chunks = tqdm(
             points.split(batch_size), desc=f"teleport L{self.layer}", disable=not progress
@@ -678,8 +679,8 @@ def inject_noise(
         raise DynamicsInputError(
             f"scale must be a positive number (relative to the state's norm); received {scale!r}"
         )
-    n = _check_int(n, "n", 1)
-    seed = _check_int(seed, "seed", 0)
+    n = check_int(n, "n", 1)
+    seed = check_int(seed, "seed", 0)
     setup = _Injection.check(model, prompt, layer, site, position)
     control = setup.run(None)
     state = control[0][0, setup.injection]

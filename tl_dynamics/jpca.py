@@ -56,8 +56,9 @@ from jaxtyping import Float
 from sklearn.decomposition import PCA
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.embed import _check_int, as_trajectories
+from tl_dynamics.embed import as_trajectories
 from tl_dynamics.errors import DynamicsInputError
 
 DEFAULT_COMPONENTS = 6  # Churchland et al. (2012) fit jPCA in the top 6 PCs
@@ -113,7 +114,7 @@ class JPCAResult:
     def plane_trajectories(self, pair: int = 0) -> Float[Tensor, "sample sublayer 2"]:
         """Every sample's trajectory in jPC plane ``pair`` (0: the fastest), residual-stream
         units."""
-        pair = _check_int(pair, "pair", 0, len(self.frequencies) - 1)
+        pair = check_int(pair, "pair", 0, len(self.frequencies) - 1)
         return self.scores @ self.planes[pair]
 
     def to_frame(self) -> pd.DataFrame:
@@ -226,10 +227,10 @@ def jpca(
             f"dyn needs at least 2 samples and {MIN_SUBLAYERS} sublayers for jPCA; received "
             f"shape {tuple(resid.shape)}"
         )
-    k = _check_int(k, "k", 2, min(d_model, (n_samples - 1) * n_sublayers),
+    k = check_int(k, "k", 2, min(d_model, (n_samples - 1) * n_sublayers),
                    f" (d_model {d_model}, {n_samples} samples x {n_sublayers} sublayers)")
-    n_shuffles = _check_int(n_shuffles, "n_shuffles", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_shuffles = check_int(n_shuffles, "n_shuffles", 1)
+    seed = check_int(seed, "seed", 0)
 
     centred = (resid - resid.mean(dim=0)).numpy()
     pca = PCA(n_components=k, random_state=seed)

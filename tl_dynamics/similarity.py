@@ -57,8 +57,9 @@ from jaxtyping import Float
 from sklearn.decomposition import PCA
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.embed import _check_int, as_trajectories
+from tl_dynamics.embed import as_trajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError, MissingDependencyError
 from tl_dynamics.hooks import check_model
 
@@ -91,7 +92,7 @@ def resample_depth(
     Sublayer ``s`` of ``S`` sits at depth ``s / (S - 1)``; values between sublayers are
     linearly interpolated. Returns float64 on the input's device.
     """
-    n_points = _check_int(n_points, "n_points", 2)
+    n_points = check_int(n_points, "n_points", 2)
     resid = resid.to(torch.float64)
     n_sublayers = resid.shape[1]
     if n_sublayers < 2:
@@ -109,7 +110,7 @@ def _states(dyn: Any, name: str, n_points: int, n_components: int, seed: int) ->
     """``[sample, point, component]`` states of one condition, unit total variance."""
     resid, _ = as_trajectories(dyn, name)
     batch, _, d_model = resid.shape
-    k = _check_int(n_components, "n_components", 1, min(d_model, batch * n_points),
+    k = check_int(n_components, "n_components", 1, min(d_model, batch * n_points),
                    f" ({name} has width {d_model} and {batch} samples x {n_points} points)")
     vectors = einops.rearrange(resample_depth(resid, n_points), "b p d -> (b p) d").numpy()
     scores = PCA(n_components=k, random_state=seed).fit_transform(vectors)
@@ -206,9 +207,9 @@ def dynamical_similarity(
         raise DynamicsInputError(
             f"need at least 2 conditions to compare; received {len(conditions)}"
         )
-    n_delays = _check_int(n_delays, "n_delays", 1)
-    iters = _check_int(iters, "iters", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_delays = check_int(n_delays, "n_delays", 1)
+    iters = check_int(iters, "iters", 1)
+    seed = check_int(seed, "seed", 0)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
     states = [
@@ -245,7 +246,7 @@ def random_weight_twin(model: Any, seed: int = 0) -> Any:
     for "dynamics of a trained model" against "dynamics of the architecture".
     """
     check_model(model)
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     hf_model = getattr(model, "original_model", None)
     if hf_model is None or not hasattr(hf_model, "_init_weights"):
         raise InputTypeError(

@@ -40,8 +40,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.cache import DynamicsCache
-from tl_dynamics.errors import DynamicsInputError, InputTypeError
+from tl_dynamics.errors import InputTypeError
 from tl_dynamics.interventions import DEFAULT_PROMPT, teleport
 from tl_dynamics.metrics import (
     cosine_similarity,
@@ -216,11 +217,7 @@ def check_unit_correlation(
 
 
 def _check_index(value: Any, name: str, size: int, axis: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InputTypeError(f"{name} must be an int; received {type(value).__name__} {value!r}")
-    if not 0 <= value < size:
-        raise DynamicsInputError(f"{name} must be in [0, {size - 1}] ({axis}); received {value}")
-    return int(value)
+    return check_int(value, name, 0, size - 1, f" ({axis})")
 
 
 def check_mutual_information(

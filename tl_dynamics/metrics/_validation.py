@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 
 # Memory budget for the temporaries of one chunk (brief: keep blocks near 256 MB).
@@ -93,14 +94,6 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> None:
         raise DynamicsInputError(f"{name} must be one of {list(choices)}; received {value!r}")
 
 
-def check_positive_int(value: object, name: str) -> None:
-    """Raise ``TypeError`` unless ``value`` is an int, ``ValueError`` unless it is >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputTypeError(f"{name} must be an int; received {type(value).__name__} {value!r}")
-    if value < 1:
-        raise DynamicsInputError(f"{name} must be >= 1; received {value}")
-
-
 def chunk_slices(
     total: int,
     bytes_per_item: int,
@@ -116,6 +109,6 @@ def chunk_slices(
         budget = CHUNK_BYTES if budget is None else budget
         chunk_size = max(1, budget // max(1, bytes_per_item))
     else:
-        check_positive_int(chunk_size, "chunk_size")
+        check_int(chunk_size, "chunk_size")
     for start in range(0, total, chunk_size):
         yield slice(start, min(start + chunk_size, total))

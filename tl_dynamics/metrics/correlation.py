@@ -50,11 +50,11 @@ from einops import einsum, rearrange, reduce
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
-    check_positive_int,
     check_resid,
     chunk_slices,
 )
@@ -80,7 +80,7 @@ def _standardise(
     return torch.where(constant, math.nan, centred / length)
 
 
-def _unit_chunks(
+def unit_chunks(
     resid: Float[Tensor, "batch sublayer d_model"], bytes_per_unit: int
 ) -> Iterator[tuple[Float[Tensor, "batch sublayer unit"], Float[Tensor, "batch sublayer unit"]]]:
     """``(x, z)`` for successive chunks of units: float64 ``x`` and ``_standardise(x)``.
@@ -93,12 +93,12 @@ def _unit_chunks(
         yield x, _standardise(x)
 
 
-def _column_bytes(resid: Tensor, copies: int) -> int:
+def column_bytes(resid: Tensor, copies: int) -> int:
     """Bytes of ``copies`` float64 ``[batch, sublayer]`` columns: memory per unit."""
     return copies * resid.shape[0] * resid.shape[1] * STAT_DTYPE.itemsize
 
 
-def _successive_correlation(
+def successive_correlation(
     z: Float[Tensor, "batch sublayer unit"],
 ) -> Float[Tensor, "transition unit"]:
     """Pearson ``r`` between sublayers ``t`` and ``t + 1`` of :func:`_standardise`'s columns."""
@@ -113,7 +113,7 @@ def sublayer_pairs(n_sublayers: int) -> Int[Tensor, "pair 2"]:
     Returns int64 ``[n_sublayers * (n_sublayers - 1) / 2, 2]`` on the CPU; row ``p``
     names the sublayers of row ``p`` of :func:`pairwise_unit_correlation`.
     """
-    check_positive_int(n_sublayers, "n_sublayers")
+    check_int(n_sublayers, "n_sublayers")
     return rearrange(torch.triu_indices(n_sublayers, n_sublayers, offset=1), "two pair -> pair two")
 
 
@@ -127,8 +127,8 @@ def unit_correlation(
     Needs at least :data:`MIN_CORRELATION_SAMPLES` (3) samples and 2 sublayers.
     """
     _check_correlation_input(resid)
-    chunks = _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES))
-    return torch.cat([_successive_correlation(z) for _, z in chunks], dim=-1)
+    chunks = unit_chunks(resid, column_bytes(resid, CORRELATION_COLUMN_COPIES))
+    return torch.cat([successive_correlation(z) for _, z in chunks], dim=-1)
 
 
 def unit_correlation_per_sample(
@@ -150,8 +150,8 @@ def unit_correlation_per_sample(
     _check_correlation_input(resid)
     total = count = 0
     scale = math.sqrt(resid.shape[0])  # L2-normalised columns -> ddof=0 z-scores
-    for _, z in _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES + 1)):
-        r = _successive_correlation(z)
+    for _, z in unit_chunks(resid, column_bytes(resid, CORRELATION_COLUMN_COPIES + 1)):
+        r = successive_correlation(z)
         defined = ~r.isnan()
         z = (z * scale).nan_to_num_(0.0)  # undefined units add nothing below
         r = r.nan_to_num(0.0)
@@ -192,7 +192,7 @@ def pairwise_unit_correlation(
     pairs = sublayer_pairs(n_sublayers).to(resid.device)
     gram_bytes = n_sublayers * n_sublayers * STAT_DTYPE.itemsize
     chunks = []
-    for _, z in _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES) + gram_bytes):
+    for _, z in unit_chunks(resid, column_bytes(resid, CORRELATION_COLUMN_COPIES) + gram_bytes):
         gram = einsum(z, z, "batch l unit, batch m unit -> l m unit")
         chunks.append(gram[pairs[:, 0], pairs[:, 1]])
     return torch.cat(chunks, dim=-1).clamp(-1.0, 1.0)
@@ -270,7 +270,7 @@ def correlation_distribution(
     of units (:func:`pairwise_unit_correlation`) and one ``bincount``. Returns a
     :class:`CorrelationDistribution` of float64 tensors on the input's device.
     """
-    check_positive_int(bins, "bins")
+    check_int(bins, "bins")
     low, high = _check_range(value_range)
     r = pairwise_unit_correlation(resid)
     n_pairs, d_model = r.shape

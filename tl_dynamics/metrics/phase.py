@@ -81,12 +81,12 @@ from einops import rearrange, reduce
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.errors import InputTypeError
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
     check_choice,
-    check_positive_int,
     check_resid,
     chunk_slices,
     working_dtype,
@@ -319,11 +319,6 @@ def _permutations(
     return order.reshape(-1, d_model, n_sublayers).to(traj.device)
 
 
-def _check_seed(seed: object) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputTypeError(f"seed must be an int; received {type(seed).__name__} {seed!r}")
-
-
 def _random_rotation(d_model: int, seed: int) -> Float[Tensor, "d_model d_model"]:
     """Haar-random orthogonal ``[d_model, d_model]`` float64 matrix (Mezzadri 2007)."""
     stream = np.random.SeedSequence(seed).spawn(BASIS_STREAM + 1)[BASIS_STREAM]
@@ -356,7 +351,7 @@ def basis_matrix(
     """
     check_resid(resid)
     check_choice(basis, "basis", BASES)
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
     d_model = resid.shape[2]
     if basis == "units":
         return torch.eye(d_model, dtype=STAT_DTYPE, device=resid.device)
@@ -393,7 +388,7 @@ def _check_rotation_args(
     check_choice(trajectory, "trajectory", TRAJECTORIES)
     check_choice(gradient, "gradient", GRADIENT_SCHEMES)
     check_choice(basis, "basis", BASES)
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -607,7 +602,7 @@ def rotation_null(
     Returns a :class:`RotationNull` of float64 tensors on the input's device.
     """
     _check_rotation_args(resid, signed, trajectory, gradient, basis, seed)
-    check_positive_int(n_shuffles, "n_shuffles")
+    check_int(n_shuffles, "n_shuffles")
     traj = _basis_trajectories(resid, trajectory, basis, seed)
     observed = _rotation_counts(traj, gradient, signed).mean(dim=0)
 

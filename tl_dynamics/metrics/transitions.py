@@ -47,8 +47,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
-from tl_dynamics.metrics._validation import check_choice, check_positive_int
+from tl_dynamics.metrics._validation import check_choice
 
 TRANSITION_KINDS = ("within", "cross", "layer")
 FINAL_LABEL = "final_post"
@@ -68,7 +69,7 @@ def default_labels(n_sublayers: int) -> list[str]:
     The labels TransformerLens gives the pre/mid stack (without ``"final_post"``); an odd
     ``n_sublayers`` ends on a ``_pre`` label.
     """
-    check_positive_int(n_sublayers, "n_sublayers")
+    check_int(n_sublayers, "n_sublayers")
     return [f"{i // 2}_{'pre' if i % 2 == 0 else 'mid'}" for i in range(n_sublayers)]
 
 

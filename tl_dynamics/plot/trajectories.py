@@ -41,6 +41,7 @@ import torch
 from plotly.figure_factory import create_quiver
 from plotly.subplots import make_subplots
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.embed import AutoencoderTrajectories, CompressingAutoencoder, PCATrajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.interventions import TeleportResult, TeleportSweep
@@ -223,8 +224,7 @@ def pca_trajectories(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go
     Returns a figure with ``samples + 1`` traces (fewer samples if the PCA has fewer).
     """
     pca = _check_pca(pca)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-        raise DynamicsInputError(f"samples must be an int >= 0; received {samples!r}")
+    samples = check_int(samples, "samples", 0)
     figure = go.Figure()
     for i in range(min(samples, pca.trajectories.shape[0])):
         figure.add_trace(
@@ -311,10 +311,7 @@ def teleport_quiver(
         ValueError: no PCA given and a result was run without one; bad ``steps``.
     """
     results = _teleports(results)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise DynamicsInputError(
-            f"steps must be a positive int (sublayers after injection); received {steps!r}"
-        )
+    steps = check_int(steps, "steps", 1, why=" (sublayers after injection)")
     if pca is not None:
         _check_pca(pca)
     elif any(result.pca is None for result in results):
