@@ -27,7 +27,6 @@ from typing import Any
 import plotly.graph_objects as go
 
 from tl_dynamics._version import __version__
-from tl_dynamics.hooks import FINAL_LABEL
 from tl_dynamics._output import (
     COMPARE_KIND,
     atomic_folder,
@@ -38,6 +37,7 @@ from tl_dynamics._output import (
 )
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 from tl_dynamics.findings import Finding
+from tl_dynamics.metrics import FINAL_LABEL
 from tl_dynamics.report import SCHEMA_VERSION, effect_html
 
 CURVES = (

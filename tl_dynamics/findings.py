@@ -677,6 +677,7 @@ def dynamics_findings(
     mutual_information: Tensor | None = None,
     rotation_null: metrics.RotationNull | None = None,
     *,
+    unit_correlation: Tensor | None = None,
     seed: int = 0,
     n_resamples: int = N_RESAMPLES,
     alpha: float = ALPHA,
@@ -689,6 +690,7 @@ def dynamics_findings(
             (the report's binned estimate); its interval then comes from
             :data:`BOOTSTRAP_UNITS` seeded units. ``None``: the exact KDE per sample.
         rotation_null: Precomputed ``metrics.rotation_null(dyn.resid)``.
+        unit_correlation: Precomputed ``metrics.unit_correlation(dyn.resid)``.
         seed: Seed of the bootstrap (and of the MI unit subset).
         n_resamples: Bootstrap resamples.
         alpha: Family-wise level of Holm's correction over these findings.
@@ -702,7 +704,7 @@ def dynamics_findings(
         return [_undecided(key, CLAIMS[key], reason, "", math.nan, 1) for key in DYNAMICS_KEYS]
     resampler = _Resampler.of(dyn.text_index, n_resamples, seed)
     kinds = dyn.transition_kinds
-    correlation = resampler.means(unit_correlation_per_sample(dyn.resid))
+    correlation = resampler.means(unit_correlation_per_sample(dyn.resid, unit_correlation))
     cosine = resampler.means(metrics.cosine_similarity(dyn.resid))
     speed = resampler.means(metrics.velocity(dyn.resid))
     information = _information_terms(dyn, mutual_information, resampler, seed)

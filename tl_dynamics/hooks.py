@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
+from tl_dynamics.metrics import FINAL_LABEL
 
 SITES = ("pre", "mid")
 """Residual-stream read points inside a block, in the order the stream passes them."""
@@ -43,9 +44,6 @@ SITES = ("pre", "mid")
 VALID_SITES = (("pre", "mid"), ("pre",))
 """Site sets whose trajectories are residual streams read at successive points in depth
 (``("mid",)`` alone would skip every attention sub-block's input)."""
-
-FINAL_LABEL = "final_post"
-"""TransformerLens's label for the residual stream after the last block."""
 
 
 class StopForward(Exception):

@@ -42,8 +42,13 @@ from tl_dynamics._output import atomic_folder, check_output, render_html, tensor
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
-from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
-from tl_dynamics.interventions import TeleportSweep, teleport_sweep
+from tl_dynamics.embed import (
+    DEFAULT_PCA_COMPONENTS,
+    CompressingAutoencoder,
+    PCATrajectories,
+    pca_trajectories,
+)
+from tl_dynamics.interventions import DEFAULT_GRID, TeleportSweep, teleport_sweep
 
 SCHEMA_VERSION = 2
 """Version of the layout of ``metrics.json``; bumped when a key changes meaning.
@@ -56,8 +61,6 @@ findings of the condition), ``null``, ``null_value``, ``min_effect``, ``directio
 and ``correlation_rises``. NaN numbers are ``null``.
 """
 
-PCA_COMPONENTS = 100  # the paper's Fig 4C reconstructs from 100 components
-TELEPORT_GRID = 10  # the paper's n x n teleport grid, n ~ 10 (section 9)
 CAE_EPOCHS = 20  # enough for a 2-D bottleneck on ~10^4 vectors on a CPU
 CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 sublayers x 85 %
 # is ~8.4k; at 60 sublayers (SmolLM2) all ~42k would make the autoencoder the report's
@@ -190,11 +193,11 @@ def trajectory_measures(
     seed: int,
     progress: bool,
     cae_epochs: int = CAE_EPOCHS,
-    grid: int = TELEPORT_GRID,
+    grid: int = DEFAULT_GRID,
 ) -> TrajectoryMeasures:
     """PCA, compressing autoencoder and teleport sweep of ``dyn``'s model (Figures 3-4)."""
     n_vectors = dyn.resid.shape[0] * dyn.resid.shape[1]
-    components = min(PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
+    components = min(DEFAULT_PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
     pca = pca_trajectories(dyn, n_components=components, seed=seed)
     autoencoder = CompressingAutoencoder(dyn.resid.shape[-1]).fit(
         dyn, epochs=cae_epochs, max_vectors=CAE_MAX_VECTORS, seed=seed, progress=progress
@@ -330,7 +333,7 @@ def run_report(
     progress: bool = True,
     n_shuffles: int = ROTATION_SHUFFLES,
     cae_epochs: int = CAE_EPOCHS,
-    grid: int = TELEPORT_GRID,
+    grid: int = DEFAULT_GRID,
 ) -> dict[str, float]:
     """Run every measure on ``texts`` in both conditions and write the report folder.
 
@@ -375,7 +378,7 @@ def run_report(
             name: findings_module.decide(
                 findings_module.dynamics_findings(
                     dyn, measures[name]["mutual_information"], measures[name]["rotation_null"],
-                    seed=seed,
+                    unit_correlation=measures[name]["unit_correlation"], seed=seed,
                 )
                 + findings_module.trajectory_findings(
                     trajectories[name].pca, trajectories[name].sweep, dyn, seed=seed

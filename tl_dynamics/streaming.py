@@ -60,10 +60,8 @@ from torch import Tensor
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
-from tl_dynamics.metrics import cosine_similarity, norms, velocity
+from tl_dynamics.metrics import STAT_DTYPE, cosine_similarity, norms, velocity  # every sum in float64
 from tl_dynamics.store import DynamicsStore
-
-STAT_DTYPE = torch.float64  # every sum is accumulated in float64
 
 PCA_BATCH_PER_FEATURE = 5
 """Default vectors per ``partial_fit`` batch, per unit: scikit-learn's own default

@@ -27,7 +27,7 @@ from tl_dynamics.errors import DynamicsInputError, InputTypeError
 # Memory budget for the temporaries of one chunk (brief: keep blocks near 256 MB).
 CHUNK_BYTES = 256 * 2**20
 
-# Statistics (correlation, mutual information, rotations) are computed in float64.
+# Statistics (correlation, mutual information, rotations, streamed sums) are computed in float64.
 STAT_DTYPE = torch.float64
 
 RESID_SHAPE = "[batch, sublayer, d_model]"

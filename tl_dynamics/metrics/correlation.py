@@ -133,6 +133,7 @@ def unit_correlation(
 
 def unit_correlation_per_sample(
     resid: Float[Tensor, "batch sublayer d_model"],
+    correlation: Float[Tensor, "transition d_model"] | None = None,
 ) -> Float[Tensor, "batch transition"]:
     """Each sample's linearised share of the mean over units of :func:`unit_correlation`.
 
@@ -144,14 +145,25 @@ def unit_correlation_per_sample(
     bootstrap that reweights its rows is the linearised (delta-method) bootstrap of that
     mean (:mod:`tl_dynamics.findings`).
 
+    ``correlation`` is ``unit_correlation(resid)`` when the caller has it already (a
+    report does), so that it is not computed a second time.
+
     Returns float64 ``[batch, sublayer - 1]``, dimensionless, on the input's device; NaN
     for a transition where every unit is constant.
     """
     _check_correlation_input(resid)
+    expected = (resid.shape[1] - 1, resid.shape[2])
+    if correlation is not None and tuple(correlation.shape) != expected:
+        raise DynamicsInputError(
+            f"correlation must be unit_correlation(resid), shape {list(expected)}; received "
+            f"shape {list(correlation.shape)}"
+        )
     total = count = 0
     scale = math.sqrt(resid.shape[0])  # L2-normalised columns -> ddof=0 z-scores
-    for _, z in unit_chunks(resid, column_bytes(resid, CORRELATION_COLUMN_COPIES + 1)):
-        r = successive_correlation(z)
+    bytes_per_unit = column_bytes(resid, CORRELATION_COLUMN_COPIES + 1)
+    for units in chunk_slices(resid.shape[2], bytes_per_unit):
+        z = _standardise(resid[:, :, units].to(STAT_DTYPE))
+        r = successive_correlation(z) if correlation is None else correlation[:, units].to(z)
         defined = ~r.isnan()
         z = (z * scale).nan_to_num_(0.0)  # undefined units add nothing below
         r = r.nan_to_num(0.0)

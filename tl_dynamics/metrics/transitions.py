@@ -53,6 +53,7 @@ from tl_dynamics.metrics._validation import check_choice
 
 TRANSITION_KINDS = ("within", "cross", "layer")
 FINAL_LABEL = "final_post"
+"""TransformerLens's label for the residual stream after the last block."""
 # Columns that transition_frame always writes; other dims and the value may not reuse them.
 FRAME_COLUMNS = ("transition", "source", "target", "kind", "depth")
 
