@@ -27,18 +27,18 @@ from typing import Any
 import plotly.graph_objects as go
 
 from tl_dynamics._version import __version__
+from tl_dynamics._html import effect_html, render_html
 from tl_dynamics._output import (
     COMPARE_KIND,
     atomic_folder,
     check_output,
+    SCHEMA_VERSION,
     read_json_record,
-    render_html,
     write_json,
 )
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 from tl_dynamics.findings import Finding
 from tl_dynamics.metrics import FINAL_LABEL
-from tl_dynamics.report import SCHEMA_VERSION, effect_html
 
 CURVES = (
     # (key in a condition of metrics.json, axis title, per "sublayer" or "transition")

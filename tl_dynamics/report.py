@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 
 from tl_dynamics import findings as findings_module
 from tl_dynamics import metrics, plot
-from tl_dynamics._output import atomic_folder, check_output, render_html, tensor_json, write_json
+from tl_dynamics._html import effect_html, render_html
+from tl_dynamics._output import SCHEMA_VERSION, atomic_folder, check_output, tensor_json, write_json
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
@@ -49,17 +50,6 @@ from tl_dynamics.embed import (
     pca_trajectories,
 )
 from tl_dynamics.interventions import DEFAULT_GRID, TeleportSweep, teleport_sweep
-
-SCHEMA_VERSION = 2
-"""Version of the layout of ``metrics.json``; bumped when a key changes meaning.
-
-2: every entry of ``findings`` is a statistical test: ``effect``, ``effect_unit``, ``ci``
-(95 % bootstrap interval over texts), ``p_value``, ``p_adjusted`` (Holm across all
-findings of the condition), ``null``, ``null_value``, ``min_effect``, ``direction`` and
-``alpha`` join ``observed`` and ``numbers``; ``holds`` / ``verdict`` follow the rule of
-:mod:`tl_dynamics.findings`; ``high_correlation`` is split into ``high_correlation``
-and ``correlation_rises``. NaN numbers are ``null``.
-"""
 
 CAE_EPOCHS = 20  # enough for a 2-D bottleneck on ~10^4 vectors on a CPU
 CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 sublayers x 85 %
@@ -247,16 +237,6 @@ def trajectory_figures(measures: TrajectoryMeasures) -> list[go.Figure]:
         plot.teleport_quiver(measures.sweep, pca=measures.pca),
         plot.teleport_recovery(measures.sweep),
     ]
-
-
-def effect_html(finding: findings_module.Finding) -> str:
-    """``effect [95 % CI], Holm p`` of one finding as HTML (a dash when it was not tested)."""
-    if finding.p_value != finding.p_value:  # NaN: not tested
-        return "–"
-    return (
-        f"{finding.effect:+.3g}<br><small>[{finding.ci[0]:+.3g}, {finding.ci[1]:+.3g}]"
-        f"</small><br><small>p = {finding.p_adjusted:.2g}</small>"
-    )
 
 
 def _test_cells(finding: findings_module.Finding) -> str:
