@@ -47,6 +47,29 @@ import torch
 from tl_dynamics._version import __version__
 from tl_dynamics.errors import DynamicsInputError, OutputExistsError
 
+__all__ = [
+    "MARKER_NAME",
+    "REPORT_KIND",
+    "COMPARE_KIND",
+    "KINDS",
+    "SCHEMA_VERSION",
+    "PARTIAL_TAG",
+    "RETIRED_TAG",
+    "UMASK",
+    "FILE_MODE",
+    "FOLDER_MODE",
+    "follow_umask",
+    "read_json_record",
+    "tensor_json",
+    "read_marker",
+    "check_output",
+    "check_writable",
+    "temporary_name",
+    "remove_stale_partials",
+    "atomic_folder",
+    "write_json",
+]
+
 MARKER_NAME = "tl-dynamics-output.json"
 """File in every folder written by :func:`atomic_folder`: what wrote it, and its version."""
 

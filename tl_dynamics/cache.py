@@ -43,6 +43,8 @@ from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 
+__all__ = ["FORMAT_VERSION", "FILE_FORMAT", "TENSOR_NAMES", "DynamicsMetadata", "DynamicsCache"]
+
 FORMAT_VERSION = 1
 """Version of the on-disk layout written by :meth:`DynamicsCache.save`."""
 

@@ -41,6 +41,17 @@ from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import SITES
 from tl_dynamics.models import DEFAULT_MODEL, DTYPES
 
+__all__ = [
+    "PROG",
+    "DEFAULT_N",
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "positive_int",
+    "parse_positions",
+    "add_collect_arguments",
+    "main",
+]
+
 PROG = "tl-dynamics"
 DEFAULT_N = 1000  # the paper's number of texts (section 2.1)
 EXIT_BAD_INPUT = 2  # argparse's own status for bad arguments

@@ -40,6 +40,18 @@ from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 from tl_dynamics.findings import Finding
 from tl_dynamics.metrics import FINAL_LABEL
 
+__all__ = [
+    "CURVES",
+    "CONDITION_DASH",
+    "DERIVED",
+    "read_report",
+    "report_labels",
+    "normalised_depth",
+    "depth_curves",
+    "findings_table",
+    "run_compare",
+]
+
 CURVES = (
     # (key in a condition of metrics.json, axis title, per "sublayer" or "transition")
     ("fig1e_cosine_similarity_mean", "cosine similarity of successive sublayers", "transition"),

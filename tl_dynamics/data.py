@@ -48,6 +48,27 @@ from tl_dynamics.errors import (
     MissingDependencyError,
 )
 
+__all__ = [
+    "MIN_CHARS",
+    "MAX_CHARS",
+    "WIKITEXT_NAME",
+    "WIKITEXT_CONFIG",
+    "OFFLINE_ALTERNATIVES",
+    "HUB_ENDPOINT",
+    "HUB_CONNECT_TIMEOUT_S",
+    "OFFLINE_VARIABLES",
+    "hub_reachable",
+    "keep_text",
+    "PROSE_LETTER_FRACTION",
+    "python_docs",
+    "wikitext",
+    "read_texts",
+    "shuffle_tokens",
+    "CORPORA",
+    "load_corpus",
+    "sample_texts",
+]
+
 MIN_CHARS = 100  # the paper keeps WikiText texts with 100 < len(text) < 500 (section 2.1)
 MAX_CHARS = 500
 

@@ -72,6 +72,25 @@ from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 
+__all__ = [
+    "DEFAULT_PCA_COMPONENTS",
+    "CAE_LAYERS",
+    "CAE_BOTTLENECK",
+    "CAE_LEARNING_RATE",
+    "CAE_BATCH_SIZE",
+    "CAE_VAL_FRACTION",
+    "CAE_EPOCHS",
+    "CAE_MIN_WIDTH",
+    "EXPLAINED_VARIANCE_BASELINES",
+    "as_trajectories",
+    "explained_variance",
+    "PCATrajectories",
+    "pca_trajectories",
+    "AutoencoderTrajectories",
+    "TrainingHistory",
+    "CompressingAutoencoder",
+]
+
 DEFAULT_PCA_COMPONENTS = 100  # the paper reconstructs each sublayer from 100 PCs (Fig 4C)
 
 CAE_LAYERS = 10  # encoder and decoder layers each, as in the paper (section 2.7)

@@ -33,10 +33,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.metrics import FINAL_LABEL
+
+__all__ = [
+    "SITES",
+    "VALID_SITES",
+    "TLModel",
+    "StopForward",
+    "TrajectoryHook",
+    "model_name",
+    "check_model",
+    "validate_sites",
+    "trajectory_hooks",
+]
 
 SITES = ("pre", "mid")
 """Residual-stream read points inside a block, in the order the stream passes them."""
@@ -44,6 +56,28 @@ SITES = ("pre", "mid")
 VALID_SITES = (("pre", "mid"), ("pre",))
 """Site sets whose trajectories are residual streams read at successive points in depth
 (``("mid",)`` alone would skip every attention sub-block's input)."""
+
+
+@runtime_checkable
+class TLModel(Protocol):
+    """What tl-dynamics needs of a model: a TransformerLens ``TransformerBridge`` (TL 3.x,
+    4.x) or ``HookedTransformer`` (TL 3.x), or anything else with these members.
+
+    Attributes:
+        cfg: The model's config; ``cfg.n_layers`` is its number of blocks.
+        hook_dict: Hook points by name, e.g. ``"blocks.0.hook_resid_pre"``.
+
+    :func:`check_model` refuses a model without them, naming what is missing.
+    """
+
+    cfg: Any
+    hook_dict: dict[str, Any]
+
+    def to_tokens(self, *args: Any, **kwargs: Any) -> Any:
+        """Token ids of a text or a batch of texts."""
+
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any:
+        """A forward pass with forward hooks attached by hook-point name."""
 
 
 class StopForward(Exception):
@@ -106,7 +140,7 @@ def validate_sites(sites: Sequence[str]) -> tuple[str, ...]:
 
 
 def trajectory_hooks(
-    model: Any, sites: Sequence[str] = SITES, include_final: bool = False
+    model: TLModel, sites: Sequence[str] = SITES, include_final: bool = False
 ) -> list[TrajectoryHook]:
     """The hook points to read, in depth order.
 

@@ -61,6 +61,16 @@ from tl_dynamics._repr import compact_repr
 from tl_dynamics.embed import as_trajectories
 from tl_dynamics.errors import DynamicsInputError
 
+__all__ = [
+    "DEFAULT_COMPONENTS",
+    "DEFAULT_SHUFFLES",
+    "MIN_SUBLAYERS",
+    "FULL_TURN",
+    "JPCAResult",
+    "skew_least_squares",
+    "jpca",
+]
+
 DEFAULT_COMPONENTS = 6  # Churchland et al. (2012) fit jPCA in the top 6 PCs
 DEFAULT_SHUFFLES = 1000  # the paper's size of a layer-shuffle null (section 2.6)
 MIN_SUBLAYERS = 3  # a shuffle of 2 sublayers only reverses time

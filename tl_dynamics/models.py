@@ -35,7 +35,25 @@ from typing import Any
 import torch
 
 from tl_dynamics.errors import DynamicsInputError, HubUnreachableError, InputNotFoundError
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.presets import PRESETS, preset_folder, preset_provenance
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "DEVICE_TYPES",
+    "HUB_PROBE_SECONDS",
+    "HUB_PORT",
+    "WEIGHT_PATTERNS",
+    "TINY_ARCHITECTURES",
+    "TINY_VOCAB_SIZE",
+    "TINY_CONTEXT",
+    "hub_available",
+    "resolve_dtype",
+    "resolve_device",
+    "load_model",
+    "build_tiny_model",
+]
 
 DEFAULT_MODEL = "smollm2-135m"  # the paper's Llama architecture, offline
 
@@ -160,7 +178,7 @@ def load_model(
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
     progress: bool = True,
-) -> Any:
+) -> TLModel:
     """Boot a ``TransformerBridge`` in eval mode.
 
     Args:

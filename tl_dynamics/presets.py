@@ -57,6 +57,26 @@ import torch
 from tl_dynamics._output import PARTIAL_TAG, follow_umask, remove_stale_partials, temporary_name
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError, MissingDependencyError
 
+__all__ = [
+    "CACHE_ENV",
+    "MARKER_NAME",
+    "MARKER_KIND",
+    "KEY_CHARS",
+    "HASH_BLOCK",
+    "Preset",
+    "PRESETS",
+    "weights_path",
+    "gguf_parts",
+    "get_preset",
+    "cache_root",
+    "sha256_of",
+    "is_complete",
+    "load_gguf",
+    "plain_copy",
+    "preset_folder",
+    "preset_provenance",
+]
+
 CACHE_ENV = "TL_DYNAMICS_CACHE"
 """Environment variable naming the folder of converted models."""
 

@@ -49,7 +49,26 @@ from tl_dynamics.embed import (
     PCATrajectories,
     pca_trajectories,
 )
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_GRID, TeleportSweep, teleport_sweep
+
+__all__ = [
+    "CAE_EPOCHS",
+    "CAE_MAX_VECTORS",
+    "ROTATION_SHUFFLES",
+    "MI_METHOD",
+    "REPORT_FILES",
+    "StageTimer",
+    "condition_measures",
+    "measures_json",
+    "condition_figures",
+    "TrajectoryMeasures",
+    "trajectory_measures",
+    "trajectory_json",
+    "trajectory_figures",
+    "TRAJECTORY_TEXT",
+    "run_report",
+]
 
 CAE_EPOCHS = 20  # enough for a 2-D bottleneck on ~10^4 vectors on a CPU
 CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 sublayers x 85 %
@@ -178,7 +197,7 @@ class TrajectoryMeasures:
 
 
 def trajectory_measures(
-    model: Any,
+    model: TLModel,
     dyn: DynamicsCache,
     seed: int,
     progress: bool,
@@ -302,7 +321,7 @@ def _provenance_note(provenance: dict[str, Any] | None) -> str:
 
 
 def run_report(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     *,
     out: str | Path,

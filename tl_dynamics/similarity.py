@@ -61,7 +61,20 @@ from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.embed import as_trajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError, MissingDependencyError
-from tl_dynamics.hooks import check_model
+from tl_dynamics.hooks import TLModel, check_model
+
+__all__ = [
+    "DEFAULT_POINTS",
+    "DEFAULT_COMPONENTS",
+    "DEFAULT_DELAYS",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_LR",
+    "SCORE_METHOD",
+    "resample_depth",
+    "DynamicalSimilarity",
+    "dynamical_similarity",
+    "random_weight_twin",
+]
 
 DEFAULT_POINTS = 16  # normalised-depth samples: MiniLM has 12 sublayers, SmolLM2 60
 DEFAULT_COMPONENTS = 10  # principal axes per model (DSA's operators are this size)
@@ -237,7 +250,7 @@ def dynamical_similarity(
     )
 
 
-def random_weight_twin(model: Any, seed: int = 0) -> Any:
+def random_weight_twin(model: TLModel, seed: int = 0) -> TLModel:
     """A copy of ``model`` with the same architecture and freshly initialised weights.
 
     Deep-copies the TransformerLens model and re-runs the Hugging Face model's own

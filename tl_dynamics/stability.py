@@ -62,8 +62,20 @@ from tqdm.auto import tqdm
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import check_eval
-from tl_dynamics.hooks import StopForward, check_model, model_name, trajectory_hooks
+from tl_dynamics.hooks import StopForward, TLModel, check_model, model_name, trajectory_hooks
 from tl_dynamics.interventions import DEFAULT_PROMPT, _prompt_tokens, _write
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_OVERSAMPLE",
+    "DEFAULT_ITERATIONS",
+    "SVD_DTYPE",
+    "map_spectrum",
+    "JacobianSpectrum",
+    "jacobian_spectrum",
+    "JacobianSweep",
+    "jacobian_sweep",
+]
 
 DEFAULT_K = 10  # singular values kept (issue 13)
 # Halko, Martinsson & Tropp (2011) section 4.2: 5-10 extra sketch vectors make failure
@@ -154,7 +166,7 @@ def map_spectrum(
 
 
 @contextmanager
-def _frozen_parameters(model: Any):
+def _frozen_parameters(model: TLModel):
     """Parameters stop requiring gradients (the graph then starts at the written state)."""
     saved = [(param, param.requires_grad) for param in model.parameters()]
     for param, _ in saved:
@@ -170,7 +182,7 @@ def _frozen_parameters(model: Any):
 class _SublayerMap:
     """The map from the stream at sublayer ``start`` to ``stop`` at one token position."""
 
-    model: Any
+    model: TLModel
     tokens: Tensor
     start_hook: str
     stop_hook: str
@@ -271,7 +283,7 @@ class JacobianSpectrum:
         )
 
 
-def _sublayer_map(model: Any, prompt: Any, start: Any, stop: Any, position: Any):
+def _sublayer_map(model: TLModel, prompt: Any, start: Any, stop: Any, position: Any):
     """Validated ``(map, hooks)`` for :func:`jacobian_spectrum`."""
     check_model(model)
     check_eval(model)
@@ -289,7 +301,7 @@ def _sublayer_map(model: Any, prompt: Any, start: Any, stop: Any, position: Any)
 
 
 def jacobian_spectrum(
-    model: Any,
+    model: TLModel,
     prompt: str = DEFAULT_PROMPT,
     start: int = 0,
     stop: int = 1,
@@ -386,7 +398,7 @@ class JacobianSweep:
 
 
 def jacobian_sweep(
-    model: Any,
+    model: TLModel,
     prompt: str = DEFAULT_PROMPT,
     *,
     layers: Sequence[int] | None = None,

@@ -43,6 +43,7 @@ from torch import Tensor
 from tl_dynamics._checks import check_int
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.errors import InputTypeError
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_PROMPT, teleport
 from tl_dynamics.metrics import (
     cosine_similarity,
@@ -257,7 +258,7 @@ def check_rotations(mine: float | Tensor, dyn: DynamicsCache | Tensor, *, unit: 
 
 def check_teleport(
     mine: Float[Tensor, "sublayer d_model"],
-    model: Any,
+    model: TLModel,
     *,
     layer: int,
     point: Float[Tensor, " d_model"],

@@ -24,6 +24,16 @@ from torch import Tensor
 from tl_dynamics._checks import check_int
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 
+__all__ = [
+    "CHUNK_BYTES",
+    "STAT_DTYPE",
+    "RESID_SHAPE",
+    "working_dtype",
+    "check_resid",
+    "check_choice",
+    "chunk_slices",
+]
+
 # Memory budget for the temporaries of one chunk (brief: keep blocks near 256 MB).
 CHUNK_BYTES = 256 * 2**20
 

@@ -59,6 +59,17 @@ from tl_dynamics.metrics._validation import (
     chunk_slices,
 )
 
+__all__ = [
+    "CORRELATION_COLUMN_COPIES",
+    "MIN_CORRELATION_SAMPLES",
+    "sublayer_pairs",
+    "unit_correlation",
+    "unit_correlation_per_sample",
+    "pairwise_unit_correlation",
+    "CorrelationDistribution",
+    "correlation_distribution",
+]
+
 # float64 [batch, sublayer] columns alive per unit while standardising (input, centred, z).
 CORRELATION_COLUMN_COPIES = 3
 # Two points always lie on a line: with 2 samples every non-constant unit has r = +-1,

@@ -86,6 +86,24 @@ from tl_dynamics.metrics._validation import (
 )
 from tl_dynamics.metrics.correlation import column_bytes, successive_correlation, unit_chunks
 
+__all__ = [
+    "MI_LOG_EPSILON",
+    "MI_MIN_SAMPLES",
+    "SINGULAR_TOLERANCE",
+    "KDE_TEMPORARIES",
+    "KDE_DTYPE",
+    "BINNED_SPACING",
+    "BINNED_MAX_CELLS",
+    "BINNED_WRAP_WIDTHS",
+    "BINNED_DTYPE",
+    "BINNED_MIN_VARIANCE",
+    "MI_COLUMN_COPIES",
+    "MI_METHODS",
+    "PER_SAMPLE_METHODS",
+    "mutual_information",
+    "mutual_information_per_sample",
+]
+
 MI_LOG_EPSILON = 1e-10  # PAPER.md section 5: added inside both logs
 MI_MIN_SAMPLES = 3  # two samples always make the 2x2 joint covariance singular
 # 1 - r**2 below this: the joint covariance is singular to float64 precision -> NaN.

@@ -92,6 +92,28 @@ from tl_dynamics.metrics._validation import (
     working_dtype,
 )
 
+__all__ = [
+    "GRADIENT_SCHEMES",
+    "TRAJECTORIES",
+    "BASES",
+    "BASIS_STREAM",
+    "FULL_TURN",
+    "ROTATION_TEMPORARIES",
+    "MIN_ROTATION_SUBLAYERS",
+    "ROTATION_CHUNK_BYTES",
+    "NULL_DTYPE",
+    "NULL_PERMUTATION_BYTES",
+    "NULL_CHUNK_BYTES",
+    "NULL_BLOCK_ROWS",
+    "basis_matrix",
+    "PhasePortrait",
+    "phase_portrait",
+    "rotations",
+    "RotationNullSummary",
+    "RotationNull",
+    "rotation_null",
+]
+
 GRADIENT_SCHEMES = ("central", "forward")
 TRAJECTORIES = ("sample", "mean")
 BASES = ("units", "random", "pca")

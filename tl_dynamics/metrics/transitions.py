@@ -51,6 +51,16 @@ from tl_dynamics._checks import check_int
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.metrics._validation import check_choice
 
+__all__ = [
+    "TRANSITION_KINDS",
+    "FINAL_LABEL",
+    "FRAME_COLUMNS",
+    "default_labels",
+    "transition_kinds",
+    "select_transitions",
+    "transition_frame",
+]
+
 TRANSITION_KINDS = ("within", "cross", "layer")
 FINAL_LABEL = "final_post"
 """TransformerLens's label for the residual stream after the last block."""
