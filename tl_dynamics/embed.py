@@ -30,10 +30,10 @@ does not say which mean ``m`` it takes, and the choice matters, so both are repo
 * ``m`` = the mean of all vectors (``around="pooled"``, the baseline PCA itself uses):
   the offsets between sublayers count as explained too, so the numbers are higher.
 
-On MiniLM (128 texts), two principal components keep 40-90% of each sublayer's variance
-around the pooled mean, yet less than nothing (negative) around most sublayers' own
-means: a 2-D view mostly tells depths apart, not samples. The 2-D autoencoder does
-better (0.71-0.91 around the pooled mean, -0.25 to 0.18 around each sublayer's own).
+The two can disagree widely: two principal components can keep most of each sublayer's
+variance around the pooled mean yet less than nothing (a negative number) around the
+sublayers' own means, when a 2-D view mostly tells depths apart rather than samples.
+A 2-D autoencoder can do better on both; the report shows both numbers for each.
 
 Example::
 
@@ -101,9 +101,9 @@ CAE_VAL_FRACTION = 0.15  # the paper trains on 85k batches and tests on 15k (sec
 CAE_EPOCHS = 20  # passes over the training vectors; enough for MiniLM-sized data
 CAE_MIN_WIDTH = 8
 """Narrowest hidden layer. LayerNorm takes two degrees of freedom (mean, scale) from a
-layer, and on MiniLM the paper's progression (384 -> ... -> 6 -> 4 -> 2) collapsed to the
-mean (held-out loss ~1) while a floor of 8 trained (loss ~0.15). ``min_width=1`` restores
-the paper's exact widths."""
+layer, so the paper's progression down to 6 -> 4 -> 2 units can collapse to predicting
+the mean (a held-out loss near 1 on standardised inputs), where a floor of 8 units
+trains. ``min_width=1`` restores the paper's exact widths."""
 
 EXPLAINED_VARIANCE_BASELINES = ("sublayer", "pooled")
 """Means that :func:`explained_variance` can measure variance around (see module doc)."""
