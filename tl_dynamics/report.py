@@ -250,7 +250,7 @@ def trajectory_figures(measures: TrajectoryMeasures) -> list[go.Figure]:
         plot.cae_trajectory(held_out),
         plot.cae_step_distance(held_out),
         plot.cae_explained_variance(held_out),
-        plot.pca_trajectories(measures.pca),
+        plot.pca_plane(measures.pca),
         plot.pca_cumulative_variance(measures.pca),
         plot.pca_variance_per_sublayer(measures.pca),
         plot.teleport_quiver(measures.sweep, pca=measures.pca),

@@ -12,7 +12,7 @@ function                   panel  shows
 cae_trajectory             3B     mean trajectory through the 2-D bottleneck
 cae_step_distance          3C     distance between successive sublayers' codes
 cae_explained_variance     3D     held-out explained variance per sublayer
-pca_trajectories           4A     a few trajectories and the mean in PC1-PC2
+pca_plane                  4A     a few trajectories and the mean in PC1-PC2
 pca_cumulative_variance    4B     cumulative explained variance vs components
 pca_variance_per_sublayer  4C     explained variance per sublayer with k components
 teleport_quiver            4D     teleported runs over the next 12 sublayers
@@ -28,7 +28,7 @@ Example::
 
     model = tld.models.load_model()
     pca = pca_trajectories(tld.collect(model, tld.data.python_docs()[:128]))
-    plots.pca_trajectories(pca).show()
+    plots.pca_plane(pca).show()
     plots.teleport_quiver(teleport_sweep(model, pca)).write_html("fig4d.html")
 """
 
@@ -58,7 +58,7 @@ __all__ = [
     "cae_trajectory",
     "cae_step_distance",
     "cae_explained_variance",
-    "pca_trajectories",
+    "pca_plane",
     "pca_cumulative_variance",
     "pca_variance_per_sublayer",
     "teleport_quiver",
@@ -218,7 +218,7 @@ def cae_explained_variance(result: AutoencoderTrajectories | CompressingAutoenco
     )
 
 
-def pca_trajectories(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go.Figure:
+def pca_plane(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go.Figure:
     """Fig 4A: trajectories in the PC1-PC2 plane, the first ``samples`` and the mean.
 
     Returns a figure with ``samples + 1`` traces (fewer samples if the PCA has fewer).
