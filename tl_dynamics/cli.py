@@ -8,7 +8,7 @@ numbers (``metrics.json``) and the trajectories (safetensors). With no arguments
 offline on the packaged MiniLM and Python's own documentation. ``tl-dynamics compare``
 overlays several reports on normalised depth.
 
-Bad input (an unknown model while offline, an unreadable texts file, ``--n`` beyond the
+Bad input (an unknown model while offline, an unreadable texts file, ``--sample`` beyond the
 corpus, a half dtype on CPU, an existing output folder, an ``--out`` that cannot be
 written, an optional package the input needs but that is not installed) raises
 :class:`~tl_dynamics.errors.DynamicsInputError`, which prints one line starting with
@@ -26,7 +26,8 @@ Example (shell)::
     tl-dynamics report --model meta-llama/Llama-3.1-8B --texts wikitext \\
         --device cuda --dtype bfloat16 --out llama-report       # on a GPU with the hub
     tl-dynamics compare minilm-report llama-report --out comparison
-    torchrun --nproc_per_node 2 -m tl_dynamics collect --limit 200 --out minilm-store
+    tl-dynamics report --sample 256 --out sample-report        # 256 texts drawn at random
+    torchrun --nproc_per_node 2 -m tl_dynamics collect --first 200 --out minilm-store
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def positive_int(value: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer; received {value!r}")
     return number
 
 
@@ -89,11 +90,14 @@ def _parser() -> argparse.ArgumentParser:
         ".txt/.jsonl/.json file",
     )
     report.add_argument(
-        "--n",
+        "--sample",
+        "--n",  # the old name, kept as an alias
+        dest="n",
+        metavar="N",
         type=int,  # checked by sample_texts, which also knows the corpus size
         default=None,
-        help=f"number of texts, drawn with --seed (default {DEFAULT_N}, or every text of a "
-        "smaller corpus)",
+        help=f"a random sample of N texts, drawn with --seed (default {DEFAULT_N}, or every "
+        "text of a smaller corpus; --n is the old name)",
     )
     report.add_argument("--batch-size", type=positive_int, default=16, help="texts per forward pass")
     report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -136,7 +140,15 @@ def add_collect_arguments(collect: argparse.ArgumentParser) -> None:
     option("--model", default=DEFAULT_MODEL, help="minilm, a model folder, or a hub name")
     option("--texts", default="python-docs", help=f"{' or '.join(CORPORA)}, or a .txt/.jsonl/.json")
     option("--out", required=True, help="store folder (created, or resumed)")
-    option("--limit", type=positive_int, default=None, help="keep only the first N texts")
+    option(
+        "--first",
+        "--limit",  # the old name, kept as an alias
+        dest="limit",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="only the first N texts, in corpus order (--limit is the old name)",
+    )
     option("--batch-size", type=positive_int, default=16, help="texts per forward pass")
     option("--positions", type=parse_positions, default="last", help="last, all, or e.g. 0,-1")
     option("--shuffle", action="store_true", help="the control: shuffle tokens after BOS")
