@@ -43,10 +43,10 @@ Example::
     model = tld.models.load_model()                        # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:128])
     pca = pca_trajectories(dyn, n_components=100)
-    pca.trajectories.shape                                 # (128, 12, 100)
+    pca.trajectories.shape                                 # (128, 60, 100)
     pca.cumulative_variance[:3], pca.variance_per_sublayer
-    cae = CompressingAutoencoder(d_in=384).fit(dyn, epochs=20)
-    cae.held_out_.mean_trajectory.shape                    # (12, 2): Fig 3B
+    cae = CompressingAutoencoder(d_in=576).fit(dyn, epochs=20)   # SmolLM2's d_model
+    cae.held_out_.mean_trajectory.shape                    # (60, 2): Fig 3B
     cae.held_out_.explained_variance                       # Fig 3D, per sublayer
 """
 
