@@ -69,7 +69,7 @@ def test_constant_unit_gives_nan():
 
 
 def test_sublayer_pairs_rejects_bad_count():
-    with pytest.raises(ValueError, match="n_sublayers must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="n_sublayers must be an int >= 1; received 0"):
         sublayer_pairs(0)
 
 
@@ -153,7 +153,7 @@ def test_distribution_rejects_bad_ranges(resid, value_range):
 
 
 def test_distribution_rejects_bad_bin_counts(resid):
-    with pytest.raises(ValueError, match="bins must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="bins must be an int >= 1; received 0"):
         correlation_distribution(resid, bins=0)
 
 
@@ -174,3 +174,14 @@ def test_per_sample_shares_average_to_the_mean_correlation():
     assert shares.shape == (40, 4)
     expected = unit_correlation(resid).nanmean(-1)
     torch.testing.assert_close(shares.mean(0), expected)
+
+
+def test_per_sample_shares_reuse_a_given_correlation_exactly():
+    from tl_dynamics.metrics.correlation import unit_correlation_per_sample
+
+    resid = torch.randn(30, 5, 6, dtype=torch.float64).cumsum(1)
+    resid[:, 1, 2] = 0.5  # a constant unit
+    given = unit_correlation_per_sample(resid, unit_correlation(resid))
+    assert torch.equal(given, unit_correlation_per_sample(resid))
+    with pytest.raises(ValueError, match=r"correlation must be unit_correlation\(resid\), shape \[4, 6\]"):
+        unit_correlation_per_sample(resid, unit_correlation(resid)[:, :5])

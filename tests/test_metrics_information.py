@@ -161,7 +161,7 @@ def test_invalid_method_lists_the_valid_ones():
 
 
 def test_invalid_chunk_size():
-    with pytest.raises(ValueError, match="chunk_size must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; received 0"):
         mutual_information(torch.randn(5, 3, 2), method="gaussian", chunk_size=0)
 
 

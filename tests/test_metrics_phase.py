@@ -258,11 +258,11 @@ def test_rotation_argument_errors(resid, kwargs, error, message):
 
 
 def test_rotation_null_specific_errors(resid):
-    with pytest.raises(ValueError, match="n_shuffles must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="n_shuffles must be an int >= 1; received 0"):
         rotation_null(resid, n_shuffles=0)
-    with pytest.raises(TypeError, match="seed must be an int; received str"):
+    with pytest.raises(TypeError, match="seed must be an int >= 0; received str"):
         rotation_null(resid, n_shuffles=2, seed="0")
-    with pytest.raises(ValueError, match="chunk_size must be >= 1; received -1"):
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; received -1"):
         rotation_null(resid, n_shuffles=2, chunk_size=-1)
     with pytest.raises(ValueError, match=r"gradient must be one of \['central', 'forward'\]"):
         phase_portrait(resid, gradient="backward")

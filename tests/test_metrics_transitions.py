@@ -35,9 +35,9 @@ def test_default_labels_interleave_pre_and_mid():
 
 
 def test_default_labels_rejects_bad_counts():
-    with pytest.raises(ValueError, match="n_sublayers must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="n_sublayers must be an int >= 1; received 0"):
         default_labels(0)
-    with pytest.raises(TypeError, match="n_sublayers must be an int; received str"):
+    with pytest.raises(TypeError, match="n_sublayers must be an int >= 1; received str"):
         default_labels("4")
 
 

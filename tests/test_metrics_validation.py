@@ -88,7 +88,7 @@ def test_chunk_slices_cover_the_range_and_check_chunk_size():
     chunks = [(s.start, s.stop) for s in chunk_slices(7, 1, chunk_size=3)]
     assert chunks == [(0, 3), (3, 6), (6, 7)]
     assert [(s.start, s.stop) for s in chunk_slices(5, 10**12)] == [(i, i + 1) for i in range(5)]
-    with pytest.raises(ValueError, match="chunk_size must be >= 1; received 0"):
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; received 0"):
         list(chunk_slices(5, 1, chunk_size=0))
-    with pytest.raises(TypeError, match="chunk_size must be an int; received float"):
+    with pytest.raises(TypeError, match="chunk_size must be an int >= 1; received float"):
         list(chunk_slices(5, 1, chunk_size=2.0))

@@ -71,7 +71,7 @@ def test_step_distance_of_bare_tensors_has_one_trace(cae, llama_dyn):
 
 
 def test_pca_panels(llama_pca):
-    paths = plots.pca_trajectories(llama_pca, samples=3)
+    paths = plots.pca_plane(llama_pca, samples=3)
     assert len(paths.data) == 4 and paths.data[-1].name == "mean"
     assert titles(paths) == ("PC1 (residual-stream units)", "PC2 (residual-stream units)")
     cumulative = plots.pca_cumulative_variance(llama_pca)
@@ -131,4 +131,4 @@ def test_plots_refuse_what_they_cannot_draw(tiny_models, llama_dyn, llama_pca):
     with pytest.raises(ValueError, match="val_fraction > 0"):
         plots.cae_trajectory(no_held_out)
     with pytest.raises(TypeError, match="pca must be"):
-        plots.pca_trajectories(torch.zeros(3))
+        plots.pca_plane(torch.zeros(3))

@@ -32,3 +32,16 @@ def test_readme_install_pins_torch_and_ci_runs_its_test_command():
     assert test_command, "README must show the test command"
     ci = (README.parent / ".ci" / "run").read_text()
     assert test_command.group(2) in ci
+
+
+def test_readme_api_table_names_exactly_the_public_api():
+    """Every name of ``tl_dynamics.__all__`` is in the README's API table, and only those:
+    as ``tld.<name>``, or (a result type) as a backticked name the package exports."""
+    import tl_dynamics as tld
+
+    section = README.read_text().split("## The API at a glance", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    called = set(re.findall(r"\btld\.(\w+)", table))
+    returned = {name for name in re.findall(r"`(\w+)", table) if name[0].isupper() and hasattr(tld, name)}
+    assert (called | returned) - set(tld.__all__) == set(), "the table names what is not exported"
+    assert set(tld.__all__) - (called | returned) == set(), "exported names missing from the table"

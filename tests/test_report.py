@@ -104,7 +104,7 @@ def test_interrupted_report_leaves_nothing_behind(tmp_path, minilm, monkeypatch)
         (["--model", "no-such-org/no-such-model"], "hub"),
         (["--texts", "missing-file.txt"], "neither a corpus"),
         (["--n", "100000"], "only 823 texts were found"),
-        (["--n", "0"], "n must be a positive int"),
+        (["--n", "0"], "n must be an int >= 1"),
         (["--dtype", "float16"], "not supported on CPU"),
     ],
 )

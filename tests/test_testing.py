@@ -126,9 +126,9 @@ def test_scalar_checks_catch_wrong_values(dyn):
 def test_bad_arguments_name_themselves(dyn):
     with pytest.raises(TypeError, match="dyn must be a DynamicsCache"):
         testing.check_velocity(torch.zeros(2), [1, 2])
-    with pytest.raises(ValueError, match=r"unit must be in \[0, 7\]"):
+    with pytest.raises(ValueError, match=r"unit must be an int in \[0, 7\]"):
         testing.check_rotations(0.0, dyn, unit=8)
-    with pytest.raises(ValueError, match=r"transition must be in \[0, 4\]"):
+    with pytest.raises(ValueError, match=r"transition must be an int in \[0, 4\]"):
         testing.check_mutual_information(0.0, dyn, unit=0, transition=5)
 
 

@@ -24,14 +24,26 @@ from tl_dynamics import data, metrics, models, plot, presets, streaming
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
-from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
+from tl_dynamics.embed import (
+    AutoencoderTrajectories,
+    CompressingAutoencoder,
+    PCATrajectories,
+    TrainingHistory,
+    pca_trajectories,
+)
+from tl_dynamics.errors import DynamicsInputError
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.jpca import JPCAResult, jpca
 from tl_dynamics.similarity import DynamicalSimilarity, dynamical_similarity, random_weight_twin
 from tl_dynamics.stability import JacobianSpectrum, JacobianSweep, jacobian_spectrum, jacobian_sweep
 from tl_dynamics.store import DynamicsStore, collect_to_store
+from tl_dynamics.streaming import MomentSummary
 from tl_dynamics.interventions import (
     DEFAULT_PROMPT,
+    Recovery,
+    TeleportGrid,
     TeleportResult,
+    TeleportSweep,
     inject_noise,
     pca_grid,
     swap_activations,
@@ -64,16 +76,24 @@ _register_accessors()
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "AutoencoderTrajectories",
     "CompressingAutoencoder",
-    "DynamicsCache",
-    "DynamicsMetadata",
     "DynamicalSimilarity",
+    "DynamicsCache",
+    "DynamicsInputError",
+    "DynamicsMetadata",
     "DynamicsStore",
-    "JPCAResult",
     "JacobianSpectrum",
     "JacobianSweep",
+    "JPCAResult",
+    "MomentSummary",
     "PCATrajectories",
+    "Recovery",
+    "TeleportGrid",
     "TeleportResult",
+    "TeleportSweep",
+    "TLModel",
+    "TrainingHistory",
     "__version__",
     "cache_dynamics",
     "collect",
@@ -88,9 +108,9 @@ __all__ = [
     "models",
     "pca_grid",
     "pca_trajectories",
-    "random_weight_twin",
     "plot",
     "presets",
+    "random_weight_twin",
     "streaming",
     "swap_activations",
     "teleport",

@@ -1,9 +1,9 @@
-"""Writing output folders safely: JSON with tensors, self-contained HTML, atomic folders.
+"""Writing output folders safely: JSON with tensors, atomic folders, the overwrite rules.
 
 What :mod:`tl_dynamics.report` and :mod:`tl_dynamics.compare` share when they write a
-folder: tensors become JSON lists (NaN as ``null``), figures become one self-contained
-HTML page with plotly's JavaScript embedded once, and the folder is written to a
-temporary sibling that is renamed into place only when everything succeeded.
+folder: tensors become JSON lists (NaN as ``null``), ``metrics.json`` carries
+:data:`SCHEMA_VERSION`, and the folder is written to a temporary sibling that is renamed
+into place only when everything succeeded (the page itself: :mod:`tl_dynamics._html`).
 
 The rules that keep the user's data safe:
 
@@ -32,22 +32,43 @@ Example::
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
-import plotly.offline
 import torch
 
 from tl_dynamics._version import __version__
+from tl_dynamics.errors import DynamicsInputError, OutputExistsError
+
+__all__ = [
+    "MARKER_NAME",
+    "REPORT_KIND",
+    "COMPARE_KIND",
+    "KINDS",
+    "SCHEMA_VERSION",
+    "PARTIAL_TAG",
+    "RETIRED_TAG",
+    "UMASK",
+    "FILE_MODE",
+    "FOLDER_MODE",
+    "follow_umask",
+    "read_json_record",
+    "tensor_json",
+    "read_marker",
+    "check_output",
+    "check_writable",
+    "temporary_name",
+    "remove_stale_partials",
+    "atomic_folder",
+    "write_json",
+]
 
 MARKER_NAME = "tl-dynamics-output.json"
 """File in every folder written by :func:`atomic_folder`: what wrote it, and its version."""
@@ -55,6 +76,17 @@ MARKER_NAME = "tl-dynamics-output.json"
 REPORT_KIND = "tl-dynamics-report"
 COMPARE_KIND = "tl-dynamics-compare"
 KINDS = (REPORT_KIND, COMPARE_KIND)
+
+SCHEMA_VERSION = 2
+"""Version of the layout of ``metrics.json``; bumped when a key changes meaning.
+
+2: every entry of ``findings`` is a statistical test: ``effect``, ``effect_unit``, ``ci``
+(95 % bootstrap interval over texts), ``p_value``, ``p_adjusted`` (Holm across all
+findings of the condition), ``null``, ``null_value``, ``min_effect``, ``direction`` and
+``alpha`` join ``observed`` and ``numbers``; ``holds`` / ``verdict`` follow the rule of
+:mod:`tl_dynamics.findings`; ``high_correlation`` is split into ``high_correlation``
+and ``correlation_rises``. NaN numbers are ``null``.
+"""
 
 PARTIAL_TAG = "partial"  # .<out>.partial-<pid>-<random>: a folder being written
 RETIRED_TAG = "old"  # .<out>.old-<pid>-<random>: the replaced folder, until it is removed
@@ -112,16 +144,16 @@ def read_json_record(path: Path, version_key: str, newest: int, what: str) -> di
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{str(path)!r} is not {what} (not JSON: {error})") from error
+        raise DynamicsInputError(f"{str(path)!r} is not {what} (not JSON: {error})") from error
     if not isinstance(record, dict):
-        raise ValueError(f"{str(path)!r} is not {what} (not a JSON object)")
+        raise DynamicsInputError(f"{str(path)!r} is not {what} (not a JSON object)")
     version = record.get(version_key)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(
+        raise DynamicsInputError(
             f"{str(path)!r} has {version_key} {version!r}, not an integer; is it {what}?"
         )
     if version > newest:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{str(path)!r} has {version_key} {version}, newer than this tl-dynamics "
             f"({__version__}) reads; upgrade tl-dynamics"
         )
@@ -145,40 +177,6 @@ def _nan_to_none(values: Any) -> Any:
     if isinstance(values, list):
         return [_nan_to_none(v) for v in values]
     return None if isinstance(values, float) and values != values else values
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-h1 { margin-bottom: 0; } .sub { color: #666; margin-top: .3em; }
-table { border-collapse: collapse; width: 100%; font-size: 90%; }
-td, th { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; text-align: left; }
-td.yes { background: #e6f4ea; } td.no { background: #fce8e6; } td.undecided { background: #f1f3f4; }
-.figure { margin: 1.5em 0; } nav a { margin-right: 1em; }
-"""
-
-
-def render_html(title: str, intro: str, sections: Sequence[tuple[str, str, Sequence[go.Figure]]]) -> str:
-    """A self-contained page: plotly.js embedded once, then each section's figures.
-
-    Args:
-        title: Page title.
-        intro: HTML shown under the title.
-        sections: ``(anchor title, HTML text, figures)`` per section.
-    """
-    body = [f"<h1>{html.escape(title)}</h1>", intro, "<nav>"]
-    body += [f"<a href='#s{i}'>{html.escape(name)}</a>" for i, (name, _, _) in enumerate(sections)]
-    body.append("</nav>")
-    for i, (name, text, figures) in enumerate(sections):
-        body.append(f"<h2 id='s{i}'>{html.escape(name)}</h2>{text}")
-        for figure in figures:
-            figure_html = figure.to_html(full_html=False, include_plotlyjs=False)
-            body.append(f"<div class='figure'>{figure_html}</div>")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
-        f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
-        "</head><body>" + "\n".join(body) + "</body></html>"
-    )
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -212,7 +210,9 @@ def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path] 
     target = Path(out).resolve()
     if target.exists() or target.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+            raise OutputExistsError(
+                f"output folder {str(out)!r} exists; pass --overwrite to replace it"
+            )
         _check_replaceable(out, target, inputs)
     check_writable(target.parent)
 
@@ -220,17 +220,17 @@ def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path] 
 def _check_replaceable(out: str | Path, target: Path, inputs: Iterable[str | Path]) -> None:
     cwd = Path.cwd().resolve()
     if _is_within(cwd, target):
-        raise ValueError(
+        raise DynamicsInputError(
             f"--overwrite refuses out {str(out)!r}: it is the working directory or holds it"
         )
     for source in inputs:
         if _is_within(Path(source).resolve(), target):
-            raise ValueError(
+            raise DynamicsInputError(
                 f"--overwrite refuses out {str(out)!r}: it is (or holds) {str(source)!r}, an "
                 "input of this command; pass another --out"
             )
     if not target.is_dir() or read_marker(target) is None:
-        raise ValueError(
+        raise DynamicsInputError(
             f"--overwrite refuses out {str(out)!r}: it was not written by tl-dynamics (no "
             f"{MARKER_NAME} in it); remove it yourself or pass another --out"
         )
@@ -246,12 +246,14 @@ def check_writable(folder: str | Path) -> None:
     while not anchor.exists():
         anchor = anchor.parent
     if not anchor.is_dir():
-        raise ValueError(f"cannot write {str(folder)!r}: {str(anchor)!r} is a file, not a folder")
+        raise DynamicsInputError(
+            f"cannot write {str(folder)!r}: {str(anchor)!r} is a file, not a folder"
+        )
     try:
         probe = tempfile.mkdtemp(prefix=".tl-dynamics-probe-", dir=anchor)
         os.rmdir(probe)
     except OSError as error:
-        raise ValueError(
+        raise DynamicsInputError(
             f"cannot write {str(folder)!r}: {str(anchor)!r} is not writable "
             f"({error.strerror or error})"
         ) from error
@@ -312,7 +314,7 @@ def atomic_folder(
         FileExistsError, ValueError: as :func:`check_output`, checked again here.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise DynamicsInputError(f"kind must be one of {KINDS}; received {kind!r}")
     out = Path(out)
     check_output(out, overwrite, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from typing import Any
 
 from torch import Tensor
 
+__all__ = ["MAX_FIELD_CHARS", "MAX_ITEMS", "compact_repr"]
+
 MAX_FIELD_CHARS = 60  # longer plain values are cut, so a repr stays on a screen or two
 MAX_ITEMS = 6  # sequences longer than this are shown by their length
 

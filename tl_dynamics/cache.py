@@ -41,6 +41,9 @@ from torch import Tensor
 from tl_dynamics import metrics
 from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
+from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
+
+__all__ = ["FORMAT_VERSION", "FILE_FORMAT", "TENSOR_NAMES", "DynamicsMetadata", "DynamicsCache"]
 
 FORMAT_VERSION = 1
 """Version of the on-disk layout written by :meth:`DynamicsCache.save`."""
@@ -134,16 +137,20 @@ class DynamicsCache:
     def __post_init__(self) -> None:
         if not isinstance(self.resid, Tensor) or self.resid.ndim != 3:
             got = tuple(self.resid.shape) if isinstance(self.resid, Tensor) else type(self.resid)
-            raise ValueError(f"resid must be a [sample, sublayer, d_model] tensor, got {got}")
+            raise DynamicsInputError(
+                f"resid must be a [sample, sublayer, d_model] tensor; received {got}"
+            )
         object.__setattr__(self, "labels", tuple(self.labels))
         n_samples, n_sublayers, _ = self.resid.shape
         if len(self.labels) != n_sublayers:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"labels has {len(self.labels)} entries but resid has {n_sublayers} sublayers"
             )
         for name in ("text_index", "position"):
             if tuple(getattr(self, name).shape) != (n_samples,):
-                raise ValueError(f"{name} must have shape ({n_samples},), one entry per sample")
+                raise DynamicsInputError(
+                    f"{name} must have shape ({n_samples},), one entry per sample"
+                )
 
     def __repr__(self) -> str:
         n, s, d = self.resid.shape
@@ -235,7 +242,9 @@ class DynamicsCache:
         sidecar_path = path.with_suffix(".json")
         for needed in (path, sidecar_path):
             if not needed.is_file():
-                raise FileNotFoundError(f"{str(needed)!r} not found; write it with DynamicsCache.save")
+                raise InputNotFoundError(
+                    f"{str(needed)!r} not found; write it with DynamicsCache.save"
+                )
         sidecar = _read_sidecar(sidecar_path)
         tensors = _read_tensors(path)
         try:
@@ -248,7 +257,7 @@ class DynamicsCache:
             )
             _check_metadata(cache)
         except (ValueError, TypeError) as error:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"{str(path)!r} and its sidecar {str(sidecar_path)!r} do not agree: {error}"
             ) from error
         return cache
@@ -260,7 +269,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         path, "format_version", FORMAT_VERSION, "a JSON sidecar of DynamicsCache.save"
     )
     if not isinstance(sidecar.get("labels"), list) or not isinstance(sidecar.get("metadata"), dict):
-        raise ValueError(f"{str(path)!r} lacks 'labels' (a list) or 'metadata' (an object)")
+        raise DynamicsInputError(f"{str(path)!r} lacks 'labels' (a list) or 'metadata' (an object)")
     return sidecar
 
 
@@ -271,15 +280,19 @@ def _read_tensors(path: Path) -> dict[str, Tensor]:
             header = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({error})") from error
+        raise DynamicsInputError(
+            f"{str(path)!r} is not a readable safetensors file ({error})"
+        ) from error
     if header.get("format") != FILE_FORMAT or set(tensors) != set(TENSOR_NAMES):
-        raise ValueError(
+        raise DynamicsInputError(
             f"{str(path)!r} was not written by DynamicsCache.save (header format "
             f"{header.get('format')!r}, tensors {sorted(tensors)}; expected {FILE_FORMAT!r} "
             f"and {list(TENSOR_NAMES)})"
         )
     if tensors["resid"].dtype != torch.float32:
-        raise ValueError(f"{str(path)!r} holds resid as {tensors['resid'].dtype}, not float32")
+        raise DynamicsInputError(
+            f"{str(path)!r} holds resid as {tensors['resid'].dtype}, not float32"
+        )
     return tensors
 
 
@@ -287,10 +300,12 @@ def _check_metadata(cache: DynamicsCache) -> None:
     """Raise ``ValueError`` where the metadata contradicts the tensors' shapes or values."""
     metadata, (_, _, d_model) = cache.metadata, cache.resid.shape
     if metadata.d_model and metadata.d_model != d_model:
-        raise ValueError(f"metadata says d_model {metadata.d_model}, resid has {d_model} units")
+        raise DynamicsInputError(
+            f"metadata says d_model {metadata.d_model}, resid has {d_model} units"
+        )
     if metadata.texts is not None and cache.n_samples:
         low, high = int(cache.text_index.min()), int(cache.text_index.max())
         if low < 0 or high >= len(metadata.texts):
-            raise ValueError(
+            raise DynamicsInputError(
                 f"text_index runs over [{low}, {high}] but metadata keeps {len(metadata.texts)} texts"
             )

@@ -8,10 +8,13 @@ numbers (``metrics.json``) and the trajectories (safetensors). With no arguments
 offline on the packaged MiniLM and Python's own documentation. ``tl-dynamics compare``
 overlays several reports on normalised depth.
 
-Bad input (an unknown model while offline, an unreadable texts file, ``--n`` beyond the
+Bad input (an unknown model while offline, an unreadable texts file, ``--sample`` beyond the
 corpus, a half dtype on CPU, an existing output folder, an ``--out`` that cannot be
-written) prints one line starting with ``tl-dynamics: error:`` and exits with status 2,
-writing nothing; every such check runs before the model is loaded. ``--overwrite``
+written, an optional package the input needs but that is not installed) raises
+:class:`~tl_dynamics.errors.DynamicsInputError`, which prints one line starting with
+``tl-dynamics: error:`` (for a missing package: the ``pip install`` that adds it) and
+exits with status 2, writing nothing; every such check runs before the model is loaded.
+Any other exception is a bug and keeps its traceback. ``--overwrite``
 replaces only a folder tl-dynamics wrote, never an input of the command or the working
 directory (see :mod:`tl_dynamics._output`). Ctrl-C prints one line and exits with status
 130, leaving no temporary folder (an interrupted ``collect`` keeps its complete shards:
@@ -23,7 +26,8 @@ Example (shell)::
     tl-dynamics report --model meta-llama/Llama-3.1-8B --texts wikitext \\
         --device cuda --dtype bfloat16 --out llama-report       # on a GPU with the hub
     tl-dynamics compare minilm-report llama-report --out comparison
-    torchrun --nproc_per_node 2 -m tl_dynamics collect --limit 200 --out minilm-store
+    tl-dynamics report --sample 256 --out sample-report        # 256 texts drawn at random
+    torchrun --nproc_per_node 2 -m tl_dynamics collect --first 200 --out minilm-store
 """
 
 from __future__ import annotations
@@ -34,8 +38,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tl_dynamics.data import CORPORA
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import SITES
 from tl_dynamics.models import DEFAULT_MODEL, DTYPES
+
+__all__ = [
+    "PROG",
+    "DEFAULT_N",
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "positive_int",
+    "parse_positions",
+    "add_collect_arguments",
+    "main",
+]
 
 PROG = "tl-dynamics"
 DEFAULT_N = 1000  # the paper's number of texts (section 2.1)
@@ -50,7 +66,7 @@ def positive_int(value: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer; received {value!r}")
     return number
 
 
@@ -74,11 +90,14 @@ def _parser() -> argparse.ArgumentParser:
         ".txt/.jsonl/.json file",
     )
     report.add_argument(
-        "--n",
+        "--sample",
+        "--n",  # the old name, kept as an alias
+        dest="n",
+        metavar="N",
         type=int,  # checked by sample_texts, which also knows the corpus size
         default=None,
-        help=f"number of texts, drawn with --seed (default {DEFAULT_N}, or every text of a "
-        "smaller corpus)",
+        help=f"a random sample of N texts, drawn with --seed (default {DEFAULT_N}, or every "
+        "text of a smaller corpus; --n is the old name)",
     )
     report.add_argument("--batch-size", type=positive_int, default=16, help="texts per forward pass")
     report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -121,7 +140,15 @@ def add_collect_arguments(collect: argparse.ArgumentParser) -> None:
     option("--model", default=DEFAULT_MODEL, help="minilm, a model folder, or a hub name")
     option("--texts", default="python-docs", help=f"{' or '.join(CORPORA)}, or a .txt/.jsonl/.json")
     option("--out", required=True, help="store folder (created, or resumed)")
-    option("--limit", type=positive_int, default=None, help="keep only the first N texts")
+    option(
+        "--first",
+        "--limit",  # the old name, kept as an alias
+        dest="limit",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="only the first N texts, in corpus order (--limit is the old name)",
+    )
     option("--batch-size", type=positive_int, default=16, help="texts per forward pass")
     option("--positions", type=parse_positions, default="last", help="last, all, or e.g. 0,-1")
     option("--shuffle", action="store_true", help="the control: shuffle tokens after BOS")
@@ -222,8 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"report": _report, "compare": _compare, "collect": _collect}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ConnectionError,
-            ImportError) as error:
+    except DynamicsInputError as error:  # only bad input: a bug keeps its traceback
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.data import shuffle_tokens
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
 
 if TYPE_CHECKING:
@@ -77,23 +78,25 @@ class CollectedBatch:
 def validate_texts(texts: Any) -> list[str]:
     """Return ``texts`` as a list, or raise ``TypeError``/``ValueError`` naming the problem."""
     if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, got a single str; wrap it: [text]")
+        raise InputTypeError("texts must be a list of strings, got a single str; wrap it: [text]")
     if isinstance(texts, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             "texts must be a list of strings, got a dict (iterating it gives its keys); "
             "pass list(texts.values()) or the list itself"
         )
     try:
         texts = list(texts)
     except TypeError as error:
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}") from error
+        raise InputTypeError(
+            f"texts must be a list of strings, got {type(texts).__name__}"
+        ) from error
     if not texts:
-        raise ValueError("texts is empty; pass at least one text")
+        raise DynamicsInputError("texts is empty; pass at least one text")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+            raise InputTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
         if not text.strip():
-            raise ValueError(f"texts[{i}] is empty or only whitespace")
+            raise DynamicsInputError(f"texts[{i}] is empty or only whitespace")
     return texts
 
 
@@ -105,7 +108,7 @@ def _validate_positions(positions: Positions) -> str | list[int]:
     if isinstance(positions, Sequence) and not isinstance(positions, str) and positions:
         if all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
             return list(positions)
-    raise ValueError(
+    raise DynamicsInputError(
         f"positions must be 'last', 'all', an int or a non-empty list of ints, got {positions!r}"
     )
 
@@ -115,9 +118,9 @@ def _validate_subset(subset: Sequence[int] | None, n_texts: int) -> list[int]:
         return list(range(n_texts))
     indices = list(subset)
     if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_texts for i in indices):
-        raise ValueError(f"subset must hold text indices in [0, {n_texts}), got {subset!r}")
+        raise DynamicsInputError(f"subset must hold text indices in [0, {n_texts}), got {subset!r}")
     if len(set(indices)) != len(indices):
-        raise ValueError("subset must not repeat a text index")
+        raise DynamicsInputError("subset must not repeat a text index")
     return indices
 
 
@@ -128,7 +131,7 @@ def _kept_positions(length: int, positions: str | list[int], text: int) -> list[
         return list(range(length))
     resolved = [p if p >= 0 else length + p for p in positions]
     if any(not 0 <= p < length for p in resolved):
-        raise ValueError(
+        raise DynamicsInputError(
             f"positions {positions} fall outside text {text}, which has {length} tokens"
         )
     return resolved
@@ -154,7 +157,7 @@ def tokenize(
     for i, text in enumerate(texts):
         tokens = model.to_tokens(text, truncate=False)[0].to("cpu")
         if len(tokens) == 0:
-            raise ValueError(f"texts[{i}] tokenizes to no tokens")
+            raise DynamicsInputError(f"texts[{i}] tokenizes to no tokens")
         if n_ctx is not None and len(tokens) > n_ctx:
             tokens, truncated = tokens[:n_ctx], truncated + 1
         if shuffle:
@@ -282,7 +285,7 @@ def _check_finite(resid: Tensor, hooks: list[TrajectoryHook], text_index: Tensor
 def check_eval(model: Any) -> None:
     """Raise ``ValueError`` if ``model`` is in training mode (dropout would be active)."""
     if getattr(model, "training", False):
-        raise ValueError(
+        raise DynamicsInputError(
             f"model {model_name(model)!r} is in training mode, so dropout would make its "
             "residual stream random: call model.eval() first"
         )
@@ -312,7 +315,7 @@ def iter_batches(
     check_model(model)
     texts = validate_texts(texts)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise DynamicsInputError(f"batch_size must be a positive int, got {batch_size!r}")
     kept = _validate_positions(positions)
     check_eval(model)
     hooks = trajectory_hooks(model, sites, include_final)

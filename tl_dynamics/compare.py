@@ -27,17 +27,30 @@ from typing import Any
 import plotly.graph_objects as go
 
 from tl_dynamics._version import __version__
-from tl_dynamics.hooks import FINAL_LABEL
+from tl_dynamics._html import effect_html, render_html
 from tl_dynamics._output import (
     COMPARE_KIND,
     atomic_folder,
     check_output,
+    SCHEMA_VERSION,
     read_json_record,
-    render_html,
     write_json,
 )
+from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 from tl_dynamics.findings import Finding
-from tl_dynamics.report import SCHEMA_VERSION, effect_html
+from tl_dynamics.metrics import FINAL_LABEL
+
+__all__ = [
+    "CURVES",
+    "CONDITION_DASH",
+    "DERIVED",
+    "read_report",
+    "report_labels",
+    "normalised_depth",
+    "depth_curves",
+    "findings_table",
+    "run_compare",
+]
 
 CURVES = (
     # (key in a condition of metrics.json, axis title, per "sublayer" or "transition")
@@ -63,7 +76,7 @@ def read_report(folder: str | Path) -> dict[str, Any]:
     """
     path = Path(folder) / "metrics.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{str(folder)!r} is not a tl-dynamics report: it has no metrics.json "
             "(write one with 'tl-dynamics report')"
         )
@@ -71,7 +84,7 @@ def read_report(folder: str | Path) -> dict[str, Any]:
     _require(path, record, "model", "model_name")
     _require(path, record, "conditions")
     if not isinstance(record["conditions"], dict) or not record["conditions"]:
-        raise ValueError(f"{str(path)!r} has no conditions; expected e.g. 'original'")
+        raise DynamicsInputError(f"{str(path)!r} has no conditions; expected e.g. 'original'")
     read = ("labels", "norms_mean", *(key for key, _, _ in CURVES if key not in DERIVED))
     for condition in record["conditions"]:
         for key in read:
@@ -85,7 +98,9 @@ def _require(path: Path, record: dict[str, Any], *keys: str) -> None:
     for depth, key in enumerate(keys):
         if not isinstance(value, dict) or key not in value:
             where = "".join(f"[{k!r}]" for k in keys[: depth + 1])
-            raise ValueError(f"{str(path)!r} has no {where}; is it a complete tl-dynamics report?")
+            raise DynamicsInputError(
+                f"{str(path)!r} has no {where}; is it a complete tl-dynamics report?"
+            )
         value = value[key]
 
 
@@ -98,7 +113,9 @@ def report_labels(folders: Sequence[str | Path], records: Sequence[dict[str, Any
     resolved = [Path(folder).resolve() for folder in folders]
     for i, folder in enumerate(resolved):
         if folder in resolved[:i]:
-            raise ValueError(f"report {str(folders[i])!r} is given twice; pass each report once")
+            raise DynamicsInputError(
+                f"report {str(folders[i])!r} is given twice; pass each report once"
+            )
     names = [record["model"]["model_name"].rstrip("/").split("/")[-1] for record in records]
     return [
         name if names.count(name) == 1 else f"{name} ({Path(folder)})"
@@ -196,7 +213,7 @@ def run_compare(folders: Sequence[str | Path], *, out: str | Path, overwrite: bo
             ``out`` cannot be written (see :func:`tl_dynamics._output.check_output`).
     """
     if isinstance(folders, (str, Path)) or len(folders) < 1:
-        raise ValueError(f"folders must be a list of report folders, got {folders!r}")
+        raise DynamicsInputError(f"folders must be a list of report folders; received {folders!r}")
     check_output(out, overwrite, inputs=folders)
     records = [read_report(folder) for folder in folders]
     labels = report_labels(folders, records)

@@ -39,6 +39,36 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
+from tl_dynamics.errors import (
+    DynamicsInputError,
+    HubUnreachableError,
+    InputNotFoundError,
+    InputTypeError,
+    MissingDependencyError,
+)
+
+__all__ = [
+    "MIN_CHARS",
+    "MAX_CHARS",
+    "WIKITEXT_NAME",
+    "WIKITEXT_CONFIG",
+    "OFFLINE_ALTERNATIVES",
+    "HUB_ENDPOINT",
+    "HUB_CONNECT_TIMEOUT_S",
+    "OFFLINE_VARIABLES",
+    "hub_reachable",
+    "keep_text",
+    "PROSE_LETTER_FRACTION",
+    "python_docs",
+    "wikitext",
+    "read_texts",
+    "shuffle_tokens",
+    "CORPORA",
+    "load_corpus",
+    "sample_texts",
+]
+
 MIN_CHARS = 100  # the paper keeps WikiText texts with 100 < len(text) < 500 (section 2.1)
 MAX_CHARS = 500
 
@@ -134,21 +164,21 @@ def wikitext(
     ``HF_DATASETS_OFFLINE=1`` it reads the local cache only.
 
     Raises:
-        ImportError: ``datasets`` is not installed.
-        ConnectionError: the Hugging Face hub cannot be reached and the corpus is not
+        MissingDependencyError: ``datasets`` is not installed (an ``ImportError``).
+        HubUnreachableError: the Hugging Face hub cannot be reached and the corpus is not
             in the local cache; the message names the offline alternatives.
     """
     try:
         import datasets
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             'wikitext() needs the "datasets" package: pip install "tl-dynamics[hub]". '
             f"Offline, use {OFFLINE_ALTERNATIVES}."
         ) from error
     offline = any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
                   for name in OFFLINE_VARIABLES)
     if not offline and not hub_reachable():
-        raise ConnectionError(
+        raise HubUnreachableError(
             f"cannot reach the Hugging Face hub to load {WIKITEXT_NAME}/{WIKITEXT_CONFIG} "
             "(set HF_DATASETS_OFFLINE=1 if it is in your local cache). "
             f"Use {OFFLINE_ALTERNATIVES}."
@@ -156,7 +186,7 @@ def wikitext(
     try:
         rows = datasets.load_dataset(WIKITEXT_NAME, WIKITEXT_CONFIG, split=split, cache_dir=cache_dir)
     except Exception as error:  # datasets raises many types when offline; all mean "no corpus"
-        raise ConnectionError(
+        raise HubUnreachableError(
             f"could not load {WIKITEXT_NAME}/{WIKITEXT_CONFIG} from the Hugging Face hub "
             f"(offline, or not in the local cache: {type(error).__name__}: {error}). "
             f"Use {OFFLINE_ALTERNATIVES}."
@@ -184,11 +214,11 @@ def read_texts(path: str | Path) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"texts file {str(path)!r} does not exist or is not a file")
+        raise InputNotFoundError(f"texts file {str(path)!r} does not exist or is not a file")
     try:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"texts file {str(path)!r} is not UTF-8 text: {error}") from error
+        raise DynamicsInputError(f"texts file {str(path)!r} is not UTF-8 text: {error}") from error
     suffix = path.suffix.lower()
     if suffix == JSONL_SUFFIX:
         texts = _jsonl_texts(content, path)
@@ -198,18 +228,20 @@ def read_texts(path: str | Path) -> list[str]:
         texts = [_normalise_whitespace(p) for p in re.split(r"\n\s*\n", content)]
     texts = [t for t in texts if t.strip()]
     if not texts:
-        raise ValueError(f"texts file {str(path)!r} holds no text")
+        raise DynamicsInputError(f"texts file {str(path)!r} holds no text")
     return texts
 
 
 def _object_text(item: Any, where: str) -> str:
     """The string ``"text"`` field of a decoded JSON object, or a ``ValueError`` saying where."""
     if not isinstance(item, dict) or "text" not in item:
-        raise ValueError(
-            f"{where} is not a JSON object with a 'text' field, got {_json_type(item)}"
+        raise DynamicsInputError(
+            f"{where} is not a JSON object with a 'text' field; received {_json_type(item)}"
         )
     if not isinstance(item["text"], str):
-        raise ValueError(f"{where} has a 'text' that is {_json_type(item['text'])}, not a string")
+        raise DynamicsInputError(
+            f"{where} has a 'text' that is {_json_type(item['text'])}, not a string"
+        )
     return item["text"]
 
 
@@ -221,7 +253,7 @@ def _jsonl_texts(content: str, path: Path) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{where} is not JSON ({error})") from error
+                raise DynamicsInputError(f"{where} is not JSON ({error})") from error
             texts.append(_object_text(record, where))
     return texts
 
@@ -230,11 +262,11 @@ def _json_array_texts(content: str, path: Path) -> list[str]:
     try:
         items = json.loads(content) if content.strip() else []
     except json.JSONDecodeError as error:
-        raise ValueError(f"texts file {str(path)!r} is not JSON ({error})") from error
+        raise DynamicsInputError(f"texts file {str(path)!r} is not JSON ({error})") from error
     if not isinstance(items, list):
-        raise ValueError(
+        raise DynamicsInputError(
             f"texts file {str(path)!r} must hold a JSON array of strings or of objects with "
-            f"a 'text' field, got {_json_type(items)}"
+            f"a 'text' field; received {_json_type(items)}"
         )
     return [
         item if isinstance(item, str) else _object_text(item, f"item {number} of {str(path)!r}")
@@ -295,7 +327,7 @@ def load_corpus(source: str | Path) -> list[str]:
     if source == "wikitext":
         return wikitext()
     if not Path(source).is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"texts {str(source)!r} is neither a corpus ({', '.join(CORPORA)}) nor a file"
         )
     return read_texts(source)
@@ -310,11 +342,12 @@ def sample_texts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
             many texts there are).
     """
     if isinstance(texts, (str, Mapping)) or not isinstance(texts, Sequence):
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise InputTypeError(f"texts must be a list of strings; received {type(texts).__name__}")
+    n = check_int(n, "n")
     if n > len(texts):
-        raise ValueError(f"n = {n} is larger than the corpus: only {len(texts)} texts were found")
+        raise DynamicsInputError(
+            f"n = {n} is larger than the corpus: only {len(texts)} texts were found"
+        )
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(texts), generator=generator)[:n].sort().values
     return [texts[i] for i in chosen.tolist()]

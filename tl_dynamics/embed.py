@@ -30,10 +30,10 @@ does not say which mean ``m`` it takes, and the choice matters, so both are repo
 * ``m`` = the mean of all vectors (``around="pooled"``, the baseline PCA itself uses):
   the offsets between sublayers count as explained too, so the numbers are higher.
 
-On MiniLM (128 texts), two principal components keep 40-90% of each sublayer's variance
-around the pooled mean, yet less than nothing (negative) around most sublayers' own
-means: a 2-D view mostly tells depths apart, not samples. The 2-D autoencoder does
-better (0.71-0.91 around the pooled mean, -0.25 to 0.18 around each sublayer's own).
+The two can disagree widely: two principal components can keep most of each sublayer's
+variance around the pooled mean yet less than nothing (a negative number) around the
+sublayers' own means, when a 2-D view mostly tells depths apart rather than samples.
+A 2-D autoencoder can do better on both; the report shows both numbers for each.
 
 Example::
 
@@ -69,8 +69,29 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
+
+__all__ = [
+    "DEFAULT_PCA_COMPONENTS",
+    "CAE_LAYERS",
+    "CAE_BOTTLENECK",
+    "CAE_LEARNING_RATE",
+    "CAE_BATCH_SIZE",
+    "CAE_VAL_FRACTION",
+    "CAE_EPOCHS",
+    "CAE_MIN_WIDTH",
+    "EXPLAINED_VARIANCE_BASELINES",
+    "as_trajectories",
+    "explained_variance",
+    "PCATrajectories",
+    "pca_trajectories",
+    "AutoencoderTrajectories",
+    "TrainingHistory",
+    "CompressingAutoencoder",
+]
 
 DEFAULT_PCA_COMPONENTS = 100  # the paper reconstructs each sublayer from 100 PCs (Fig 4C)
 
@@ -90,9 +111,9 @@ Without it, one large step of the 20-layer network could collapse it to the mean
 loss ~1) from one run to the next on SmolLM2, depending only on the thread count."""
 CAE_MIN_WIDTH = 8
 """Narrowest hidden layer. LayerNorm takes two degrees of freedom (mean, scale) from a
-layer, and on MiniLM the paper's progression (384 -> ... -> 6 -> 4 -> 2) collapsed to the
-mean (held-out loss ~1) while a floor of 8 trained (loss ~0.15). ``min_width=1`` restores
-the paper's exact widths."""
+layer, so the paper's progression down to 6 -> 4 -> 2 units can collapse to predicting
+the mean (a held-out loss near 1 on standardised inputs), where a floor of 8 units
+trains. ``min_width=1`` restores the paper's exact widths."""
 
 EXPLAINED_VARIANCE_BASELINES = ("sublayer", "pooled")
 """Means that :func:`explained_variance` can measure variance around (see module doc)."""
@@ -119,17 +140,17 @@ def as_trajectories(data: Any, name: str = "dyn") -> tuple[Tensor, tuple[str, ..
     resid = data.resid if isinstance(data, DynamicsCache) else data
     if not isinstance(resid, Tensor) or not resid.is_floating_point():
         got = f"a {resid.dtype} tensor" if isinstance(resid, Tensor) else type(resid).__name__
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a DynamicsCache or a floating tensor {_TRAJECTORY_SHAPE} or "
             f"[n, d_model]; received {got}"
         )
     if resid.ndim not in (2, 3) or 0 in resid.shape:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} must have shape {_TRAJECTORY_SHAPE} or [n, d_model] with no empty axis; "
             f"received shape {tuple(resid.shape)}"
         )
     if not bool(torch.isfinite(resid).all()):
-        raise ValueError(f"{name} holds non-finite values (inf or nan)")
+        raise DynamicsInputError(f"{name} holds non-finite values (inf or nan)")
     if resid.ndim == 2:
         resid = einops.rearrange(resid, "n d_model -> n 1 d_model")
     if isinstance(data, DynamicsCache):
@@ -156,12 +177,12 @@ def explained_variance(
         (e.g. a single sample around its own mean).
     """
     if around not in EXPLAINED_VARIANCE_BASELINES:
-        raise ValueError(
+        raise DynamicsInputError(
             f"around must be one of {EXPLAINED_VARIANCE_BASELINES}; received {around!r}"
         )
     data, reconstruction = data.double().cpu(), reconstruction.double().cpu()
     if data.shape != reconstruction.shape:
-        raise ValueError(
+        raise DynamicsInputError(
             f"reconstruction must have the shape of data {tuple(data.shape)}; "
             f"received {tuple(reconstruction.shape)}"
         )
@@ -171,29 +192,13 @@ def explained_variance(
     return torch.where(spread > 0, 1 - error / spread, torch.nan)
 
 
-def _check_int(
-    value: Any, name: str, minimum: int, maximum: int | None = None, why: str = ""
-) -> int:
-    """``value`` as an int in ``[minimum, maximum]``, else ``ValueError`` naming ``name``."""
-    too_big = maximum is not None and isinstance(value, (int, np.integer)) and value > maximum
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-        or too_big
-    ):
-        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an int {expected}{why}; received {value!r}")
-    return int(value)
-
-
 def _check_width(tensor: Any, width: int, name: str, axis_name: str) -> Tensor:
     if not isinstance(tensor, Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a torch.Tensor [..., {axis_name}]; received {type(tensor).__name__}"
         )
     if tensor.ndim == 0 or tensor.shape[-1] != width:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} must have a last axis of {width} ({axis_name}); received shape "
             f"{tuple(tensor.shape)}"
         )
@@ -263,12 +268,12 @@ class PCATrajectories:
             ``[..., d_model]`` float32 on CPU, in residual-stream units.
         """
         if not isinstance(points, Tensor) or points.ndim == 0:
-            raise TypeError(
+            raise InputTypeError(
                 f"points must be a torch.Tensor [..., j]; received {type(points).__name__}"
             )
         j = points.shape[-1]
         if not 1 <= j <= self.n_components:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"points must have between 1 and {self.n_components} coordinates on its last "
                 f"axis (the fitted components); received shape {tuple(points.shape)}"
             )
@@ -283,7 +288,7 @@ class PCATrajectories:
         Columns ``sample``, ``sublayer`` (index), ``label``, ``depth`` (0 at the first
         sublayer, 1 at the last) and ``pc1 ... pc{n_components}``.
         """
-        n_components = min(_check_int(n_components, "n_components", 1), self.n_components)
+        n_components = min(check_int(n_components, "n_components", 1), self.n_components)
         batch, sublayers, _ = self.trajectories.shape
         coordinates = einops.rearrange(self.trajectories[..., :n_components], "b s k -> (b s) k")
         frame = pd.DataFrame(
@@ -328,11 +333,11 @@ def pca_trajectories(
             than two vectors.
     """
     resid, labels = as_trajectories(dyn)
-    n_components = _check_int(n_components, "n_components", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_components = check_int(n_components, "n_components", 1)
+    seed = check_int(seed, "seed", 0)
     batch, sublayers, d_model = resid.shape
     if batch * sublayers < 2:
-        raise ValueError(
+        raise DynamicsInputError(
             f"dyn must hold at least two vectors for a PCA; received shape {tuple(resid.shape)}"
         )
     k = min(n_components, batch * sublayers, d_model)
@@ -537,27 +542,27 @@ class CompressingAutoencoder(BaseEstimator):
         return [self.d_in, *hidden, self.d_bottleneck]
 
     def _check_architecture(self) -> None:
-        _check_int(self.d_in, "d_in", 1)
-        _check_int(self.d_bottleneck, "d_bottleneck", 1)
-        _check_int(self.n_layers, "n_layers", 2)
-        _check_int(self.min_width, "min_width", 1)
+        check_int(self.d_in, "d_in", 1)
+        check_int(self.d_bottleneck, "d_bottleneck", 1)
+        check_int(self.n_layers, "n_layers", 2)
+        check_int(self.min_width, "min_width", 1)
         if self.d_bottleneck > self.d_in:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"d_bottleneck must not exceed d_in={self.d_in} for a compressing autoencoder; "
                 f"received {self.d_bottleneck}"
             )
 
     def _check_training(self) -> None:
-        _check_int(self.epochs, "epochs", 1)
-        _check_int(self.batch_size, "batch_size", 1)
+        check_int(self.epochs, "epochs", 1)
+        check_int(self.batch_size, "batch_size", 1)
         if self.max_vectors is not None:
-            _check_int(self.max_vectors, "max_vectors", 1)
-        _check_int(self.random_state, "random_state", 0)
+            check_int(self.max_vectors, "max_vectors", 1)
+        check_int(self.random_state, "random_state", 0)
         lr, val_fraction = self.lr, self.val_fraction
         if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a positive number; received {lr!r}")
+            raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
         if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
-            raise ValueError(f"val_fraction must be a number in [0, 1); received {val_fraction!r}")
+            raise DynamicsInputError(f"val_fraction must be a number in [0, 1); received {val_fraction!r}")
 
     def fit(
         self, dyn: DynamicsCache | Float[Tensor, "batch sublayer d_in"] | Float[Tensor, "n d_in"]
@@ -581,7 +586,7 @@ class CompressingAutoencoder(BaseEstimator):
         self._check_training()
         resid, labels = as_trajectories(dyn)
         if resid.shape[-1] != self.d_in:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"dyn must have d_in={self.d_in} units on its last axis; received shape "
                 f"{tuple(resid.shape)}"
             )
@@ -589,7 +594,7 @@ class CompressingAutoencoder(BaseEstimator):
         val_fraction = self.val_fraction
         n_val = max(1, round(val_fraction * n_samples)) if val_fraction > 0 else 0
         if n_samples - n_val < 1:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"val_fraction={val_fraction} holds out all {n_samples} samples of dyn; "
                 "pass more samples or a smaller val_fraction"
             )

@@ -40,7 +40,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -59,8 +59,45 @@ from tl_dynamics._inference import (
     percentile_interval,
 )
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.metrics.correlation import unit_correlation_per_sample
 from tl_dynamics.metrics.information import mutual_information_per_sample
+
+__all__ = [
+    "MIN_TEXTS",
+    "HIGH_CORRELATION",
+    "LAST_THIRD",
+    "EARLY_THIRD",
+    "MIN_TREND_RHO",
+    "MIN_LOG_RATIO",
+    "MIN_KAPPA",
+    "MIN_MI_DIFFERENCE",
+    "MIN_EXCESS_TURNS",
+    "MIN_LOG_PULL",
+    "BOOTSTRAP_UNITS",
+    "MI_BOOTSTRAP_METHOD",
+    "CLAIMS",
+    "Finding",
+    "decide",
+    "activation_growth",
+    "sign_persistence",
+    "high_correlation",
+    "velocity_acceleration",
+    "information_falls",
+    "information_drop_at_cross",
+    "rotations_exceed_null",
+    "DYNAMICS_KEYS",
+    "dynamics_findings",
+    "variance_concentrates_with_depth",
+    "steps_lengthen_in_pca_plane",
+    "mid_layers_attract",
+    "TRAJECTORY_KEYS",
+    "trajectory_findings",
+]
+
+if TYPE_CHECKING:
+    from tl_dynamics.embed import PCATrajectories
+    from tl_dynamics.interventions import TeleportSweep
 
 # Fewest texts (or teleport grid points) for a verdict: below ~30 the bootstrap
 # distribution of a mean is visibly skewed and its percentile interval under-covers
@@ -699,6 +736,7 @@ def dynamics_findings(
     mutual_information: Tensor | None = None,
     rotation_null: metrics.RotationNull | None = None,
     *,
+    unit_correlation: Tensor | None = None,
     seed: int = 0,
     n_resamples: int = N_RESAMPLES,
     alpha: float = ALPHA,
@@ -711,6 +749,7 @@ def dynamics_findings(
             (the report's binned estimate); its interval then comes from
             :data:`BOOTSTRAP_UNITS` seeded units. ``None``: the exact KDE per sample.
         rotation_null: Precomputed ``metrics.rotation_null(dyn.resid)``.
+        unit_correlation: Precomputed ``metrics.unit_correlation(dyn.resid)``.
         seed: Seed of the bootstrap (and of the MI unit subset).
         n_resamples: Bootstrap resamples.
         alpha: Family-wise level of Holm's correction over these findings.
@@ -724,7 +763,7 @@ def dynamics_findings(
         return [_undecided(key, CLAIMS[key], reason, "", math.nan, 1) for key in DYNAMICS_KEYS]
     resampler = _Resampler.of(dyn.text_index, n_resamples, seed)
     kinds = dyn.transition_kinds
-    correlation = resampler.means(unit_correlation_per_sample(dyn.resid))
+    correlation = resampler.means(unit_correlation_per_sample(dyn.resid, unit_correlation))
     cosine = resampler.means(metrics.cosine_similarity(dyn.resid))
     speed = resampler.means(metrics.velocity(dyn.resid))
     information = _information_terms(dyn, mutual_information, resampler, seed)
@@ -769,7 +808,7 @@ def dynamics_findings(
 # --------------------------------------------------------------------------- Fig 4
 
 
-def variance_concentrates_with_depth(pca: Any, dyn: DynamicsCache, resampler: _Resampler) -> Finding:
+def variance_concentrates_with_depth(pca: PCATrajectories, dyn: DynamicsCache, resampler: _Resampler) -> Finding:
     """Fig 4C: later sublayers are better explained by the shared principal components.
 
     Per sublayer, the variance the ``k`` components keep around the pooled mean,
@@ -789,7 +828,7 @@ def variance_concentrates_with_depth(pca: Any, dyn: DynamicsCache, resampler: _R
     )
 
 
-def steps_lengthen_in_pca_plane(pca: Any, resampler: _Resampler) -> Finding:
+def steps_lengthen_in_pca_plane(pca: PCATrajectories, resampler: _Resampler) -> Finding:
     """Fig 4A: trajectories take longer steps later in depth (PC1-PC2 plane)."""
     plane = pca.trajectories[..., :2].double()
     steps = (plane[:, 1:] - plane[:, :-1]).norm(dim=-1)
@@ -800,7 +839,7 @@ def steps_lengthen_in_pca_plane(pca: Any, resampler: _Resampler) -> Finding:
     )
 
 
-def mid_layers_attract(sweep: Any, n_resamples: int = N_RESAMPLES, seed: int = 0) -> Finding:
+def mid_layers_attract(sweep: TeleportSweep, n_resamples: int = N_RESAMPLES, seed: int = 0) -> Finding:
     """Fig 4D: mid-layer teleports are pulled back faster than first- and last-layer ones.
 
     Layers are followed for different numbers of sublayers, so they are compared by the
@@ -850,8 +889,8 @@ TRAJECTORY_KEYS = tuple(CLAIMS)[12:]  # the Figure 4 findings
 
 
 def trajectory_findings(
-    pca: Any,
-    sweep: Any,
+    pca: PCATrajectories,
+    sweep: TeleportSweep,
     dyn: DynamicsCache,
     *,
     seed: int = 0,
@@ -865,7 +904,7 @@ def trajectory_findings(
     :func:`decide`.
     """
     if pca.trajectories.shape[:2] != dyn.resid.shape[:2]:
-        raise ValueError(
+        raise DynamicsInputError(
             "pca must be fitted on dyn: pca.trajectories has [batch, sublayer] "
             f"{tuple(pca.trajectories.shape[:2])}, dyn.resid {tuple(dyn.resid.shape[:2])}"
         )

@@ -33,7 +33,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
+from tl_dynamics.metrics import FINAL_LABEL
+
+__all__ = [
+    "SITES",
+    "VALID_SITES",
+    "TLModel",
+    "StopForward",
+    "TrajectoryHook",
+    "model_name",
+    "check_model",
+    "validate_sites",
+    "trajectory_hooks",
+]
 
 SITES = ("pre", "mid")
 """Residual-stream read points inside a block, in the order the stream passes them."""
@@ -42,8 +57,32 @@ VALID_SITES = (("pre", "mid"), ("pre",))
 """Site sets whose trajectories are residual streams read at successive points in depth
 (``("mid",)`` alone would skip every attention sub-block's input)."""
 
-FINAL_LABEL = "final_post"
-"""TransformerLens's label for the residual stream after the last block."""
+
+@runtime_checkable
+class TLModel(Protocol):
+    """What tl-dynamics needs of a model: a TransformerLens ``TransformerBridge`` (TL 3.x,
+    4.x) or ``HookedTransformer`` (TL 3.x), or anything else with these members.
+
+    Attributes:
+        cfg: The model's config; ``cfg.n_layers`` is its number of blocks.
+        hook_dict: Hook points by name, e.g. ``"blocks.0.hook_resid_pre"``.
+
+    :func:`check_model` refuses a model without them, naming what is missing.
+    """
+
+    cfg: Any
+    hook_dict: dict[str, Any]
+
+    def to_tokens(self, *args: Any, **kwargs: Any) -> Any:
+        """Token ids of a text or a batch of texts."""
+
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any:
+        """A forward pass with forward hooks attached by hook-point name."""
+
+
+class StopForward(Exception):
+    """Raised by the last hook a run needs, and caught around the forward pass, to skip
+    the layers after it."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +119,9 @@ def check_model(model: Any) -> None:
         if not hasattr(model, attr)
     ]
     if missing or not hasattr(model.cfg, "n_layers"):
-        raise TypeError(
-            f"model must be a TransformerLens model (TransformerBridge or HookedTransformer), "
-            f"got {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
+        raise InputTypeError(
+            f"model must be a TransformerLens model (TransformerBridge or HookedTransformer); "
+            f"received {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
             "Load one with transformer_lens.model_bridge.TransformerBridge.boot_transformers(...)."
         )
 
@@ -93,15 +132,15 @@ def validate_sites(sites: Sequence[str]) -> tuple[str, ...]:
         sites = (sites,)
     ordered = tuple(s for s in SITES if s in sites)
     if ordered not in VALID_SITES or len(set(sites)) != len(tuple(sites)):
-        raise ValueError(
+        raise DynamicsInputError(
             f"sites must be ('pre', 'mid') (the paper's 2L sublayers) or ('pre',) (one point "
-            f"per layer), got {tuple(sites)!r}"
+            f"per layer); received {tuple(sites)!r}"
         )
     return ordered
 
 
 def trajectory_hooks(
-    model: Any, sites: Sequence[str] = SITES, include_final: bool = False
+    model: TLModel, sites: Sequence[str] = SITES, include_final: bool = False
 ) -> list[TrajectoryHook]:
     """The hook points to read, in depth order.
 
@@ -131,7 +170,7 @@ def trajectory_hooks(
             if parallel and all("resid_mid" in name for name in missing)
             else ""
         )
-        raise ValueError(
+        raise DynamicsInputError(
             f"model {model_name(model)!r} has no hook point {missing[0]!r}"
             f" ({len(missing)} of the {len(hooks)} needed are missing).{hint}"
         )

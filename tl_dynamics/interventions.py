@@ -66,6 +66,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import (
     check_eval,
@@ -76,7 +77,8 @@ from tl_dynamics.collect import (
     tokenize,
     validate_texts,
 )
-from tl_dynamics.embed import PCATrajectories, _check_int
+from tl_dynamics.embed import PCATrajectories
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
 
 DEFAULT_PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."  # the paper's prompt (2.9)
@@ -97,7 +99,7 @@ def teleport_layers(n_layers: int) -> list[int]:
     Returns:
         Sorted distinct layer indices.
     """
-    n_layers = _check_int(n_layers, "n_layers", 1)
+    n_layers = check_int(n_layers, "n_layers", 1)
     return sorted({max(0, math.ceil(f * n_layers) - 1) for f in TELEPORT_FRACTIONS})
 
 
@@ -148,22 +150,22 @@ def pca_grid(
         A :class:`TeleportGrid`.
     """
     if not isinstance(pca, PCATrajectories):
-        raise TypeError(
+        raise InputTypeError(
             f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}"
         )
     if pca.n_components < 2:
-        raise ValueError(
+        raise DynamicsInputError(
             f"pca must have at least 2 components for a plane; it has {pca.n_components}"
         )
-    n = _check_int(n, "n", 1, why=" (points per axis)")
+    n = check_int(n, "n", 1, why=" (points per axis)")
     for name, value in (("r_min", r_min), ("r_max", r_max)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number or None; received {value!r}")
+            raise DynamicsInputError(f"{name} must be a finite number or None; received {value!r}")
     axes = []
     for component in range(2):
         low, high = _axis_range(pca.trajectories[..., component], r_min, r_max)
         if low > high:
-            raise ValueError(f"r_min must not exceed r_max; received range [{low}, {high}]")
+            raise DynamicsInputError(f"r_min must not exceed r_max; received range [{low}, {high}]")
         axes.append(torch.linspace(low, high, n))
     plane = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
     plane = einops.rearrange(plane, "i j c -> (i j) c")
@@ -339,13 +341,13 @@ class TeleportResult:
 
 def _prompt_tokens(model: Any, prompt: Any) -> Int[Tensor, " pos"]:
     if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str; received {type(prompt).__name__}")
+        raise InputTypeError(f"prompt must be a str; received {type(prompt).__name__}")
     if not prompt.strip():
-        raise ValueError("prompt is empty or only whitespace; pass some text")
+        raise DynamicsInputError("prompt is empty or only whitespace; pass some text")
     try:
         return tokenize(model, [prompt])[0]
     except ValueError as error:
-        raise ValueError(f"prompt {prompt!r} cannot be run: {error}") from error
+        raise DynamicsInputError(f"prompt {prompt!r} cannot be run: {error}") from error
 
 
 def _points(points: Any, d_model: int) -> tuple[Tensor, Tensor | None]:
@@ -355,19 +357,19 @@ def _points(points: Any, d_model: int) -> tuple[Tensor, Tensor | None]:
         points, plane = points.points, points.plane_points
     if not isinstance(points, Tensor) or not points.is_floating_point():
         got = f"a {points.dtype} tensor" if isinstance(points, Tensor) else type(points).__name__
-        raise TypeError(
+        raise InputTypeError(
             f"points must be a TeleportGrid or a floating tensor [n_points, d_model]; "
             f"received {got}"
         )
     if points.ndim != 2 or points.shape[1] != d_model:
-        raise ValueError(
+        raise DynamicsInputError(
             f"points must have shape [n_points, {d_model}] (the model's d_model); "
             f"received {tuple(points.shape)}"
         )
     if points.shape[0] == 0:
-        raise ValueError("points is empty; pass at least one point")
+        raise DynamicsInputError("points is empty; pass at least one point")
     if not bool(torch.isfinite(points).all()):
-        raise ValueError("points holds non-finite values (inf or nan)")
+        raise DynamicsInputError("points holds non-finite values (inf or nan)")
     return points.detach().to("cpu", torch.float32), plane
 
 
@@ -405,14 +407,14 @@ class _Injection:
         check_model(model)
         check_eval(model)
         n_layers = int(model.cfg.n_layers)
-        layer = _check_int(
+        layer = check_int(
             layer, "layer", 0, n_layers - 1, f" (model {model_name(model)!r} has {n_layers} layers)"
         )
         if site not in SITES:
-            raise ValueError(f"site must be one of {SITES}; received {site!r}")
+            raise DynamicsInputError(f"site must be one of {SITES}; received {site!r}")
         tokens = _prompt_tokens(model, prompt)
         n_tokens = len(tokens)
-        position = _check_int(
+        position = check_int(
             position, "position", -n_tokens, n_tokens - 1, f" (the prompt has {n_tokens} tokens)"
         )
         hooks = tuple(trajectory_hooks(model))
@@ -457,15 +459,17 @@ class _Injection:
         """Run every point, ``batch_size`` per pass, next to the control (run here if not given)."""
         d_model = int(self.model.cfg.d_model)
         if pca is not None and not isinstance(pca, PCATrajectories):
-            raise TypeError(f"pca must be a PCATrajectories or None; received {type(pca).__name__}")
+            raise InputTypeError(
+                f"pca must be a PCATrajectories or None; received {type(pca).__name__}"
+            )
         if pca is not None and pca.d_model != d_model:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"pca was fitted on vectors of width {pca.d_model}, but model "
                 f"{model_name(self.model)!r} has d_model={d_model}; fit it on this model's "
                 "trajectories"
             )
         points, plane = _points(points, d_model)
-        batch_size = _check_int(batch_size, "batch_size", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
         control_resid, control_logits = control or self.run(None)
         chunks = tqdm(
             points.split(batch_size), desc=f"teleport L{self.layer}", disable=not progress
@@ -621,7 +625,7 @@ def teleport_sweep(
     check_model(model)
     layers = teleport_layers(int(model.cfg.n_layers)) if layers is None else list(layers)
     if not layers:
-        raise ValueError("layers is empty; pass at least one layer or None for the default")
+        raise DynamicsInputError("layers is empty; pass at least one layer or None for the default")
     grid = pca_grid(pca, n=n, r_min=r_min, r_max=r_max)
     results = [
         teleport(
@@ -672,11 +676,11 @@ def inject_noise(
         A :class:`TeleportResult` whose ``points`` are the noisy states.
     """
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(
+        raise DynamicsInputError(
             f"scale must be a positive number (relative to the state's norm); received {scale!r}"
         )
-    n = _check_int(n, "n", 1)
-    seed = _check_int(seed, "seed", 0)
+    n = check_int(n, "n", 1)
+    seed = check_int(seed, "seed", 0)
     setup = _Injection.check(model, prompt, layer, site, position)
     control = setup.run(None)
     state = control[0][0, setup.injection]

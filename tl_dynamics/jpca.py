@@ -56,8 +56,20 @@ from jaxtyping import Float
 from sklearn.decomposition import PCA
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.embed import _check_int, as_trajectories
+from tl_dynamics.embed import as_trajectories
+from tl_dynamics.errors import DynamicsInputError
+
+__all__ = [
+    "DEFAULT_COMPONENTS",
+    "DEFAULT_SHUFFLES",
+    "MIN_SUBLAYERS",
+    "FULL_TURN",
+    "JPCAResult",
+    "skew_least_squares",
+    "jpca",
+]
 
 DEFAULT_COMPONENTS = 6  # Churchland et al. (2012) fit jPCA in the top 6 PCs
 DEFAULT_SHUFFLES = 1000  # the paper's size of a layer-shuffle null (section 2.6)
@@ -112,7 +124,7 @@ class JPCAResult:
     def plane_trajectories(self, pair: int = 0) -> Float[Tensor, "sample sublayer 2"]:
         """Every sample's trajectory in jPC plane ``pair`` (0: the fastest), residual-stream
         units."""
-        pair = _check_int(pair, "pair", 0, len(self.frequencies) - 1)
+        pair = check_int(pair, "pair", 0, len(self.frequencies) - 1)
         return self.scores @ self.planes[pair]
 
     def to_frame(self) -> pd.DataFrame:
@@ -146,7 +158,7 @@ def skew_least_squares(
     """
     variance, basis = np.linalg.eigh(z_t.T @ z_t)
     if variance.min() <= variance.max() * np.finfo(float).eps * len(variance):
-        raise ValueError(
+        raise DynamicsInputError(
             "the states do not span all k components (z_t is rank deficient); lower k"
         )
     a = z_t.T @ dz
@@ -221,14 +233,14 @@ def jpca(
     resid, labels = as_trajectories(dyn)
     n_samples, n_sublayers, d_model = resid.shape
     if n_samples < 2 or n_sublayers < MIN_SUBLAYERS:
-        raise ValueError(
+        raise DynamicsInputError(
             f"dyn needs at least 2 samples and {MIN_SUBLAYERS} sublayers for jPCA; received "
             f"shape {tuple(resid.shape)}"
         )
-    k = _check_int(k, "k", 2, min(d_model, (n_samples - 1) * n_sublayers),
+    k = check_int(k, "k", 2, min(d_model, (n_samples - 1) * n_sublayers),
                    f" (d_model {d_model}, {n_samples} samples x {n_sublayers} sublayers)")
-    n_shuffles = _check_int(n_shuffles, "n_shuffles", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_shuffles = check_int(n_shuffles, "n_shuffles", 1)
+    seed = check_int(seed, "seed", 0)
 
     centred = (resid - resid.mean(dim=0)).numpy()
     pca = PCA(n_components=k, random_state=seed)

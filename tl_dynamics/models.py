@@ -34,7 +34,26 @@ from typing import Any
 
 import torch
 
+from tl_dynamics.errors import DynamicsInputError, HubUnreachableError, InputNotFoundError
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.presets import PRESETS, preset_folder, preset_provenance
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "DEVICE_TYPES",
+    "HUB_PROBE_SECONDS",
+    "HUB_PORT",
+    "WEIGHT_PATTERNS",
+    "TINY_ARCHITECTURES",
+    "TINY_VOCAB_SIZE",
+    "TINY_CONTEXT",
+    "hub_available",
+    "resolve_dtype",
+    "resolve_device",
+    "load_model",
+    "build_tiny_model",
+]
 
 DEFAULT_MODEL = "smollm2-135m"  # the paper's Llama architecture, offline
 
@@ -76,7 +95,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    raise DynamicsInputError(f"dtype must be one of {sorted(DTYPES)}; received {dtype!r}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -88,36 +107,38 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(
-            f"device must be one of {DEVICE_TYPES} (optionally with an index, 'cuda:1'), "
-            f"got {device!r}"
+        raise DynamicsInputError(
+            f"device must be one of {DEVICE_TYPES} (optionally with an index, 'cuda:1'); "
+            f"received {device!r}"
         ) from error
     if resolved.type not in DEVICE_TYPES:
-        raise ValueError(f"device must be one of {DEVICE_TYPES}, got {device!r}")
+        raise DynamicsInputError(f"device must be one of {DEVICE_TYPES}; received {device!r}")
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise DynamicsInputError(
                 f"device {device!r} was asked for, but this torch ({torch.__version__}) sees "
                 "no CUDA GPU; use device='cpu'"
             )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
+            raise DynamicsInputError(
                 f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s)"
             )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} was asked for, but MPS is not available; use 'cpu'")
+        raise DynamicsInputError(
+            f"device {device!r} was asked for, but MPS is not available; use 'cpu'"
+        )
     return resolved
 
 
 def _check_model_folder(folder: Path) -> None:
     """Refuse a folder that cannot be a saved model, saying what is missing."""
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"model folder {str(folder)!r} has no config.json; pass a folder written by "
             "save_pretrained, or a preset: " + ", ".join(sorted(PRESETS))
         )
     if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"model folder {str(folder)!r} has config.json but no weights "
             "(*.safetensors or pytorch_model.bin); save the model with save_pretrained"
         )
@@ -127,11 +148,11 @@ def _local_source(name: str) -> str:
     """Check a path-like ``name`` and return it; ``FileNotFoundError`` says what is wrong."""
     path = Path(name).expanduser()
     if path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"model {name!r} is a file; pass the folder that holds config.json and the weights"
         )
     if not path.exists():
-        raise FileNotFoundError(f"model folder {name!r} does not exist")
+        raise InputNotFoundError(f"model folder {name!r} does not exist")
     _check_model_folder(path)
     return str(path)
 
@@ -157,7 +178,7 @@ def load_model(
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
     progress: bool = True,
-) -> Any:
+) -> TLModel:
     """Boot a ``TransformerBridge`` in eval mode.
 
     Args:
@@ -184,7 +205,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype)
     torch_device = resolve_device(device)
     if torch_dtype != torch.float32 and torch_device.type == "cpu":
-        raise ValueError(f"dtype {dtype!r} is not supported on CPU; use dtype='float32'")
+        raise DynamicsInputError(f"dtype {dtype!r} is not supported on CPU; use dtype='float32'")
     name = DEFAULT_MODEL if name is None else str(name)
     provenance = None
     if name in PRESETS:
@@ -195,14 +216,14 @@ def load_model(
     else:
         source = name
         if not hub_available(source):
-            raise ConnectionError(_unreachable(source))
+            raise HubUnreachableError(_unreachable(source))
     try:
         with _transformers_progress(progress):
             model = TransformerBridge.boot_transformers(
                 source, device=str(torch_device), dtype=torch_dtype
             )
     except OSError as error:
-        raise ConnectionError(_unreachable(source)) from error
+        raise HubUnreachableError(_unreachable(source)) from error
     if name in PRESETS:
         provenance = preset_provenance(name, Path(source))
         model.cfg.model_name = PRESETS[name].model_name  # not the cache folder it was read from
@@ -276,9 +297,13 @@ def build_tiny_model(
     )
 
     if architecture not in TINY_ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {TINY_ARCHITECTURES}, got {architecture!r}")
+        raise DynamicsInputError(
+            f"architecture must be one of {TINY_ARCHITECTURES}; received {architecture!r}"
+        )
     if d_model % 4:
-        raise ValueError(f"d_model must be divisible by the 4 attention heads, got {d_model}")
+        raise DynamicsInputError(
+            f"d_model must be divisible by the 4 attention heads; received {d_model}"
+        )
     if architecture == "gpt2":
         tokenizer = _train_tokenizer("<|endoftext|>", "<|endoftext|>", "<|endoftext|>", False)
     elif architecture == "llama":

@@ -55,6 +55,27 @@ from typing import Any
 import torch
 
 from tl_dynamics._output import PARTIAL_TAG, follow_umask, remove_stale_partials, temporary_name
+from tl_dynamics.errors import DynamicsInputError, InputNotFoundError, MissingDependencyError
+
+__all__ = [
+    "CACHE_ENV",
+    "MARKER_NAME",
+    "MARKER_KIND",
+    "KEY_CHARS",
+    "HASH_BLOCK",
+    "Preset",
+    "PRESETS",
+    "weights_path",
+    "gguf_parts",
+    "get_preset",
+    "cache_root",
+    "sha256_of",
+    "is_complete",
+    "load_gguf",
+    "plain_copy",
+    "preset_folder",
+    "preset_provenance",
+]
 
 CACHE_ENV = "TL_DYNAMICS_CACHE"
 """Environment variable naming the folder of converted models."""
@@ -156,7 +177,7 @@ def _package_folder(preset: Preset) -> Path:
     the uninstalled ``llm`` on import)."""
     spec = importlib.util.find_spec(preset.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
+        raise MissingDependencyError(
             f"model preset {preset.name!r} needs the {preset.distribution} package: "
             f"{preset.install}"
         )
@@ -168,7 +189,7 @@ def weights_path(name: str) -> Path:
     preset = get_preset(name)
     path = _package_folder(preset) / preset.file
     if preset.quantisation is not None or not path.is_dir():
-        raise ValueError(f"preset {name!r} ships a GGUF file; use preset_folder({name!r})")
+        raise DynamicsInputError(f"preset {name!r} ships a GGUF file; use preset_folder({name!r})")
     return path
 
 
@@ -182,20 +203,22 @@ def gguf_parts(name: str) -> list[Path]:
         try:
             gemma.verify_chunks()
         except (FileNotFoundError, ModuleNotFoundError) as error:
-            raise ModuleNotFoundError(
+            raise MissingDependencyError(
                 f"model preset {name!r} is missing a chunk package ({error}): {preset.install}"
             ) from error
         return list(gemma.chunk_paths())
     path = folder / preset.file
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from {preset.distribution}: {preset.install}")
+        raise InputNotFoundError(f"{path} is missing from {preset.distribution}: {preset.install}")
     return [path]
 
 
 def get_preset(name: str) -> Preset:
     """The :class:`Preset` called ``name``; ``ValueError`` naming the presets otherwise."""
     if name not in PRESETS:
-        raise ValueError(f"model preset must be one of {sorted(PRESETS)}, got {name!r}")
+        raise DynamicsInputError(
+            f"model preset must be one of {sorted(PRESETS)}; received {name!r}"
+        )
     return PRESETS[name]
 
 

@@ -38,26 +38,38 @@ from tqdm.auto import tqdm
 
 from tl_dynamics import findings as findings_module
 from tl_dynamics import metrics, plot
-from tl_dynamics._output import atomic_folder, check_output, render_html, tensor_json, write_json
+from tl_dynamics._html import effect_html, render_html
+from tl_dynamics._output import SCHEMA_VERSION, atomic_folder, check_output, tensor_json, write_json
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
-from tl_dynamics.embed import CAE_EPOCHS, CompressingAutoencoder, PCATrajectories, pca_trajectories
-from tl_dynamics.interventions import TeleportSweep, teleport_sweep
+from tl_dynamics.embed import (
+    CAE_EPOCHS,
+    DEFAULT_PCA_COMPONENTS,
+    CompressingAutoencoder,
+    PCATrajectories,
+    pca_trajectories,
+)
+from tl_dynamics.hooks import TLModel
+from tl_dynamics.interventions import DEFAULT_GRID, TeleportSweep, teleport_sweep
 
-SCHEMA_VERSION = 2
-"""Version of the layout of ``metrics.json``; bumped when a key changes meaning.
+__all__ = [
+    "CAE_MAX_VECTORS",
+    "ROTATION_SHUFFLES",
+    "MI_METHOD",
+    "REPORT_FILES",
+    "StageTimer",
+    "condition_measures",
+    "measures_json",
+    "condition_figures",
+    "TrajectoryMeasures",
+    "trajectory_measures",
+    "trajectory_json",
+    "trajectory_figures",
+    "TRAJECTORY_TEXT",
+    "run_report",
+]
 
-2: every entry of ``findings`` is a statistical test: ``effect``, ``effect_unit``, ``ci``
-(95 % bootstrap interval over texts), ``p_value``, ``p_adjusted`` (Holm across all
-findings of the condition), ``null``, ``null_value``, ``min_effect``, ``direction`` and
-``alpha`` join ``observed`` and ``numbers``; ``holds`` / ``verdict`` follow the rule of
-:mod:`tl_dynamics.findings`; ``high_correlation`` is split into ``high_correlation``
-and ``correlation_rises``. NaN numbers are ``null``.
-"""
-
-PCA_COMPONENTS = 100  # the paper's Fig 4C reconstructs from 100 components
-TELEPORT_GRID = 10  # the paper's n x n teleport grid, n ~ 10 (section 9)
 CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 sublayers x 85 %
 # is ~8.4k; at 60 sublayers (SmolLM2) all ~42k would make the autoencoder the report's
 # slowest stage by far, for little gain on a 2-D bottleneck
@@ -184,16 +196,16 @@ class TrajectoryMeasures:
 
 
 def trajectory_measures(
-    model: Any,
+    model: TLModel,
     dyn: DynamicsCache,
     seed: int,
     progress: bool,
     cae_epochs: int = CAE_EPOCHS,
-    grid: int = TELEPORT_GRID,
+    grid: int = DEFAULT_GRID,
 ) -> TrajectoryMeasures:
     """PCA, compressing autoencoder and teleport sweep of ``dyn``'s model (Figures 3-4)."""
     n_vectors = dyn.resid.shape[0] * dyn.resid.shape[1]
-    components = min(PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
+    components = min(DEFAULT_PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
     pca = pca_trajectories(dyn, n_components=components, seed=seed)
     autoencoder = CompressingAutoencoder(
         dyn.resid.shape[-1], epochs=cae_epochs, max_vectors=CAE_MAX_VECTORS,
@@ -238,22 +250,12 @@ def trajectory_figures(measures: TrajectoryMeasures) -> list[go.Figure]:
         plot.cae_trajectory(held_out),
         plot.cae_step_distance(held_out),
         plot.cae_explained_variance(held_out),
-        plot.pca_trajectories(measures.pca),
+        plot.pca_plane(measures.pca),
         plot.pca_cumulative_variance(measures.pca),
         plot.pca_variance_per_sublayer(measures.pca),
         plot.teleport_quiver(measures.sweep, pca=measures.pca),
         plot.teleport_recovery(measures.sweep),
     ]
-
-
-def effect_html(finding: findings_module.Finding) -> str:
-    """``effect [95 % CI], Holm p`` of one finding as HTML (a dash when it was not tested)."""
-    if finding.p_value != finding.p_value:  # NaN: not tested
-        return "–"
-    return (
-        f"{finding.effect:+.3g}<br><small>[{finding.ci[0]:+.3g}, {finding.ci[1]:+.3g}]"
-        f"</small><br><small>p = {finding.p_adjusted:.2g}</small>"
-    )
 
 
 def _test_cells(finding: findings_module.Finding) -> str:
@@ -319,7 +321,7 @@ def _provenance_note(provenance: dict[str, Any] | None) -> str:
 
 
 def run_report(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     *,
     out: str | Path,
@@ -330,7 +332,7 @@ def run_report(
     progress: bool = True,
     n_shuffles: int = ROTATION_SHUFFLES,
     cae_epochs: int = CAE_EPOCHS,
-    grid: int = TELEPORT_GRID,
+    grid: int = DEFAULT_GRID,
 ) -> dict[str, float]:
     """Run every measure on ``texts`` in both conditions and write the report folder.
 
@@ -375,7 +377,7 @@ def run_report(
             name: findings_module.decide(
                 findings_module.dynamics_findings(
                     dyn, measures[name]["mutual_information"], measures[name]["rotation_null"],
-                    seed=seed,
+                    unit_correlation=measures[name]["unit_correlation"], seed=seed,
                 )
                 + findings_module.trajectory_findings(
                     trajectories[name].pca, trajectories[name].sweep, dyn, seed=seed

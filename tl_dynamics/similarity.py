@@ -57,9 +57,24 @@ from jaxtyping import Float
 from sklearn.decomposition import PCA
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.embed import _check_int, as_trajectories
-from tl_dynamics.hooks import check_model
+from tl_dynamics.embed import as_trajectories
+from tl_dynamics.errors import DynamicsInputError, InputTypeError, MissingDependencyError
+from tl_dynamics.hooks import TLModel, check_model
+
+__all__ = [
+    "DEFAULT_POINTS",
+    "DEFAULT_COMPONENTS",
+    "DEFAULT_DELAYS",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_LR",
+    "SCORE_METHOD",
+    "resample_depth",
+    "DynamicalSimilarity",
+    "dynamical_similarity",
+    "random_weight_twin",
+]
 
 DEFAULT_POINTS = 16  # normalised-depth samples: MiniLM has 12 sublayers, SmolLM2 60
 DEFAULT_COMPONENTS = 10  # principal axes per model (DSA's operators are this size)
@@ -75,7 +90,7 @@ def _require_dsa() -> Any:
     try:
         import DSA
     except ImportError as error:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
+        raise MissingDependencyError(
             "dynamical_similarity needs the dsa-metric package (Ostrow et al. 2023): "
             'pip install "tl-dynamics[dsa]" or pip install dsa-metric'
         ) from error
@@ -90,11 +105,13 @@ def resample_depth(
     Sublayer ``s`` of ``S`` sits at depth ``s / (S - 1)``; values between sublayers are
     linearly interpolated. Returns float64 on the input's device.
     """
-    n_points = _check_int(n_points, "n_points", 2)
+    n_points = check_int(n_points, "n_points", 2)
     resid = resid.to(torch.float64)
     n_sublayers = resid.shape[1]
     if n_sublayers < 2:
-        raise ValueError(f"resid needs at least 2 sublayers to resample; received {n_sublayers}")
+        raise DynamicsInputError(
+            f"resid needs at least 2 sublayers to resample; received {n_sublayers}"
+        )
     position = torch.linspace(0, n_sublayers - 1, n_points, dtype=torch.float64,
                               device=resid.device)
     below = position.floor().long().clamp(max=n_sublayers - 2)
@@ -106,7 +123,7 @@ def _states(dyn: Any, name: str, n_points: int, n_components: int, seed: int) ->
     """``[sample, point, component]`` states of one condition, unit total variance."""
     resid, _ = as_trajectories(dyn, name)
     batch, _, d_model = resid.shape
-    k = _check_int(n_components, "n_components", 1, min(d_model, batch * n_points),
+    k = check_int(n_components, "n_components", 1, min(d_model, batch * n_points),
                    f" ({name} has width {d_model} and {batch} samples x {n_points} points)")
     vectors = einops.rearrange(resample_depth(resid, n_points), "b p d -> (b p) d").numpy()
     scores = PCA(n_components=k, random_state=seed).fit_transform(vectors)
@@ -191,19 +208,23 @@ def dynamical_similarity(
     """
     if isinstance(a, Mapping):
         if b is not None:
-            raise TypeError("pass either a mapping of conditions as a, or two conditions a and b")
+            raise InputTypeError(
+                "pass either a mapping of conditions as a, or two conditions a and b"
+            )
         conditions = dict(a)
     else:
         if b is None:
-            raise TypeError("b is missing: pass two conditions, or a mapping of them as a")
+            raise InputTypeError("b is missing: pass two conditions, or a mapping of them as a")
         conditions = {"a": a, "b": b}
     if len(conditions) < 2:
-        raise ValueError(f"need at least 2 conditions to compare; received {len(conditions)}")
-    n_delays = _check_int(n_delays, "n_delays", 1)
-    iters = _check_int(iters, "iters", 1)
-    seed = _check_int(seed, "seed", 0)
+        raise DynamicsInputError(
+            f"need at least 2 conditions to compare; received {len(conditions)}"
+        )
+    n_delays = check_int(n_delays, "n_delays", 1)
+    iters = check_int(iters, "iters", 1)
+    seed = check_int(seed, "seed", 0)
     if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number; received {lr!r}")
+        raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
     states = [
         _states(dyn, f"condition {name!r}", n_points, n_components, seed)
         for name, dyn in conditions.items()
@@ -229,7 +250,7 @@ def dynamical_similarity(
     )
 
 
-def random_weight_twin(model: Any, seed: int = 0) -> Any:
+def random_weight_twin(model: TLModel, seed: int = 0) -> TLModel:
     """A copy of ``model`` with the same architecture and freshly initialised weights.
 
     Deep-copies the TransformerLens model and re-runs the Hugging Face model's own
@@ -238,10 +259,10 @@ def random_weight_twin(model: Any, seed: int = 0) -> Any:
     for "dynamics of a trained model" against "dynamics of the architecture".
     """
     check_model(model)
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     hf_model = getattr(model, "original_model", None)
     if hf_model is None or not hasattr(hf_model, "_init_weights"):
-        raise TypeError(
+        raise InputTypeError(
             f"model must be a TransformerBridge over a Hugging Face model (original_model "
             f"with _init_weights); received {type(model).__name__}"
         )

@@ -59,11 +59,23 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.collect import _StopForward, check_eval
-from tl_dynamics.embed import _check_int
-from tl_dynamics.hooks import check_model, model_name, trajectory_hooks
+from tl_dynamics.collect import check_eval
+from tl_dynamics.hooks import StopForward, TLModel, check_model, model_name, trajectory_hooks
 from tl_dynamics.interventions import DEFAULT_PROMPT, _prompt_tokens, _write
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_OVERSAMPLE",
+    "DEFAULT_ITERATIONS",
+    "SVD_DTYPE",
+    "map_spectrum",
+    "JacobianSpectrum",
+    "jacobian_spectrum",
+    "JacobianSweep",
+    "jacobian_sweep",
+]
 
 DEFAULT_K = 10  # singular values kept (issue 13)
 # Halko, Martinsson & Tropp (2011) section 4.2: 5-10 extra sketch vectors make failure
@@ -127,12 +139,12 @@ def map_spectrum(
         ``(singular_values [k], left [d_out, k], right [d_in, k])``, float64 CPU, singular
         values descending, ``J right[:, i] = singular_values[i] * left[:, i]``.
     """
-    n_iter = _check_int(n_iter, "n_iter", 0)
-    oversample = _check_int(oversample, "oversample", 0)
-    seed = _check_int(seed, "seed", 0)
+    n_iter = check_int(n_iter, "n_iter", 0)
+    oversample = check_int(oversample, "oversample", 0)
+    seed = check_int(seed, "seed", 0)
     d_in = x.shape[-1]
     d_out = fn(x.detach()[None]).shape[-1]
-    k = _check_int(k, "k", 1, min(d_in, d_out), f" (the map is {d_out} x {d_in})")
+    k = check_int(k, "k", 1, min(d_in, d_out), f" (the map is {d_out} x {d_in})")
     width = min(k + oversample, d_in, d_out)
     generator = torch.Generator().manual_seed(seed)
     sketch = torch.randn(d_in, width, generator=generator, dtype=SVD_DTYPE)
@@ -154,7 +166,7 @@ def map_spectrum(
 
 
 @contextmanager
-def _frozen_parameters(model: Any):
+def _frozen_parameters(model: TLModel):
     """Parameters stop requiring gradients (the graph then starts at the written state)."""
     saved = [(param, param.requires_grad) for param in model.parameters()]
     for param, _ in saved:
@@ -170,7 +182,7 @@ def _frozen_parameters(model: Any):
 class _SublayerMap:
     """The map from the stream at sublayer ``start`` to ``stop`` at one token position."""
 
-    model: Any
+    model: TLModel
     tokens: Tensor
     start_hook: str
     stop_hook: str
@@ -191,7 +203,7 @@ class _SublayerMap:
 
         def read_hook(activation: Tensor, hook: Any) -> None:
             captured.append(activation[:, self.position])
-            raise _StopForward
+            raise StopForward
 
         hooks = [(read, read_hook)]
         if x is not None:
@@ -202,7 +214,7 @@ class _SublayerMap:
             self.model.run_with_hooks(
                 self.tokens.expand(rows, -1).to(device), fwd_hooks=hooks, return_type=None
             )
-        except _StopForward:
+        except StopForward:
             pass
         return captured[0]
 
@@ -271,25 +283,25 @@ class JacobianSpectrum:
         )
 
 
-def _sublayer_map(model: Any, prompt: Any, start: Any, stop: Any, position: Any):
+def _sublayer_map(model: TLModel, prompt: Any, start: Any, stop: Any, position: Any):
     """Validated ``(map, hooks)`` for :func:`jacobian_spectrum`."""
     check_model(model)
     check_eval(model)
     hooks = trajectory_hooks(model, include_final=True)
     last = len(hooks) - 1
-    start = _check_int(start, "start", 0, last - 1, f" (sublayer index; {model_name(model)!r} "
+    start = check_int(start, "start", 0, last - 1, f" (sublayer index; {model_name(model)!r} "
                        f"has sublayers 0..{last}, {last} being final_post)")
-    stop = _check_int(stop, "stop", start + 1, last, f" (a later sublayer than start={start})")
+    stop = check_int(stop, "stop", start + 1, last, f" (a later sublayer than start={start})")
     tokens = _prompt_tokens(model, prompt)
     n_tokens = len(tokens)
-    position = _check_int(position, "position", -n_tokens, n_tokens - 1,
+    position = check_int(position, "position", -n_tokens, n_tokens - 1,
                           f" (the prompt has {n_tokens} tokens)") % n_tokens
     sublayer_map = _SublayerMap(model, tokens[None], hooks[start].name, hooks[stop].name, position)
     return sublayer_map, hooks, start, stop
 
 
 def jacobian_spectrum(
-    model: Any,
+    model: TLModel,
     prompt: str = DEFAULT_PROMPT,
     start: int = 0,
     stop: int = 1,
@@ -386,7 +398,7 @@ class JacobianSweep:
 
 
 def jacobian_sweep(
-    model: Any,
+    model: TLModel,
     prompt: str = DEFAULT_PROMPT,
     *,
     layers: Sequence[int] | None = None,
@@ -409,7 +421,7 @@ def jacobian_sweep(
     check_model(model)
     n_layers = int(model.cfg.n_layers)
     layers = range(n_layers) if layers is None else layers
-    layers = [_check_int(layer, "layers", 0, n_layers - 1) for layer in layers]
+    layers = [check_int(layer, "layers", 0, n_layers - 1) for layer in layers]
     spectra = [
         jacobian_spectrum(model, prompt, 2 * layer, 2 * n_layers - 1 if to_end else 2 * layer + 2,
                           k=k, position=position, seed=seed)

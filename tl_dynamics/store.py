@@ -83,6 +83,7 @@ from tl_dynamics.collect import (
     iter_batches,
     validate_texts,
 )
+from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 from tl_dynamics.hooks import FINAL_LABEL, SITES, check_model, trajectory_hooks
 
 STORE_FORMAT = "tl-dynamics-store"
@@ -237,7 +238,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     what = "a tl-dynamics store manifest"
     record = read_json_record(path, "format_version", STORE_FORMAT_VERSION, what)
     if record.get("format") != STORE_FORMAT:
-        raise ValueError(f"{str(path)!r} is not {what}")
+        raise DynamicsInputError(f"{str(path)!r} is not {what}")
     return record
 
 
@@ -259,7 +260,7 @@ def _partial_shards(
     shards = []
     for path, record in partials:
         if record["fingerprint"] != fingerprint:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"partial manifest {str(path)!r} belongs to another run than its folder's "
                 "manifest; remove it if that run is abandoned"
             )
@@ -272,7 +273,7 @@ def _shard_records(path: Path, record: dict[str, Any]) -> list[ShardRecord]:
     try:
         return [ShardRecord.from_json(shard) for shard in record["shards"]]
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{str(path)!r} is damaged: its shard list cannot be read ({type(error).__name__}: "
             f"{error})"
         ) from error
@@ -318,7 +319,7 @@ class DynamicsStore:
         for shard in store.shards:
             problem = shard.problem(store.path, checksum=False)
             if problem is not None:
-                error = FileNotFoundError if "missing" in problem else ValueError
+                error = InputNotFoundError if "missing" in problem else DynamicsInputError
                 raise error(store._damaged(shard, problem))
         store._check_overlaps()
         return store
@@ -329,7 +330,7 @@ class DynamicsStore:
         path = Path(path)
         manifest = path / MANIFEST_NAME
         if not manifest.is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"no tl-dynamics store at {str(path)!r} ({MANIFEST_NAME} not found); "
                 "write one with tl_dynamics.store.collect_to_store"
             )
@@ -348,7 +349,7 @@ class DynamicsStore:
                 shards=tuple(listed.values()),
             )
         except (KeyError, TypeError) as error:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"{str(manifest)!r} is damaged: {type(error).__name__}: {error}"
             ) from error
         return store
@@ -365,7 +366,7 @@ class DynamicsStore:
         for shard in self.shards:
             for text in shard.text_index:
                 if text in owner:
-                    raise ValueError(
+                    raise DynamicsInputError(
                         f"store {str(self.path)!r} is inconsistent: text {text} is in both "
                         f"{owner[text]!r} and {shard.file!r}"
                     )
@@ -428,13 +429,13 @@ class DynamicsStore:
         try:
             content = (self.path / record.file).read_bytes()
         except FileNotFoundError as error:
-            raise FileNotFoundError(self._damaged(record, "the file is missing")) from error
+            raise InputNotFoundError(self._damaged(record, "the file is missing")) from error
         problem = record.check_bytes(content)
         if problem is not None:
-            raise ValueError(self._damaged(record, problem))
+            raise DynamicsInputError(self._damaged(record, problem))
         tensors = load_bytes(content)
         if len(tensors["text_index"]) != record.rows:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"shard {record.file!r} holds {len(tensors['text_index'])} samples but the "
                 f"manifest lists {record.rows}"
             )
@@ -513,7 +514,7 @@ def _check_same_run(folder: Path, stored: dict[str, Any], now: dict[str, Any]) -
         if stored.get(key) != now.get(key)
     ]
     if changed:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{str(folder)!r} holds a store of another run ({'; '.join(changed)}); resume with "
             "the same model, settings and texts, or pass another folder"
         )
@@ -610,7 +611,7 @@ def prepare_store(
         empty = DynamicsStore(out, labels, metadata, settings, _fingerprint(settings), ())
         _write_json(out / MANIFEST_NAME, empty.to_json())
     else:
-        raise ValueError(
+        raise DynamicsInputError(
             f"out {str(out)!r} exists and is neither a tl-dynamics store ({MANIFEST_NAME} not "
             "found) nor an empty folder; pass a new or empty folder"
         )
@@ -624,7 +625,7 @@ def _check_sizes(batch_size: int, shard_size: int | None) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             extra = " or None" if name == "shard_size" else ""
-            raise ValueError(f"{name} must be a positive int{extra}, got {value!r}")
+            raise DynamicsInputError(f"{name} must be a positive int{extra}, got {value!r}")
 
 
 def _shard_rows(shard_size: int | None, store: DynamicsStore) -> int:

@@ -59,10 +59,9 @@ from torch import Tensor
 
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
-from tl_dynamics.metrics import cosine_similarity, norms, velocity
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
+from tl_dynamics.metrics import STAT_DTYPE, cosine_similarity, norms, velocity  # every sum in float64
 from tl_dynamics.store import DynamicsStore
-
-STAT_DTYPE = torch.float64  # every sum is accumulated in float64
 
 PCA_BATCH_PER_FEATURE = 5
 """Default vectors per ``partial_fit`` batch, per unit: scikit-learn's own default
@@ -82,7 +81,7 @@ def _resid(chunk: object) -> Tensor:
         return chunk.resid
     if isinstance(chunk, Tensor):
         return chunk
-    raise TypeError(
+    raise InputTypeError(
         "source must be a DynamicsStore, a DynamicsCache, a [sample, sublayer, d_model] tensor "
         f"or an iterable of caches or tensors; received {type(chunk).__name__}"
     )
@@ -148,9 +147,9 @@ class MomentSummary:
             ValueError: the two have different numbers of sublayers or units.
         """
         if not isinstance(other, MomentSummary):
-            raise TypeError(f"other must be a MomentSummary; received {type(other).__name__}")
+            raise InputTypeError(f"other must be a MomentSummary; received {type(other).__name__}")
         if other.mean.shape != self.mean.shape:
-            raise ValueError(
+            raise DynamicsInputError(
                 "cannot merge summaries of different shapes: [sublayer, d_model] "
                 f"{tuple(self.mean.shape)} and {tuple(other.mean.shape)}"
             )
@@ -207,7 +206,7 @@ def moments(source: Source) -> MomentSummary:
     summaries = (MomentSummary.of(chunk) for chunk in iter_chunks(source))
     first = next(summaries, None)
     if first is None:
-        raise ValueError("source holds no samples; collect some first")
+        raise DynamicsInputError("source holds no samples; collect some first")
     return reduce(MomentSummary.merge, summaries, first)
 
 
@@ -259,10 +258,10 @@ def incremental_pca(
     blocks = (_as_vectors(chunk) for chunk in iter_chunks(source))
     first = next(blocks, None)
     if first is None:
-        raise ValueError("source holds no samples; collect some first")
+        raise DynamicsInputError("source holds no samples; collect some first")
     size = PCA_BATCH_PER_FEATURE * first.shape[-1] if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < n_components:
-        raise ValueError(
+        raise DynamicsInputError(
             f"batch_size must be an int >= n_components ({n_components}); received {size!r}"
         )
     pca = IncrementalPCA(n_components=n_components)
@@ -277,7 +276,7 @@ def _chunk_reader(source: DynamicsStore | Sequence[Chunk]) -> tuple[int, Callabl
         return len(source.shards), source.read_shard
     if isinstance(source, Sequence) and not isinstance(source, str):
         return len(source), source.__getitem__
-    raise TypeError(
+    raise InputTypeError(
         "source must be a DynamicsStore or a sequence of DynamicsCache or tensors (random "
         f"access is needed to shuffle); received {type(source).__name__}"
     )
@@ -289,7 +288,7 @@ def _samples_of(chunk: Chunk, texts: Tensor | None) -> Float[Tensor, "sample sub
     if texts is None:
         return resid
     if not isinstance(chunk, DynamicsCache):
-        raise TypeError(
+        raise InputTypeError(
             "texts needs chunks that know their texts: a DynamicsStore or DynamicsCache chunks"
         )
     return resid[torch.isin(chunk.text_index, texts)]
@@ -332,7 +331,7 @@ def iter_minibatches(
     """
     for value, name in ((batch_size, "batch_size"), (window, "window")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; received {value!r}")
+            raise DynamicsInputError(f"{name} must be a positive int; received {value!r}")
     n_chunks, read = _chunk_reader(source)
     wanted = None if texts is None else torch.tensor(sorted(texts), dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)

@@ -40,7 +40,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.errors import InputTypeError
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_PROMPT, teleport
 from tl_dynamics.metrics import (
     cosine_similarity,
@@ -81,7 +84,7 @@ def _resid_and_labels(dyn: Any) -> tuple[Tensor, list[str]]:
     if isinstance(dyn, Tensor) and dyn.ndim == 3:
         return dyn, default_labels(dyn.shape[1])
     got = f"a tensor of shape {tuple(dyn.shape)}" if isinstance(dyn, Tensor) else type(dyn).__name__
-    raise TypeError(
+    raise InputTypeError(
         f"dyn must be a DynamicsCache or a [batch, sublayer, d_model] tensor; received {got}"
     )
 
@@ -215,11 +218,7 @@ def check_unit_correlation(
 
 
 def _check_index(value: Any, name: str, size: int, axis: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int; received {type(value).__name__} {value!r}")
-    if not 0 <= value < size:
-        raise ValueError(f"{name} must be in [0, {size - 1}] ({axis}); received {value}")
-    return int(value)
+    return check_int(value, name, 0, size - 1, f" ({axis})")
 
 
 def check_mutual_information(
@@ -259,7 +258,7 @@ def check_rotations(mine: float | Tensor, dyn: DynamicsCache | Tensor, *, unit: 
 
 def check_teleport(
     mine: Float[Tensor, "sublayer d_model"],
-    model: Any,
+    model: TLModel,
     *,
     layer: int,
     point: Float[Tensor, " d_model"],
@@ -274,7 +273,7 @@ def check_teleport(
     """
     if not isinstance(point, Tensor) or point.ndim != 1:
         got = f"shape {tuple(point.shape)}" if isinstance(point, Tensor) else type(point).__name__
-        raise TypeError(f"point must be a [d_model] tensor; received {got}")
+        raise InputTypeError(f"point must be a [d_model] tensor; received {got}")
     result = teleport(model, prompt, layer=layer, points=point[None])
     _compare(
         mine,

@@ -89,7 +89,7 @@ print(dyn.labels[:5], "...", dyn.labels[-2:])
 
 # %%
 plane = tld.pca_trajectories(dyn, n_components=2, seed=0)
-tld.plot.pca_trajectories(plane)
+tld.plot.pca_plane(plane)
 
 # %% [markdown]
 # ## 3. Three measures, computed by you

@@ -187,7 +187,7 @@ tld.plot.cae_explained_variance(cae)
 # %%
 pca = tld.pca_trajectories(dyn, n_components=20, seed=0)
 print("cumulative variance of PC1, PC1-2, PC1-10, PC1-20:", pca.cumulative_variance[[0, 1, 9, 19]].numpy().round(3))
-tld.plot.pca_trajectories(pca)
+tld.plot.pca_plane(pca)
 
 # %%
 tld.plot.pca_variance_per_sublayer(pca)

@@ -54,7 +54,7 @@ pca = tld.pca_trajectories(dyn, n_components=20, seed=0)
 grid = tld.pca_grid(pca, n=6)
 print(grid.plane_points.shape, grid.points.shape)     # [36, 2] plane coordinates, [36, d_model] vectors
 
-figure = tld.plot.pca_trajectories(pca)
+figure = tld.plot.pca_plane(pca)
 figure.add_scatter(x=grid.plane_points[:, 0].tolist(), y=grid.plane_points[:, 1].tolist(), mode="markers",
                    marker={"symbol": "x", "color": "#d62728", "size": 6}, name="teleport grid")
 figure

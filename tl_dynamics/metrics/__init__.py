@@ -57,7 +57,9 @@ from tl_dynamics.metrics.phase import (
     rotation_null,
     rotations,
 )
+from tl_dynamics.metrics._validation import STAT_DTYPE
 from tl_dynamics.metrics.transitions import (
+    FINAL_LABEL,
     TRANSITION_KINDS,
     default_labels,
     select_transitions,
@@ -67,9 +69,11 @@ from tl_dynamics.metrics.transitions import (
 
 __all__ = [
     "BASES",
+    "FINAL_LABEL",
     "GRADIENT_SCHEMES",
     "MI_LOG_EPSILON",
     "MI_METHODS",
+    "STAT_DTYPE",
     "TRAJECTORIES",
     "TRANSITION_KINDS",
     "CorrelationDistribution",

@@ -21,10 +21,23 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
+
+__all__ = [
+    "CHUNK_BYTES",
+    "STAT_DTYPE",
+    "RESID_SHAPE",
+    "working_dtype",
+    "check_resid",
+    "check_choice",
+    "chunk_slices",
+]
+
 # Memory budget for the temporaries of one chunk (brief: keep blocks near 256 MB).
 CHUNK_BYTES = 256 * 2**20
 
-# Statistics (correlation, mutual information, rotations) are computed in float64.
+# Statistics (correlation, mutual information, rotations, streamed sums) are computed in float64.
 STAT_DTYPE = torch.float64
 
 RESID_SHAPE = "[batch, sublayer, d_model]"
@@ -49,37 +62,37 @@ def check_resid(
     non-finite values (the message lists the sublayer indices that hold them).
     """
     if not isinstance(resid, Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a torch.Tensor {RESID_SHAPE}; received {type(resid).__name__}"
         )
     if not resid.is_floating_point():
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a floating tensor (float16, bfloat16, float32 or float64); "
             f"received dtype {resid.dtype}"
         )
     if resid.ndim != 3:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} must have 3 dims {RESID_SHAPE}; received shape {tuple(resid.shape)}"
         )
     batch, n_sublayers, d_model = resid.shape
     if n_sublayers < min_sublayers:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} needs at least {min_sublayers} sublayers (dim 1) for this metric; "
             f"received {n_sublayers} (shape {tuple(resid.shape)})"
         )
     if batch < min_batch:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} needs at least {min_batch} samples (batch, dim 0) for this metric; "
             f"received {batch} (shape {tuple(resid.shape)})"
         )
     if d_model < 1:
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} needs at least 1 unit (d_model, dim 2); received shape {tuple(resid.shape)}"
         )
     finite = torch.isfinite(resid).all(dim=2).all(dim=0)
     if not bool(finite.all()):
         bad = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(
+        raise DynamicsInputError(
             f"{name} has non-finite values (NaN or inf) at sublayer index {bad}; "
             "expected finite values everywhere"
         )
@@ -88,15 +101,7 @@ def check_resid(
 def check_choice(value: object, name: str, choices: Sequence[str]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}; received {value!r}")
-
-
-def check_positive_int(value: object, name: str) -> None:
-    """Raise ``TypeError`` unless ``value`` is an int, ``ValueError`` unless it is >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; received {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; received {value}")
+        raise DynamicsInputError(f"{name} must be one of {list(choices)}; received {value!r}")
 
 
 def chunk_slices(
@@ -114,6 +119,6 @@ def chunk_slices(
         budget = CHUNK_BYTES if budget is None else budget
         chunk_size = max(1, budget // max(1, bytes_per_item))
     else:
-        check_positive_int(chunk_size, "chunk_size")
+        check_int(chunk_size, "chunk_size")
     for start in range(0, total, chunk_size):
         yield slice(start, min(start + chunk_size, total))

@@ -50,13 +50,25 @@ from einops import einsum, rearrange, reduce
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
-    check_positive_int,
     check_resid,
     chunk_slices,
 )
+
+__all__ = [
+    "CORRELATION_COLUMN_COPIES",
+    "MIN_CORRELATION_SAMPLES",
+    "sublayer_pairs",
+    "unit_correlation",
+    "unit_correlation_per_sample",
+    "pairwise_unit_correlation",
+    "CorrelationDistribution",
+    "correlation_distribution",
+]
 
 # float64 [batch, sublayer] columns alive per unit while standardising (input, centred, z).
 CORRELATION_COLUMN_COPIES = 3
@@ -79,7 +91,7 @@ def _standardise(
     return torch.where(constant, math.nan, centred / length)
 
 
-def _unit_chunks(
+def unit_chunks(
     resid: Float[Tensor, "batch sublayer d_model"], bytes_per_unit: int
 ) -> Iterator[tuple[Float[Tensor, "batch sublayer unit"], Float[Tensor, "batch sublayer unit"]]]:
     """``(x, z)`` for successive chunks of units: float64 ``x`` and ``_standardise(x)``.
@@ -92,12 +104,12 @@ def _unit_chunks(
         yield x, _standardise(x)
 
 
-def _column_bytes(resid: Tensor, copies: int) -> int:
+def column_bytes(resid: Tensor, copies: int) -> int:
     """Bytes of ``copies`` float64 ``[batch, sublayer]`` columns: memory per unit."""
     return copies * resid.shape[0] * resid.shape[1] * STAT_DTYPE.itemsize
 
 
-def _successive_correlation(
+def successive_correlation(
     z: Float[Tensor, "batch sublayer unit"],
 ) -> Float[Tensor, "transition unit"]:
     """Pearson ``r`` between sublayers ``t`` and ``t + 1`` of :func:`_standardise`'s columns."""
@@ -112,7 +124,7 @@ def sublayer_pairs(n_sublayers: int) -> Int[Tensor, "pair 2"]:
     Returns int64 ``[n_sublayers * (n_sublayers - 1) / 2, 2]`` on the CPU; row ``p``
     names the sublayers of row ``p`` of :func:`pairwise_unit_correlation`.
     """
-    check_positive_int(n_sublayers, "n_sublayers")
+    check_int(n_sublayers, "n_sublayers")
     return rearrange(torch.triu_indices(n_sublayers, n_sublayers, offset=1), "two pair -> pair two")
 
 
@@ -126,12 +138,13 @@ def unit_correlation(
     Needs at least :data:`MIN_CORRELATION_SAMPLES` (3) samples and 2 sublayers.
     """
     _check_correlation_input(resid)
-    chunks = _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES))
-    return torch.cat([_successive_correlation(z) for _, z in chunks], dim=-1)
+    chunks = unit_chunks(resid, column_bytes(resid, CORRELATION_COLUMN_COPIES))
+    return torch.cat([successive_correlation(z) for _, z in chunks], dim=-1)
 
 
 def unit_correlation_per_sample(
     resid: Float[Tensor, "batch sublayer d_model"],
+    correlation: Float[Tensor, "transition d_model"] | None = None,
 ) -> Float[Tensor, "batch transition"]:
     """Each sample's linearised share of the mean over units of :func:`unit_correlation`.
 
@@ -143,14 +156,25 @@ def unit_correlation_per_sample(
     bootstrap that reweights its rows is the linearised (delta-method) bootstrap of that
     mean (:mod:`tl_dynamics.findings`).
 
+    ``correlation`` is ``unit_correlation(resid)`` when the caller has it already (a
+    report does), so that it is not computed a second time.
+
     Returns float64 ``[batch, sublayer - 1]``, dimensionless, on the input's device; NaN
     for a transition where every unit is constant.
     """
     _check_correlation_input(resid)
+    expected = (resid.shape[1] - 1, resid.shape[2])
+    if correlation is not None and tuple(correlation.shape) != expected:
+        raise DynamicsInputError(
+            f"correlation must be unit_correlation(resid), shape {list(expected)}; received "
+            f"shape {list(correlation.shape)}"
+        )
     total = count = 0
     scale = math.sqrt(resid.shape[0])  # L2-normalised columns -> ddof=0 z-scores
-    for _, z in _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES + 1)):
-        r = _successive_correlation(z)
+    bytes_per_unit = column_bytes(resid, CORRELATION_COLUMN_COPIES + 1)
+    for units in chunk_slices(resid.shape[2], bytes_per_unit):
+        z = _standardise(resid[:, :, units].to(STAT_DTYPE))
+        r = successive_correlation(z) if correlation is None else correlation[:, units].to(z)
         defined = ~r.isnan()
         z = (z * scale).nan_to_num_(0.0)  # undefined units add nothing below
         r = r.nan_to_num(0.0)
@@ -168,7 +192,7 @@ def unit_correlation_per_sample(
 def _check_correlation_input(resid: object) -> None:
     """``check_resid`` with the sample minimum of a per-unit correlation and its reason."""
     if isinstance(resid, Tensor) and resid.ndim == 3 and resid.shape[0] < MIN_CORRELATION_SAMPLES:
-        raise ValueError(
+        raise DynamicsInputError(
             f"resid needs at least {MIN_CORRELATION_SAMPLES} samples (batch, dim 0) for a "
             f"per-unit correlation; received {resid.shape[0]} (shape {tuple(resid.shape)}): "
             "with 2 samples every unit would have r = +1 or -1"
@@ -191,7 +215,7 @@ def pairwise_unit_correlation(
     pairs = sublayer_pairs(n_sublayers).to(resid.device)
     gram_bytes = n_sublayers * n_sublayers * STAT_DTYPE.itemsize
     chunks = []
-    for _, z in _unit_chunks(resid, _column_bytes(resid, CORRELATION_COLUMN_COPIES) + gram_bytes):
+    for _, z in unit_chunks(resid, column_bytes(resid, CORRELATION_COLUMN_COPIES) + gram_bytes):
         gram = einsum(z, z, "batch l unit, batch m unit -> l m unit")
         chunks.append(gram[pairs[:, 0], pairs[:, 1]])
     return torch.cat(chunks, dim=-1).clamp(-1.0, 1.0)
@@ -249,7 +273,7 @@ def _check_range(value_range: object) -> tuple[float, float]:
         and all(isinstance(b, (int, float)) and math.isfinite(b) for b in bounds)
         and bounds[0] < bounds[1]
     ):
-        raise ValueError(
+        raise DynamicsInputError(
             "value_range must be two finite numbers (low, high) with low < high; "
             f"received {value_range!r}"
         )
@@ -269,7 +293,7 @@ def correlation_distribution(
     of units (:func:`pairwise_unit_correlation`) and one ``bincount``. Returns a
     :class:`CorrelationDistribution` of float64 tensors on the input's device.
     """
-    check_positive_int(bins, "bins")
+    check_int(bins, "bins")
     low, high = _check_range(value_range)
     r = pairwise_unit_correlation(resid)
     n_pairs, d_model = r.shape

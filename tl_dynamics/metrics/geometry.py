@@ -41,6 +41,8 @@ from torch import Tensor
 
 from tl_dynamics.metrics._validation import check_resid, working_dtype
 
+__all__ = ["mean_activation", "unit_order", "norms", "cosine_similarity", "velocity"]
+
 
 def mean_activation(
     resid: Float[Tensor, "batch sublayer d_model"],

@@ -76,15 +76,33 @@ from einops import rearrange, reduce
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.metrics._validation import (
     CHUNK_BYTES,
     STAT_DTYPE,
     check_choice,
-    check_positive_int,
     check_resid,
     chunk_slices,
 )
-from tl_dynamics.metrics.correlation import _column_bytes, _successive_correlation, _unit_chunks
+from tl_dynamics.metrics.correlation import column_bytes, successive_correlation, unit_chunks
+
+__all__ = [
+    "MI_LOG_EPSILON",
+    "MI_MIN_SAMPLES",
+    "SINGULAR_TOLERANCE",
+    "KDE_TEMPORARIES",
+    "KDE_DTYPE",
+    "BINNED_SPACING",
+    "BINNED_MAX_CELLS",
+    "BINNED_WRAP_WIDTHS",
+    "BINNED_DTYPE",
+    "BINNED_MIN_VARIANCE",
+    "MI_COLUMN_COPIES",
+    "MI_METHODS",
+    "PER_SAMPLE_METHODS",
+    "mutual_information",
+    "mutual_information_per_sample",
+]
 
 MI_LOG_EPSILON = 1e-10  # PAPER.md section 5: added inside both logs
 MI_MIN_SAMPLES = 3  # two samples always make the 2x2 joint covariance singular
@@ -395,7 +413,7 @@ def _check_arguments(
     check_resid(resid, min_sublayers=2, min_batch=MI_MIN_SAMPLES)
     check_choice(method, "method", methods)
     if chunk_size is not None:
-        check_positive_int(chunk_size, "chunk_size")
+        check_int(chunk_size, "chunk_size")
 
 
 def _transition_chunks(
@@ -403,7 +421,7 @@ def _transition_chunks(
 ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """``(x, z, r, degenerate)`` per chunk of units: float64 data, standardised columns,
     Pearson ``r [transition, unit]`` and the mask of units whose MI is undefined."""
-    for x, z in _unit_chunks(resid, _column_bytes(resid, MI_COLUMN_COPIES)):
-        r = _successive_correlation(z)
+    for x, z in unit_chunks(resid, column_bytes(resid, MI_COLUMN_COPIES)):
+        r = successive_correlation(z)
         degenerate = r.isnan() | ((1 - r) * (1 + r) < SINGULAR_TOLERANCE)
         yield x, z, r, degenerate

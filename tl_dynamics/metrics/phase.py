@@ -81,15 +81,38 @@ from einops import rearrange, reduce
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
+from tl_dynamics.errors import InputTypeError
 from tl_dynamics.metrics._validation import (
     STAT_DTYPE,
     check_choice,
-    check_positive_int,
     check_resid,
     chunk_slices,
     working_dtype,
 )
+
+__all__ = [
+    "GRADIENT_SCHEMES",
+    "TRAJECTORIES",
+    "BASES",
+    "BASIS_STREAM",
+    "FULL_TURN",
+    "ROTATION_TEMPORARIES",
+    "MIN_ROTATION_SUBLAYERS",
+    "ROTATION_CHUNK_BYTES",
+    "NULL_DTYPE",
+    "NULL_PERMUTATION_BYTES",
+    "NULL_CHUNK_BYTES",
+    "NULL_BLOCK_ROWS",
+    "basis_matrix",
+    "PhasePortrait",
+    "phase_portrait",
+    "rotations",
+    "RotationNullSummary",
+    "RotationNull",
+    "rotation_null",
+]
 
 GRADIENT_SCHEMES = ("central", "forward")
 TRAJECTORIES = ("sample", "mean")
@@ -318,11 +341,6 @@ def _permutations(
     return order.reshape(-1, d_model, n_sublayers).to(traj.device)
 
 
-def _check_seed(seed: object) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int; received {type(seed).__name__} {seed!r}")
-
-
 def _random_rotation(d_model: int, seed: int) -> Float[Tensor, "d_model d_model"]:
     """Haar-random orthogonal ``[d_model, d_model]`` float64 matrix (Mezzadri 2007)."""
     stream = np.random.SeedSequence(seed).spawn(BASIS_STREAM + 1)[BASIS_STREAM]
@@ -355,7 +373,7 @@ def basis_matrix(
     """
     check_resid(resid)
     check_choice(basis, "basis", BASES)
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
     d_model = resid.shape[2]
     if basis == "units":
         return torch.eye(d_model, dtype=STAT_DTYPE, device=resid.device)
@@ -388,11 +406,11 @@ def _check_rotation_args(
     """Validation shared by :func:`rotations` and :func:`rotation_null`."""
     check_resid(resid, min_sublayers=MIN_ROTATION_SUBLAYERS)
     if not isinstance(signed, bool):
-        raise TypeError(f"signed must be a bool; received {type(signed).__name__} {signed!r}")
+        raise InputTypeError(f"signed must be a bool; received {type(signed).__name__} {signed!r}")
     check_choice(trajectory, "trajectory", TRAJECTORIES)
     check_choice(gradient, "gradient", GRADIENT_SCHEMES)
     check_choice(basis, "basis", BASES)
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -606,7 +624,7 @@ def rotation_null(
     Returns a :class:`RotationNull` of float64 tensors on the input's device.
     """
     _check_rotation_args(resid, signed, trajectory, gradient, basis, seed)
-    check_positive_int(n_shuffles, "n_shuffles")
+    check_int(n_shuffles, "n_shuffles")
     traj = _basis_trajectories(resid, trajectory, basis, seed)
     observed = _rotation_counts(traj, gradient, signed).mean(dim=0)
 

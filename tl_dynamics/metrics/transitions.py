@@ -47,10 +47,23 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from tl_dynamics.metrics._validation import check_choice, check_positive_int
+from tl_dynamics._checks import check_int
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
+from tl_dynamics.metrics._validation import check_choice
+
+__all__ = [
+    "TRANSITION_KINDS",
+    "FINAL_LABEL",
+    "FRAME_COLUMNS",
+    "default_labels",
+    "transition_kinds",
+    "select_transitions",
+    "transition_frame",
+]
 
 TRANSITION_KINDS = ("within", "cross", "layer")
 FINAL_LABEL = "final_post"
+"""TransformerLens's label for the residual stream after the last block."""
 # Columns that transition_frame always writes; other dims and the value may not reuse them.
 FRAME_COLUMNS = ("transition", "source", "target", "kind", "depth")
 
@@ -67,7 +80,7 @@ def default_labels(n_sublayers: int) -> list[str]:
     The labels TransformerLens gives the pre/mid stack (without ``"final_post"``); an odd
     ``n_sublayers`` ends on a ``_pre`` label.
     """
-    check_positive_int(n_sublayers, "n_sublayers")
+    check_int(n_sublayers, "n_sublayers")
     return [f"{i // 2}_{'pre' if i % 2 == 0 else 'mid'}" for i in range(n_sublayers)]
 
 
@@ -77,7 +90,7 @@ def _parse_label(label: object, position: int) -> tuple[int, str] | None:
         return None
     match = _SUBLAYER_LABEL.match(label) if isinstance(label, str) else None
     if match is None:
-        raise ValueError(
+        raise DynamicsInputError(
             f"labels[{position}] = {label!r} is not a sublayer label; expected "
             f"'<layer>_pre', '<layer>_mid' or {FINAL_LABEL!r}"
         )
@@ -107,7 +120,7 @@ def transition_kinds(labels: Sequence[str]) -> list[str]:
     sublayers (out of order, repeated, or a layer skipped).
     """
     if isinstance(labels, str) or not isinstance(labels, Iterable):
-        raise TypeError(
+        raise InputTypeError(
             f"labels must be a sequence of sublayer labels; received {type(labels).__name__}"
         )
     labels = list(labels)
@@ -116,7 +129,7 @@ def transition_kinds(labels: Sequence[str]) -> list[str]:
     for t, (source, target) in enumerate(itertools.pairwise(parsed)):
         kind = _pair_kind(source, target)
         if kind is None:
-            raise ValueError(
+            raise DynamicsInputError(
                 f"labels[{t}] -> labels[{t + 1}] = {labels[t]!r} -> {labels[t + 1]!r} is not "
                 f"a transition between successive sublayers; expected {_EXPECTED_PAIRS}"
             )
@@ -127,19 +140,19 @@ def transition_kinds(labels: Sequence[str]) -> list[str]:
 def _check_tensor(values: object) -> None:
     """Raise ``TypeError`` unless ``values`` is a tensor."""
     if not isinstance(values, Tensor):
-        raise TypeError(f"values must be a torch.Tensor; received {type(values).__name__}")
+        raise InputTypeError(f"values must be a torch.Tensor; received {type(values).__name__}")
 
 
 def _check_transition_axis(values: Tensor, labels: Sequence[str], dim: int) -> list[str]:
     """Kinds of ``labels``; raise unless ``values`` has one entry per transition on ``dim``."""
     kinds = transition_kinds(labels)
     if not -values.ndim <= dim < values.ndim:
-        raise ValueError(
+        raise DynamicsInputError(
             f"dim must index one of the {values.ndim} dims of values (shape "
             f"{tuple(values.shape)}); received {dim}"
         )
     if values.shape[dim] != len(kinds):
-        raise ValueError(
+        raise DynamicsInputError(
             f"values must have len(labels) - 1 = {len(kinds)} transitions along dim {dim}; "
             f"received shape {tuple(values.shape)}"
         )
@@ -176,7 +189,7 @@ def _infer_dims(values: Tensor, labels: Sequence[str]) -> tuple[str, ...]:
     axis = {("transition",): 0, ("sample", "transition"): 1, ("transition", "unit"): 0}
     fits = [dims for dims in candidates if values.shape[axis[dims]] == n_transitions]
     if len(fits) != 1:
-        raise ValueError(
+        raise DynamicsInputError(
             f"cannot tell which axis of values (shape {tuple(values.shape)}) holds the "
             f"{n_transitions} transitions; pass dims, e.g. ('sample', 'transition')"
         )
@@ -205,14 +218,14 @@ def transition_frame(
     _check_tensor(values)
     dims = _infer_dims(values, labels) if dims is None else tuple(dims)
     if len(dims) != values.ndim or dims.count("transition") != 1:
-        raise ValueError(
+        raise DynamicsInputError(
             f"dims must name each of the {values.ndim} dims of values (shape "
             f"{tuple(values.shape)}) and contain 'transition' exactly once, e.g. "
             f"('sample', 'transition') or ('transition', 'unit'); received {dims}"
         )
     names_used = (*dims, value_name)
     if len(set(names_used)) != len(names_used) or set(names_used) & set(FRAME_COLUMNS[1:]):
-        raise ValueError(
+        raise DynamicsInputError(
             f"dims and value_name must be distinct and must not reuse the columns "
             f"{list(FRAME_COLUMNS[1:])}; received dims={dims}, value_name={value_name!r}"
         )

@@ -33,6 +33,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from tl_dynamics.errors import InputTypeError
 from tl_dynamics.interventions import TeleportSweep
 from tl_dynamics.jpca import JPCAResult
 from tl_dynamics.metrics import RotationNull
@@ -53,7 +54,7 @@ __all__ = ["rotation_bases", "jpca_plane", "jpca_null", "jacobian_contraction", 
 def _check_sequence(values: object, name: str, kind: type) -> list:
     items = list(values) if isinstance(values, Sequence) else [values]
     if not items or not all(isinstance(item, kind) for item in items):
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a {kind.__name__} or a non-empty sequence of them; received "
             f"{type(values).__name__}"
         )
@@ -103,7 +104,7 @@ def rotation_bases(nulls: RotationNull | Sequence[RotationNull]) -> go.Figure:
 
 def _check_result(result: object, kind: type, origin: str) -> None:
     if not isinstance(result, kind):
-        raise TypeError(
+        raise InputTypeError(
             f"result must be a {kind.__name__} (from {origin}); received {type(result).__name__}"
         )
 

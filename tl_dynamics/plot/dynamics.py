@@ -42,6 +42,7 @@ from torch import Tensor
 
 from tl_dynamics import metrics
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 
 KIND_COLOURS = {"within": "#1f77b4", "cross": "#d62728", "layer": "#2ca02c", "unknown": "#555"}
 KIND_NAMES = {
@@ -71,8 +72,8 @@ __all__ = [
 
 def _check_dyn(dyn: object) -> DynamicsCache:
     if not isinstance(dyn, DynamicsCache):
-        raise TypeError(
-            f"dyn must be a DynamicsCache (from tl_dynamics.collect), got {type(dyn).__name__}"
+        raise InputTypeError(
+            f"dyn must be a DynamicsCache (from tl_dynamics.collect); received {type(dyn).__name__}"
         )
     return dyn
 
@@ -315,7 +316,9 @@ def _pick_units(dyn: DynamicsCache, units: Sequence[int] | None) -> list[int]:
     d_model = dyn.resid.shape[-1]
     bad = [u for u in units if not 0 <= int(u) < d_model]
     if bad or not units:
-        raise ValueError(f"units must be a non-empty list of indices in [0, {d_model}), got {units}")
+        raise DynamicsInputError(
+            f"units must be a non-empty list of indices in [0, {d_model}); received {units}"
+        )
     return [int(u) for u in units]
 
 

@@ -12,7 +12,7 @@ function                   panel  shows
 cae_trajectory             3B     mean trajectory through the 2-D bottleneck
 cae_step_distance          3C     distance between successive sublayers' codes
 cae_explained_variance     3D     held-out explained variance per sublayer
-pca_trajectories           4A     a few trajectories and the mean in PC1-PC2
+pca_plane                  4A     a few trajectories and the mean in PC1-PC2
 pca_cumulative_variance    4B     cumulative explained variance vs components
 pca_variance_per_sublayer  4C     explained variance per sublayer with k components
 teleport_quiver            4D     teleported runs over the next 12 sublayers
@@ -28,7 +28,7 @@ Example::
 
     model = tld.models.load_model()
     pca = pca_trajectories(tld.collect(model, tld.data.python_docs()[:128]))
-    plots.pca_trajectories(pca).show()
+    plots.pca_plane(pca).show()
     plots.teleport_quiver(teleport_sweep(model, pca)).write_html("fig4d.html")
 """
 
@@ -41,7 +41,9 @@ import torch
 from plotly.figure_factory import create_quiver
 from plotly.subplots import make_subplots
 
+from tl_dynamics._checks import check_int
 from tl_dynamics.embed import AutoencoderTrajectories, CompressingAutoencoder, PCATrajectories
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.interventions import TeleportResult, TeleportSweep
 from tl_dynamics.plot.dynamics import SEQUENTIAL, transition_traces
 
@@ -56,7 +58,7 @@ __all__ = [
     "cae_trajectory",
     "cae_step_distance",
     "cae_explained_variance",
-    "pca_trajectories",
+    "pca_plane",
     "pca_cumulative_variance",
     "pca_variance_per_sublayer",
     "teleport_quiver",
@@ -69,13 +71,13 @@ def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> Autoe
     if isinstance(result, CompressingAutoencoder):
         held_out = getattr(result, "held_out_", None)
         if held_out is None:
-            raise ValueError(
+            raise DynamicsInputError(
                 "result is a CompressingAutoencoder without held-out trajectories: fit it "
                 "with val_fraction > 0, or pass cae.trajectories(dyn)"
             )
         return held_out
     if not isinstance(result, AutoencoderTrajectories):
-        raise TypeError(
+        raise InputTypeError(
             "result must be an AutoencoderTrajectories or a fitted CompressingAutoencoder; "
             f"received {type(result).__name__}"
         )
@@ -84,7 +86,7 @@ def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> Autoe
 
 def _check_pca(pca: object) -> PCATrajectories:
     if not isinstance(pca, PCATrajectories):
-        raise TypeError(
+        raise InputTypeError(
             f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}"
         )
     return pca
@@ -160,7 +162,7 @@ def cae_trajectory(result: AutoencoderTrajectories | CompressingAutoencoder) -> 
     """
     result = _held_out(result)
     if result.codes.shape[-1] < 2:
-        raise ValueError(
+        raise DynamicsInputError(
             f"result must have a bottleneck of at least 2 dims to draw; it has "
             f"{result.codes.shape[-1]}"
         )
@@ -216,14 +218,13 @@ def cae_explained_variance(result: AutoencoderTrajectories | CompressingAutoenco
     )
 
 
-def pca_trajectories(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go.Figure:
+def pca_plane(pca: PCATrajectories, samples: int = DEFAULT_SAMPLES) -> go.Figure:
     """Fig 4A: trajectories in the PC1-PC2 plane, the first ``samples`` and the mean.
 
     Returns a figure with ``samples + 1`` traces (fewer samples if the PCA has fewer).
     """
     pca = _check_pca(pca)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-        raise ValueError(f"samples must be an int >= 0; received {samples!r}")
+    samples = check_int(samples, "samples", 0)
     figure = go.Figure()
     for i in range(min(samples, pca.trajectories.shape[0])):
         figure.add_trace(
@@ -287,7 +288,7 @@ def _teleports(
         results = [results]
     results = list(results) if isinstance(results, Sequence) else [results]
     if not results or not all(isinstance(r, TeleportResult) for r in results):
-        raise TypeError(
+        raise InputTypeError(
             "results must be a TeleportSweep, a TeleportResult or a non-empty list of them; "
             f"received {[type(r).__name__ for r in results] or 'an empty list'}"
         )
@@ -310,14 +311,11 @@ def teleport_quiver(
         ValueError: no PCA given and a result was run without one; bad ``steps``.
     """
     results = _teleports(results)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(
-            f"steps must be a positive int (sublayers after injection); received {steps!r}"
-        )
+    steps = check_int(steps, "steps", 1, why=" (sublayers after injection)")
     if pca is not None:
         _check_pca(pca)
     elif any(result.pca is None for result in results):
-        raise ValueError(
+        raise DynamicsInputError(
             "pca is needed: a result was run without one, so it has no plane to draw in"
         )
     columns = min(3, len(results))
