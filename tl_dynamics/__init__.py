@@ -24,6 +24,7 @@ from tl_dynamics import data, metrics, models, plot, presets, streaming
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import cache_dynamics, collect
+from tl_dynamics.hooks import sublayer_hook_name
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
 from tl_dynamics.jpca import JPCAResult, jpca
 from tl_dynamics.similarity import DynamicalSimilarity, dynamical_similarity, random_weight_twin
@@ -33,9 +34,12 @@ from tl_dynamics.interventions import (
     DEFAULT_PROMPT,
     TeleportResult,
     inject_noise,
+    noise_hook,
     pca_grid,
     swap_activations,
+    swap_hook,
     teleport,
+    teleport_hook,
     teleport_layers,
     teleport_sweep,
 )
@@ -86,14 +90,18 @@ __all__ = [
     "jpca",
     "metrics",
     "models",
+    "noise_hook",
     "pca_grid",
     "pca_trajectories",
     "random_weight_twin",
     "plot",
     "presets",
     "streaming",
+    "sublayer_hook_name",
     "swap_activations",
+    "swap_hook",
     "teleport",
+    "teleport_hook",
     "teleport_layers",
     "teleport_sweep",
 ]

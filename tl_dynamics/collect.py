@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -108,6 +108,26 @@ def _validate_positions(positions: Positions) -> str | list[int]:
     raise ValueError(
         f"positions must be 'last', 'all', an int or a non-empty list of ints, got {positions!r}"
     )
+
+
+def _validate_fwd_hooks(fwd_hooks: Any) -> list[tuple[Any, Callable]]:
+    """``fwd_hooks`` as a list of ``(hook name or name filter, hook function)`` pairs."""
+    try:
+        pairs = list(fwd_hooks)
+    except TypeError:
+        pairs = None
+    if pairs is None or not all(
+        isinstance(pair, tuple)
+        and len(pair) == 2
+        and (isinstance(pair[0], str) or callable(pair[0]))
+        and callable(pair[1])
+        for pair in pairs
+    ):
+        raise ValueError(
+            "fwd_hooks must be a list of (hook name, hook function) pairs as "
+            f"model.run_with_hooks takes them; got {fwd_hooks!r}"
+        )
+    return pairs
 
 
 def _validate_subset(subset: Sequence[int] | None, n_texts: int) -> list[int]:
@@ -300,6 +320,7 @@ def iter_batches(
     sites: Sequence[str] = SITES,
     progress: bool = True,
     subset: Sequence[int] | None = None,
+    fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
 ) -> Iterator[CollectedBatch]:
     """Yield the trajectories of ``texts`` one forward pass at a time (longest texts first).
 
@@ -314,6 +335,7 @@ def iter_batches(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     kept = _validate_positions(positions)
+    fwd_hooks = _validate_fwd_hooks(fwd_hooks)
     check_eval(model)
     hooks = trajectory_hooks(model, sites, include_final)
     tokens = tokenize(model, texts, shuffle=shuffle, seed=seed)
@@ -326,7 +348,9 @@ def iter_batches(
         padded, mask = pad_tokens([tokens[i] for i in batch], pad_id)
         batch_rows = torch.tensor([row for row, i in enumerate(batch) for _ in kept_rows[i]])
         token_rows = torch.tensor([p for i in batch for p in kept_rows[i]])
-        resid, _ = forward_trajectories(model, padded, mask, (batch_rows, token_rows), hooks)
+        resid, _ = forward_trajectories(
+            model, padded, mask, (batch_rows, token_rows), hooks, extra_hooks=fwd_hooks
+        )
         text_index = torch.tensor([i for i in batch for _ in kept_rows[i]])
         _check_finite(resid, hooks, text_index, model)
         yield CollectedBatch(resid, text_index, token_rows)
@@ -376,6 +400,7 @@ def collect(
     progress: bool = True,
     out: str | Path | None = None,
     shard_size: int | None = None,
+    fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
 ) -> DynamicsCache | DynamicsStore:
     """Residual-stream trajectories of ``texts`` through ``model``.
 
@@ -399,6 +424,14 @@ def collect(
             :class:`~tl_dynamics.store.DynamicsStore` there instead of memory (see
             :func:`tl_dynamics.store.collect_to_store`); texts already in it are skipped.
         shard_size: With ``out``, samples per shard file (default: about 256 MiB each).
+        fwd_hooks: Interventions of your own, as ``model.run_with_hooks`` takes them:
+            ``(hook name, hook function)`` pairs (e.g. a steering vector added at a
+            layer, :func:`~tl_dynamics.teleport_hook`, an ablation), active in every
+            forward pass; at a hook point that is also read, they run first, so the
+            trajectory holds what they wrote. The passes hold right-padded batches of
+            texts sorted by length (longest first), so a hook that writes one token
+            position should count from the start, or run ``batch_size=1``. Hooks already
+            on the model (``with model.hooks(...)``) apply as well.
 
     Returns:
         A :class:`DynamicsCache` with ``resid`` of shape ``[sample, sublayer, d_model]``
@@ -408,10 +441,16 @@ def collect(
 
     Raises:
         TypeError: ``model`` is no TransformerLens model, or ``texts`` are not strings.
-        ValueError: empty ``texts`` or text, ``batch_size < 1``, bad ``positions``, a
-            model in training mode, or a site the model lacks (parallel attention).
+        ValueError: empty ``texts`` or text, ``batch_size < 1``, bad ``positions`` or
+            ``fwd_hooks``, a model in training mode, or a site the model lacks (parallel
+            attention).
         FloatingPointError: non-finite activations, naming the sublayer.
     """
+    if out is not None and fwd_hooks:
+        raise ValueError(
+            "fwd_hooks cannot be combined with out: a store cannot record them, so a resumed "
+            "run could mix intervened and plain trajectories"
+        )
     if out is not None:
         from tl_dynamics.store import collect_to_store  # store.py imports this module
 
@@ -441,6 +480,7 @@ def collect(
             include_final=include_final,
             sites=sites,
             progress=progress,
+            fwd_hooks=fwd_hooks,
         )
     )
     resid = torch.cat([b.resid for b in batches])
