@@ -67,8 +67,8 @@ def test_load_equals_in_memory_collect(llama, texts, tmp_path, settings):
     assert_same_cache(DynamicsStore.open(tmp_path / "store").load(), expected)
 
 
-def test_collect_with_out_streams_to_a_store(llama, texts, tmp_path):
-    store = tld.collect(llama, texts, out=tmp_path / "store", shard_size=4, progress=False)
+def test_collect_to_store_streams_to_a_store(llama, texts, tmp_path):
+    store = tld.collect_to_store(llama, texts, tmp_path / "store", shard_size=4, progress=False)
     assert isinstance(store, DynamicsStore) and store.complete
     assert_same_cache(store.load(), tld.collect(llama, texts, progress=False))
 

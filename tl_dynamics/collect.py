@@ -31,8 +31,7 @@ import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import einops
 import torch
@@ -44,9 +43,6 @@ from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.data import shuffle_tokens
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
-
-if TYPE_CHECKING:
-    from tl_dynamics.store import DynamicsStore
 
 Positions = Union[str, int, Sequence[int]]
 """``"last"`` (last real token), ``"all"`` (every token) or token indices; negative
@@ -398,10 +394,8 @@ def collect(
     corpus: str | None = None,
     keep_texts: bool = True,
     progress: bool = True,
-    out: str | Path | None = None,
-    shard_size: int | None = None,
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
-) -> DynamicsCache | DynamicsStore:
+) -> DynamicsCache:
     """Residual-stream trajectories of ``texts`` through ``model``.
 
     Args:
@@ -420,10 +414,6 @@ def collect(
         corpus: Name of the text source, recorded in the metadata.
         keep_texts: Store the texts in the metadata (and in saved files).
         progress: Show a progress bar.
-        out: A folder: stream the trajectories to a resumable on-disk
-            :class:`~tl_dynamics.store.DynamicsStore` there instead of memory (see
-            :func:`tl_dynamics.store.collect_to_store`); texts already in it are skipped.
-        shard_size: With ``out``, samples per shard file (default: about 256 MiB each).
         fwd_hooks: Interventions of your own, as ``model.run_with_hooks`` takes them:
             ``(hook name, hook function)`` pairs (e.g. a steering vector added at a
             layer, :func:`~tl_dynamics.teleport_hook`, an ablation), active in every
@@ -436,8 +426,8 @@ def collect(
     Returns:
         A :class:`DynamicsCache` with ``resid`` of shape ``[sample, sublayer, d_model]``
         (float32, CPU), samples in text order (then position order), labels as
-        ``ActivationCache.accumulated_resid(incl_mid=True)`` gives them; with ``out``,
-        the :class:`~tl_dynamics.store.DynamicsStore` (``.load()`` gives that cache).
+        ``ActivationCache.accumulated_resid(incl_mid=True)`` gives them. To stream them
+        to disk instead of memory, see :func:`tl_dynamics.store.collect_to_store`.
 
     Raises:
         TypeError: ``model`` is no TransformerLens model, or ``texts`` are not strings.
@@ -446,29 +436,6 @@ def collect(
             attention).
         FloatingPointError: non-finite activations, naming the sublayer.
     """
-    if out is not None and fwd_hooks:
-        raise ValueError(
-            "fwd_hooks cannot be combined with out: a store cannot record them, so a resumed "
-            "run could mix intervened and plain trajectories"
-        )
-    if out is not None:
-        from tl_dynamics.store import collect_to_store  # store.py imports this module
-
-        return collect_to_store(
-            model,
-            texts,
-            out,
-            batch_size=batch_size,
-            positions=positions,
-            shuffle=shuffle,
-            seed=seed,
-            include_final=include_final,
-            sites=sites,
-            corpus=corpus,
-            keep_texts=keep_texts,
-            progress=progress,
-            shard_size=shard_size,
-        )
     batches = list(
         iter_batches(
             model,
