@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import re
 import shutil
@@ -220,6 +221,25 @@ def test_bad_fwd_hooks_are_refused(minilm, fwd_hooks):
 def test_bad_texts_are_refused(minilm, bad_texts, error, match):
     with pytest.raises(error, match=match):
         tld.collect(minilm, bad_texts, progress=False)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("batch_size", 0), ("seed", 1.5), ("shuffle", 1), ("include_final", None),
+     ("keep_texts", "yes"), ("progress", 0), ("corpus", 3), ("positions", "first"),
+     ("sites", ("mid",))],
+)  # fmt: skip
+def test_collect_settings_name_a_bad_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        tld.CollectSettings(**{field: value})
+
+
+def test_collect_settings_are_frozen_and_normalised():
+    settings = tld.CollectSettings(positions=[0, -1], sites=["mid", "pre"])
+    assert settings.positions == (0, -1) and settings.sites == ("pre", "mid")
+    assert tld.CollectSettings(positions=3).positions == (3,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seed = 1
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.decomposition import PCA, IncrementalPCA
 
 from tl_dynamics import metrics
+from tl_dynamics.collect import CollectSettings
 from tl_dynamics.store import collect_to_store
 from tl_dynamics.streaming import MomentSummary, incremental_pca, iter_minibatches, moments
 
@@ -42,10 +43,8 @@ def store(tiny_models, texts, tmp_path_factory):
         tiny_models["llama"],
         texts,
         folder,
-        positions="all",
-        batch_size=3,
+        CollectSettings(positions="all", batch_size=3, progress=False),
         shard_size=150,
-        progress=False,
     )
 
 

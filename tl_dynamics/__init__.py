@@ -23,7 +23,7 @@ import importlib
 from tl_dynamics import data, metrics, models, plot, presets, streaming
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
-from tl_dynamics.collect import cache_dynamics, collect
+from tl_dynamics.collect import CollectSettings, cache_dynamics, collect
 from tl_dynamics.hooks import sublayer_hook_name
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
 from tl_dynamics.jpca import JPCAResult, jpca
@@ -68,6 +68,7 @@ _register_accessors()
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "CollectSettings",
     "CompressingAutoencoder",
     "DynamicsCache",
     "DynamicsMetadata",
