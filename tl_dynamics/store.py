@@ -452,6 +452,21 @@ class DynamicsStore:
         for shard in self.shards:
             yield self.read_shard(shard)
 
+    def load_targets(self) -> list[Int[Tensor, " row"]]:
+        """For each shard, in :attr:`shards` order, the sample index each of its rows has
+        in :meth:`load` (text order, then position order)."""
+        rows = {t: n for s in self.shards for t, n in zip(s.text_index, s.text_rows, strict=True)}
+        texts = sorted(rows)
+        starts = itertools.accumulate((rows[t] for t in texts), initial=0)
+        offsets = dict(zip(texts, starts, strict=False))  # accumulate yields one start more
+        targets = []
+        for shard in self.shards:
+            spans = zip(shard.text_index, shard.text_rows, strict=True)
+            targets.append(
+                torch.cat([torch.arange(offsets[t], offsets[t] + n) for t, n in spans])
+            )
+        return targets
+
     def load(self) -> DynamicsCache:
         """All stored samples as one :class:`DynamicsCache`, in text order then position order.
 
@@ -461,18 +476,12 @@ class DynamicsStore:
         Raises:
             FileNotFoundError, ValueError: a shard is missing or damaged, as :meth:`read_shard`.
         """
-        rows = {t: n for s in self.shards for t, n in zip(s.text_index, s.text_rows, strict=True)}
-        texts = sorted(rows)
-        starts = itertools.accumulate((rows[t] for t in texts), initial=0)
-        offsets = dict(zip(texts, starts, strict=False))  # accumulate yields one start more
         n_samples, d_model = len(self), int(self.metadata.d_model)
         resid = torch.empty(n_samples, len(self.labels), d_model)
         text_index = torch.empty(n_samples, dtype=torch.long)
         position = torch.empty(n_samples, dtype=torch.long)
-        for shard in self.shards:
+        for shard, target in zip(self.shards, self.load_targets(), strict=True):
             chunk = self.read_shard(shard)
-            spans = zip(shard.text_index, shard.text_rows, strict=True)
-            target = torch.cat([torch.arange(offsets[t], offsets[t] + n) for t, n in spans])
             resid[target] = chunk.resid
             text_index[target] = chunk.text_index
             position[target] = chunk.position
