@@ -66,9 +66,8 @@ def child(mode: str, n_texts: int, model_folder: str, out: str) -> None:
     texts = synthetic_texts(n_texts)
     start = time.perf_counter()
     if mode == "store":
-        collect_to_store(
-            model, texts, out, batch_size=BATCH_SIZE, shard_size=SHARD_SIZE, progress=False
-        )
+        settings = tld.CollectSettings(batch_size=BATCH_SIZE, progress=False)
+        collect_to_store(model, texts, out, settings, shard_size=SHARD_SIZE)
     else:
         tld.collect(model, texts, batch_size=BATCH_SIZE, progress=False)
     seconds = time.perf_counter() - start

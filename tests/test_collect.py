@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import re
 import shutil
@@ -146,6 +147,67 @@ def test_pre_only_sites_support_parallel_attention_models(tmp_path, minilm):
     assert tld.metrics.transition_kinds(dyn.labels) == ["layer"]
 
 
+STEER = 2.0  # size of the steering vector, in residual-stream units
+
+
+def steering_hook(model, seed=0):
+    """A TransformerLens hook adding one fixed random vector of length STEER at every token
+    (in place: see tl_dynamics.interventions on a Bridge's hook_resid_mid)."""
+    direction = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(seed))
+    vector = STEER * direction / direction.norm()
+
+    def steer(activation, hook):
+        activation += vector.to(activation.device, activation.dtype)
+        return activation
+
+    return steer, vector
+
+
+@pytest.mark.parametrize("sublayer", [1, 4])
+def test_steering_hook_changes_trajectories_from_its_sublayer_on(any_model, texts, sublayer):
+    steer, vector = steering_hook(any_model)
+    name = tld.sublayer_hook_name(any_model, sublayer)
+    plain = tld.collect(any_model, texts[:5], batch_size=2, progress=False)
+    steered = tld.collect(any_model, texts[:5], batch_size=2, progress=False,
+                          fwd_hooks=[(name, steer)])  # fmt: skip
+    assert steered.labels == plain.labels
+    assert torch.equal(steered.resid[:, :sublayer], plain.resid[:, :sublayer])  # exactly
+    torch.testing.assert_close(steered.resid[:, sublayer], plain.resid[:, sublayer] + vector)
+    assert ((steered.resid[:, sublayer:] - plain.resid[:, sublayer:]).norm(dim=-1) > 1e-3).all()
+    # TransformerLens's own accumulated_resid under the same hook, each text alone
+    with any_model.hooks(fwd_hooks=[(name, steer)]):
+        for i, text in enumerate(texts[:5]):
+            expected, _ = reference_trajectory(any_model, text)
+            assert (steered.resid[i] - expected).abs().max() <= TOLERANCE
+        in_context = tld.collect(any_model, texts[:5], batch_size=2, progress=False)
+    assert torch.equal(in_context.resid, steered.resid)  # hooks on the model apply too
+    assert torch.equal(tld.collect(any_model, texts[:5], batch_size=2, progress=False).resid,
+                       plain.resid)  # fmt: skip  # and are gone after the context
+
+
+def test_sublayer_hook_name_follows_the_sublayer_axis(tiny_models):
+    model = tiny_models["llama"]
+    dyn = tld.collect(model, ["a text"], include_final=True, progress=False)
+    names = [tld.sublayer_hook_name(model, s) for s in range(len(dyn.labels))]
+    assert names[:3] == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid",
+                         "blocks.1.hook_resid_pre"]  # fmt: skip
+    last = model.cfg.n_layers - 1
+    assert names[-1] == f"blocks.{last}.hook_resid_post"
+    assert [tld.sublayer_hook_name(model, label) for label in dyn.labels] == names
+    assert tld.sublayer_hook_name(model, 1, sites=("pre",)) == "blocks.1.hook_resid_pre"
+    for bad in (-1, len(names), True, 1.0):
+        with pytest.raises(ValueError, match="sublayer must be an int"):
+            tld.sublayer_hook_name(model, bad)
+    with pytest.raises(ValueError, match="no label"):
+        tld.sublayer_hook_name(model, "0_post")
+
+
+@pytest.mark.parametrize("fwd_hooks", [[("blocks.0.hook_resid_pre",)], "blocks.0", [("x", 3)], 5])
+def test_bad_fwd_hooks_are_refused(minilm, fwd_hooks):
+    with pytest.raises(ValueError, match="fwd_hooks must be a list of"):
+        tld.collect(minilm, ["a text"], fwd_hooks=fwd_hooks, progress=False)
+
+
 @pytest.mark.parametrize(
     "bad_texts, error, match",
     [
@@ -159,6 +221,25 @@ def test_pre_only_sites_support_parallel_attention_models(tmp_path, minilm):
 def test_bad_texts_are_refused(minilm, bad_texts, error, match):
     with pytest.raises(error, match=match):
         tld.collect(minilm, bad_texts, progress=False)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("batch_size", 0), ("seed", 1.5), ("shuffle", 1), ("include_final", None),
+     ("keep_texts", "yes"), ("progress", 0), ("corpus", 3), ("positions", "first"),
+     ("sites", ("mid",))],
+)  # fmt: skip
+def test_collect_settings_name_a_bad_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        tld.CollectSettings(**{field: value})
+
+
+def test_collect_settings_are_frozen_and_normalised():
+    settings = tld.CollectSettings(positions=[0, -1], sites=["mid", "pre"])
+    assert settings.positions == (0, -1) and settings.sites == ("pre", "mid")
+    assert tld.CollectSettings(positions=3).positions == (3,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seed = 1
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tl_dynamics.__main__ import main
+from tl_dynamics.collect import CollectSettings
 from tl_dynamics.distributed import collect_distributed, init_distributed
 from tl_dynamics.store import (
     MANIFEST_NAME,
@@ -67,11 +68,15 @@ def test_two_ranks_resume_a_store_to_equal_a_single_process_run(
 ):
     llama = tiny_models["llama"]
     settings = {"positions": [0, -1], "shuffle": True, "corpus": corpus, "progress": False}
-    single = collect_to_store(llama, texts, tmp_path / "single", batch_size=4, **settings)
+    single = collect_to_store(
+        llama, texts, tmp_path / "single", CollectSettings(batch_size=4, **settings)
+    )
     # a run interrupted after texts 1 and 4, resumed by two ranks
     out = tmp_path / "parallel"
-    started = prepare_store(llama, texts, out, positions=[0, -1], shuffle=True, corpus=corpus)
-    before = write_texts(llama, texts, started, [1, 4], progress=False)
+    started = prepare_store(
+        llama, texts, out, CollectSettings(positions=[0, -1], shuffle=True, corpus=corpus)
+    )
+    before = write_texts(llama, texts, started, [1, 4], CollectSettings(**settings))
 
     finished = torchrun(*run_arguments, "--out", str(out))
 
@@ -100,7 +105,7 @@ def test_a_refused_store_stops_every_rank_without_hanging(
     tiny_models, texts, tmp_path, run_arguments
 ):
     out = tmp_path / "store"
-    collect_to_store(tiny_models["llama"], texts, out, seed=5, progress=False)
+    collect_to_store(tiny_models["llama"], texts, out, CollectSettings(seed=5, progress=False))
     finished = torchrun(*run_arguments, "--out", str(out))
     assert finished.returncode != 0
     assert "holds a store of another run" in finished.stderr

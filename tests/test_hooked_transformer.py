@@ -164,6 +164,57 @@ def test_hooked_transformer_equals_the_bridge_on_the_same_weights(
     assert relative_error(runs[0].logits, runs[1].logits) <= LOGITS
 
 
+def test_steering_and_teleport_hooks_compose_with_hooked_transformer(
+    gemma_hooked, gemma_bridge, gemma_texts
+):
+    """The public hooks in collect(fwd_hooks=...), model.hooks(...) and run_with_hooks."""
+    layer = 5
+    sublayer = 2 * layer  # blocks.5.hook_resid_pre
+    name = tld.sublayer_hook_name(gemma_hooked, sublayer)
+    assert name == f"blocks.{layer}.hook_resid_pre"
+    vector = torch.zeros(GEMMA_WIDTH)
+    vector[1] = SHIFT
+
+    def steer(activation, hook):
+        return activation + vector.to(activation.dtype)
+
+    plain = tld.collect(gemma_hooked, gemma_texts, batch_size=3, progress=False)
+    steered = {
+        model: tld.collect(model, gemma_texts, batch_size=3, progress=False,
+                           fwd_hooks=[(name, steer)])  # fmt: skip
+        for model in (gemma_hooked, gemma_bridge)
+    }
+    hooked = steered[gemma_hooked]
+    assert torch.equal(hooked.resid[:, :sublayer], plain.resid[:, :sublayer])  # exactly
+    assert ((hooked.resid[:, sublayer:] - plain.resid[:, sublayer:]).norm(dim=-1) > 1).all()
+    assert relative_error(hooked.resid, steered[gemma_bridge].resid) <= SAME_WEIGHTS
+    with gemma_hooked.hooks(fwd_hooks=[(name, steer)]):
+        in_context = tld.collect(gemma_hooked, gemma_texts, batch_size=3, progress=False)
+        expected, _ = accumulated_resid(gemma_hooked, gemma_texts[0])
+    assert torch.equal(in_context.resid, hooked.resid)
+    assert relative_error(hooked.resid[0], expected) <= EXACT
+    # teleport_hook in the user's own run_with_hooks gives tld.teleport's logits
+    text, mid = gemma_texts[1], f"blocks.{layer}.hook_resid_mid"
+    points = plain.resid[:2, sublayer + 1]
+    result = tld.teleport(gemma_hooked, text, layer=layer, site="mid", points=points)
+    tokens = gemma_hooked.to_tokens(text).expand(2, -1)
+    with torch.inference_mode():
+        logits = gemma_hooked.run_with_hooks(
+            tokens, fwd_hooks=[(mid, tld.teleport_hook(points, position=-1))]
+        )[:, -1]
+    assert relative_error(logits, result.logits) <= LOGITS
+
+
+def test_a_write_at_resid_mid_carries_on_in_the_residual_stream(gemma_hooked, gemma_texts):
+    """resid_post = (written) resid_mid + mlp_out, as on the Bridge (test_interventions)."""
+    tokens = gemma_hooked.to_tokens(gemma_texts[0])
+    state = torch.zeros(GEMMA_WIDTH)
+    with gemma_hooked.hooks(fwd_hooks=[("blocks.3.hook_resid_mid", tld.teleport_hook(state))]):
+        _, cache = gemma_hooked.run_with_cache(tokens)
+    post = cache["blocks.3.hook_resid_post"][0, -1]
+    torch.testing.assert_close(post, state + cache["blocks.3.hook_mlp_out"][0, -1])
+
+
 @pytest.mark.parametrize("normalization", ["LN", "RMS"])
 def test_what_from_pretrained_processing_does_to_the_stream(normalization):
     """The README's claim: processing centres a LayerNorm model's stream, not an RMSNorm one's.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import einops
 import pytest
 import torch
 from hypothesis import given
@@ -309,3 +310,117 @@ def test_bad_noise_and_donors_are_refused(minilm):
         inject_noise(minilm, layer=0, scale=0.1, n=0)
     with pytest.raises(ValueError, match="donors"):
         swap_activations(minilm, layer=0, donors=[])
+
+
+# ------------------------------------------------------- hooks for the user's own runs
+
+
+def last_token_trajectories(model, prompt, rows, fwd_hooks):
+    """TransformerLens's own accumulated_resid at the last token of ``rows`` copies of the
+    prompt run under ``fwd_hooks``: ``[row, sublayer, d_model]``."""
+    tokens = model.to_tokens(prompt).expand(rows, -1)
+    with model.hooks(fwd_hooks=fwd_hooks):
+        _, cache = model.run_with_cache(tokens)
+    stack = cache.accumulated_resid(incl_mid=True, pos_slice=-1)[:-1]
+    return einops.rearrange(stack, "sublayer row d_model -> row sublayer d_model").float(), cache
+
+
+@pytest.mark.parametrize("site", ["pre", "mid"])
+def test_teleport_hook_in_run_with_hooks_gives_the_teleport(any_model, site):
+    layer = int(any_model.cfg.n_layers) // 2
+    name = f"blocks.{layer}.hook_resid_{site}"
+    zero = torch.zeros(1, any_model.cfg.d_model)
+    probe = teleport(any_model, layer=layer, points=zero, site=site)
+    points = kicked_points(probe.control[probe.injection], 3)
+    result = teleport(any_model, layer=layer, points=points, site=site)
+    hook = tld.teleport_hook(points, position=-1)
+    runs, cache = last_token_trajectories(any_model, DEFAULT_PROMPT, 3, [(name, hook)])
+    assert (runs - result.trajectories).abs().max() <= NULL_TOLERANCE * runs.abs().max()
+    torch.testing.assert_close(runs[:, probe.injection], points)
+    with torch.inference_mode():
+        logits = any_model.run_with_hooks(any_model.to_tokens(DEFAULT_PROMPT).expand(3, -1),
+                                          fwd_hooks=[(name, hook)])[:, -1]  # fmt: skip
+    assert (logits - result.logits).abs().max() <= NULL_TOLERANCE * 10 * logits.abs().max()
+    # a [d_model] vector goes into every row
+    one_point = [(name, tld.teleport_hook(points[1]))]
+    one, _ = last_token_trajectories(any_model, DEFAULT_PROMPT, 2, one_point)
+    torch.testing.assert_close(one, result.trajectories[1:2].expand(2, -1, -1))
+
+
+def test_noise_hook_kicks_as_inject_noise_does(minilm):
+    result = inject_noise(minilm, layer=2, scale=0.1, n=4, seed=3)
+    hooks = [("blocks.2.hook_resid_pre", tld.noise_hook(0.1, seed=3))]
+    runs, _ = last_token_trajectories(minilm, DEFAULT_PROMPT, 4, hooks)
+    state = result.control[result.injection]
+    distance = (runs[:, result.injection] - state).norm(dim=-1)
+    torch.testing.assert_close(distance, torch.full((4,), 0.1 * float(state.norm())))
+    torch.testing.assert_close(runs, result.trajectories, atol=1e-4, rtol=1e-5)
+    again, _ = last_token_trajectories(minilm, DEFAULT_PROMPT, 4, hooks)
+    assert torch.equal(again, runs)  # the same kicks on every call
+
+
+def test_swap_hook_patches_the_donors_states(minilm, texts):
+    result = swap_activations(minilm, layer=1, donors=texts[:3], site="mid")
+    hooks = [("blocks.1.hook_resid_mid", tld.swap_hook(minilm, texts[:3], layer=1, site="mid"))]
+    runs, _ = last_token_trajectories(minilm, DEFAULT_PROMPT, 3, hooks)
+    torch.testing.assert_close(runs, result.trajectories, atol=1e-4, rtol=1e-5)
+
+
+def test_hooks_refuse_bad_input(minilm):
+    d_model = minilm.cfg.d_model
+    with pytest.raises(TypeError, match="values must be a floating tensor"):
+        tld.teleport_hook([0.0] * d_model)
+    for bad in (torch.zeros(1, 1, d_model), torch.zeros(0)):
+        with pytest.raises(ValueError, match="values must have shape"):
+            tld.teleport_hook(bad)
+    with pytest.raises(ValueError, match="non-finite"):
+        tld.teleport_hook(torch.full((d_model,), math.nan))
+    with pytest.raises(ValueError, match="position must be an int"):
+        tld.teleport_hook(torch.zeros(d_model), position=1.0)
+    tokens = minilm.to_tokens(DEFAULT_PROMPT)
+    calls = [
+        (tld.teleport_hook(torch.zeros(64)), r"values of shape \(1, 64\) cannot be written"),
+        (tld.teleport_hook(torch.zeros(3, d_model)), r"\[batch=1, pos=\d+, d_model=384\]"),
+        (tld.teleport_hook(torch.zeros(d_model), position=500), "position 500 is outside"),
+        (tld.noise_hook(0.1, position=-500), "position -500 is outside"),
+    ]
+    for hook, match in calls:
+        with pytest.raises(ValueError, match=match):
+            minilm.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_pre", hook)])
+    for scale in (0, -1.0, math.inf, True):
+        with pytest.raises(ValueError, match="scale must be a positive number"):
+            tld.noise_hook(scale)
+    with pytest.raises(ValueError, match="layer must be an int"):
+        tld.swap_hook(minilm, ["a donor"], layer=6)
+    with pytest.raises(ValueError, match="donors"):
+        tld.swap_hook(minilm, [], layer=0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2"])  # pre-norm: BERT normalises
+def test_a_write_at_resid_mid_carries_on_in_the_residual_stream(tiny_models, arch):
+    """resid_post = (written) resid_mid + mlp_out: the write is a residual-stream write."""
+    model = tiny_models[arch]
+    state = torch.zeros(model.cfg.d_model)
+    with model.hooks(fwd_hooks=[("blocks.1.hook_resid_mid", tld.teleport_hook(state))]):
+        _, cache = model.run_with_cache(model.to_tokens(DEFAULT_PROMPT))
+    post = cache["blocks.1.hook_resid_post"][0, -1]
+    torch.testing.assert_close(post, state + cache["blocks.1.hook_mlp_out"][0, -1])
+
+
+def test_a_new_tensor_returned_at_a_bridges_resid_mid_reaches_only_the_mlp(tiny_models):
+    """The pitfall the module's docstring and the README warn about (TransformerBridge's
+    hook_resid_mid is ln2.hook_in). If this fails, TransformerLens changed it: update them."""
+    model = tiny_models["llama"]
+    state = torch.zeros(model.cfg.d_model)
+
+    def replace(activation, hook):
+        new = activation.clone()
+        new[:, -1] = state
+        return new
+
+    with model.hooks(fwd_hooks=[("blocks.1.hook_resid_mid", replace)]):
+        _, cache = model.run_with_cache(model.to_tokens(DEFAULT_PROMPT))
+    _, plain = model.run_with_cache(model.to_tokens(DEFAULT_PROMPT))
+    post = cache["blocks.1.hook_resid_post"][0, -1]
+    mid = plain["blocks.1.hook_resid_mid"][0, -1]
+    torch.testing.assert_close(post, mid + cache["blocks.1.hook_mlp_out"][0, -1])

@@ -19,6 +19,7 @@ import torch
 import tl_dynamics as tld
 from tl_dynamics.__main__ import main
 from tl_dynamics._output import FILE_MODE, FOLDER_MODE
+from tl_dynamics.collect import CollectSettings
 from tl_dynamics.store import (
     MANIFEST_NAME,
     TEMP_PREFIX,
@@ -34,6 +35,8 @@ TOLERANCE = 1e-4  # max abs difference between batchings of the same text (test_
 KILL_AFTER_SHARDS = 2  # the killed run has written this many shards, and not all of them
 BATCH_DELAY_S = 0.3  # slows the killed run so that it is still running when killed
 RUN_TIMEOUT_S = 120
+QUIET = CollectSettings(progress=False)
+PAIRS = CollectSettings(batch_size=2, progress=False)  # two texts per forward pass
 
 
 def assert_same_cache(got, expected):
@@ -58,7 +61,11 @@ def llama(tiny_models):
 )
 def test_load_equals_in_memory_collect(llama, texts, tmp_path, settings):
     store = collect_to_store(
-        llama, texts, tmp_path / "store", batch_size=3, shard_size=4, progress=False, **settings
+        llama,
+        texts,
+        tmp_path / "store",
+        CollectSettings(batch_size=3, progress=False, **settings),
+        shard_size=4,
     )
     assert len(store.shards) > 1 and store.complete
     expected = tld.collect(llama, texts, batch_size=5, progress=False, **settings)
@@ -67,15 +74,16 @@ def test_load_equals_in_memory_collect(llama, texts, tmp_path, settings):
     assert_same_cache(DynamicsStore.open(tmp_path / "store").load(), expected)
 
 
-def test_collect_with_out_streams_to_a_store(llama, texts, tmp_path):
-    store = tld.collect(llama, texts, out=tmp_path / "store", shard_size=4, progress=False)
+def test_collect_to_store_streams_to_a_store(llama, texts, tmp_path):
+    store = tld.collect_to_store(llama, texts, tmp_path / "store", QUIET, shard_size=4)
     assert isinstance(store, DynamicsStore) and store.complete
     assert_same_cache(store.load(), tld.collect(llama, texts, progress=False))
 
 
 def test_shards_are_in_text_order_and_hold_every_text_once(llama, texts, tmp_path):
     store = collect_to_store(
-        llama, texts, tmp_path, batch_size=2, shard_size=3, positions="all", progress=False
+        llama, texts, tmp_path, CollectSettings(batch_size=2, positions="all", progress=False),
+        shard_size=3,
     )
     seen = []
     for record, chunk in zip(store.shards, store.iter_shards(), strict=True):
@@ -90,17 +98,19 @@ def test_shards_are_in_text_order_and_hold_every_text_once(llama, texts, tmp_pat
 
 def test_resume_runs_only_the_missing_texts(llama, texts, tmp_path):
     store = prepare_store(llama, texts, tmp_path)
-    first = write_texts(llama, texts, store, [7, 2, 9], batch_size=2, shard_size=2, progress=False)
+    first = write_texts(
+        llama, texts, store, [7, 2, 9], CollectSettings(batch_size=2, progress=False), shard_size=2
+    )
     assert len(first) == 2 and sorted(t for r in first for t in r.text_index) == [2, 7, 9]
     partial = DynamicsStore.open(tmp_path)
     assert not partial.complete and partial.missing_texts() == [
         i for i in range(12) if i not in (2, 7, 9)
     ]
-    resumed = collect_to_store(llama, texts, tmp_path, shard_size=4, progress=False)
+    resumed = collect_to_store(llama, texts, tmp_path, QUIET, shard_size=4)
     assert resumed.shards[: len(first)] == tuple(first)  # kept, not run again
     assert all(not set(r.text_index) & {2, 7, 9} for r in resumed.shards[len(first) :])
     assert_same_cache(resumed.load(), tld.collect(llama, texts, progress=False))
-    assert collect_to_store(llama, texts, tmp_path, progress=False).shards == resumed.shards
+    assert collect_to_store(llama, texts, tmp_path, QUIET).shards == resumed.shards
 
 
 KILLABLE_RUN = f"""
@@ -162,7 +172,8 @@ def test_sigkill_then_rerun_gives_every_text_exactly_once(
 
 def test_partial_manifests_are_read_then_consolidated(llama, texts, tmp_path):
     store = prepare_store(llama, texts, tmp_path)
-    write_texts(llama, texts, store, [0, 3], rank=1, batch_size=1, shard_size=1, progress=False)
+    one = CollectSettings(batch_size=1, progress=False)
+    write_texts(llama, texts, store, [0, 3], one, rank=1, shard_size=1)
     assert (tmp_path / "manifest-r0001.json").is_file()
     assert DynamicsStore.open(tmp_path).text_indices() == [0, 3]
     assert json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"] == []
@@ -184,36 +195,35 @@ def test_partial_manifests_are_read_then_consolidated(llama, texts, tmp_path):
     ],
 )
 def test_resuming_with_other_settings_is_refused(llama, texts, tmp_path, change, named):
-    collect_to_store(llama, texts[:3], tmp_path, progress=False)
+    collect_to_store(llama, texts[:3], tmp_path, QUIET)
     with pytest.raises(ValueError, match=f"another run .*{named}"):
-        collect_to_store(llama, texts[:3], tmp_path, progress=False, **change)
+        collect_to_store(llama, texts[:3], tmp_path, CollectSettings(progress=False, **change))
 
 
 def test_resuming_with_other_texts_or_model_is_refused(llama, tiny_models, texts, tmp_path):
-    collect_to_store(llama, texts[:3], tmp_path, progress=False)
+    collect_to_store(llama, texts[:3], tmp_path, QUIET)
     with pytest.raises(ValueError, match=r"another run .*texts_sha256"):
-        collect_to_store(llama, texts[1:4], tmp_path, progress=False)
+        collect_to_store(llama, texts[1:4], tmp_path, QUIET)
     with pytest.raises(ValueError, match=r"another run .*model_name"):
-        collect_to_store(tiny_models["gpt2"], texts[:3], tmp_path, progress=False)
+        collect_to_store(tiny_models["gpt2"], texts[:3], tmp_path, QUIET)
     store = DynamicsStore.open(tmp_path)
     with pytest.raises(ValueError, match="another run"):
-        write_texts(llama, texts[1:4], store, [0], progress=False)
-    corpus_renamed = collect_to_store(llama, texts[:3], tmp_path, corpus="renamed", progress=False)
+        write_texts(llama, texts[1:4], store, [0], QUIET)
+    renamed = CollectSettings(corpus="renamed", progress=False)
+    corpus_renamed = collect_to_store(llama, texts[:3], tmp_path, renamed)
     assert corpus_renamed.complete  # corpus, texts kept or not, version: not checked
 
 
 def test_a_folder_that_is_no_store_is_refused(llama, texts, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="neither a tl-dynamics store"):
-        collect_to_store(llama, texts[:2], tmp_path, progress=False)
+        collect_to_store(llama, texts[:2], tmp_path, QUIET)
     with pytest.raises(FileNotFoundError, match="no tl-dynamics store"):
         DynamicsStore.open(tmp_path)
 
 
 def test_an_inconsistent_store_is_refused(llama, texts, tmp_path):
-    store = collect_to_store(
-        llama, texts[:4], tmp_path, batch_size=2, shard_size=2, progress=False
-    )
+    store = collect_to_store(llama, texts[:4], tmp_path, PAIRS, shard_size=2)
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
     copy = {**manifest["shards"][0], "file": "shard-r0000-000042.safetensors"}
     shutil.copy(tmp_path / store.shards[0].file, tmp_path / copy["file"])
@@ -230,7 +240,7 @@ def test_an_inconsistent_store_is_refused(llama, texts, tmp_path):
 @pytest.mark.parametrize("shard_size", [0, -3, 1.5, True])
 def test_bad_shard_size_is_refused(llama, texts, tmp_path, shard_size):
     with pytest.raises(ValueError, match="shard_size must be a positive int"):
-        collect_to_store(llama, texts[:2], tmp_path, shard_size=shard_size, progress=False)
+        collect_to_store(llama, texts[:2], tmp_path, QUIET, shard_size=shard_size)
 
 
 def damage(path, how):
@@ -244,9 +254,7 @@ def damage(path, how):
 
 
 def test_manifest_lists_each_shards_size_and_sha256(llama, texts, tmp_path):
-    store = collect_to_store(
-        llama, texts[:4], tmp_path, batch_size=2, shard_size=2, progress=False
-    )
+    store = collect_to_store(llama, texts[:4], tmp_path, PAIRS, shard_size=2)
     for record in store.shards:
         content = (tmp_path / record.file).read_bytes()
         assert record.size == len(content)
@@ -255,9 +263,7 @@ def test_manifest_lists_each_shards_size_and_sha256(llama, texts, tmp_path):
 
 @pytest.mark.parametrize("how", ["truncate", "flip"])
 def test_a_damaged_shard_is_named_with_the_repair_command(llama, texts, tmp_path, how):
-    store = collect_to_store(
-        llama, texts[:4], tmp_path, batch_size=2, shard_size=2, progress=False
-    )
+    store = collect_to_store(llama, texts[:4], tmp_path, PAIRS, shard_size=2)
     bad = store.shards[1].file
     damage(tmp_path / bad, how)
     readers = [lambda: DynamicsStore.open(tmp_path).load()]
@@ -273,7 +279,8 @@ def test_resume_collects_the_texts_of_a_damaged_or_missing_shard_again(
 ):
     expected = tld.collect(llama, texts, positions="all", progress=False)
     store = collect_to_store(
-        llama, texts, tmp_path, positions="all", shard_size=5, batch_size=2, progress=False
+        llama, texts, tmp_path, CollectSettings(positions="all", batch_size=2, progress=False),
+        shard_size=5,
     )
     damaged, missing = store.shards[0], store.shards[2]
     damage(tmp_path / damaged.file, "flip")
@@ -281,7 +288,9 @@ def test_resume_collects_the_texts_of_a_damaged_or_missing_shard_again(
     with pytest.raises(FileNotFoundError, match=rf"{missing.file}.*to repair the store"):
         DynamicsStore.open(tmp_path)
     with pytest.warns(UserWarning, match="collected again") as warned:
-        repaired = collect_to_store(llama, texts, tmp_path, positions="all", progress=False)
+        repaired = collect_to_store(
+            llama, texts, tmp_path, CollectSettings(positions="all", progress=False)
+        )
     named = sorted(str(w.message).split("'")[1] for w in warned)
     assert named == sorted([damaged.file, missing.file])
     assert repaired.text_indices() == list(range(len(texts)))  # each once
@@ -324,13 +333,11 @@ def test_a_bad_manifest_is_named(llama, texts, tmp_path, content, message):
     with pytest.raises(ValueError, match=f"{re.escape(manifest)}.*{re.escape(message)}"):
         DynamicsStore.open(tmp_path)
     with pytest.raises(ValueError, match=re.escape(manifest)):
-        collect_to_store(llama, texts[:2], tmp_path, progress=False)
+        collect_to_store(llama, texts[:2], tmp_path, QUIET)
 
 
 def test_shards_and_manifest_follow_the_umask(llama, texts, tmp_path):
-    store = collect_to_store(
-        llama, texts[:4], tmp_path / "store", batch_size=2, shard_size=2, progress=False
-    )
+    store = collect_to_store(llama, texts[:4], tmp_path / "store", PAIRS, shard_size=2)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in store.path.iterdir()}
     assert modes == dict.fromkeys(modes, FILE_MODE) and len(modes) == 3
     assert stat.S_IMODE(store.path.stat().st_mode) == FOLDER_MODE

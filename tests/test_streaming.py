@@ -11,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA, IncrementalPCA
 
+import tl_dynamics as tld
 from tl_dynamics import metrics
+from tl_dynamics.collect import CollectSettings
+from tl_dynamics.embed import PCATrajectories, explained_variance
 from tl_dynamics.store import collect_to_store
 from tl_dynamics.streaming import MomentSummary, incremental_pca, iter_minibatches, moments
 
@@ -42,10 +45,8 @@ def store(tiny_models, texts, tmp_path_factory):
         tiny_models["llama"],
         texts,
         folder,
-        positions="all",
-        batch_size=3,
+        CollectSettings(positions="all", batch_size=3, progress=False),
         shard_size=150,
-        progress=False,
     )
 
 
@@ -97,15 +98,44 @@ def test_summaries_refuse_what_does_not_merge():
 def test_incremental_pca_equals_scikit_learn_on_the_whole_matrix(store):
     in_shard_order = torch.cat([chunk.resid for chunk in store.iter_shards()])
     vectors = in_shard_order.reshape(-1, store.metadata.d_model).double().numpy()
-    streamed = incremental_pca(store, n_components=10, batch_size=300)
+    streamed = incremental_pca(store, n_components=10, batch_size=300).pca
     whole = IncrementalPCA(n_components=10, batch_size=300).fit(vectors)
     np.testing.assert_allclose(streamed.components_, whole.components_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(streamed.explained_variance_, whole.explained_variance_, rtol=1e-9)
     # keeping every component, the incremental fit is exact PCA
-    full = incremental_pca(store, n_components=store.metadata.d_model)
+    full = incremental_pca(store, n_components=store.metadata.d_model).pca
     exact = PCA().fit(vectors)
     np.testing.assert_allclose(full.explained_variance_, exact.explained_variance_, rtol=RELATIVE)
     np.testing.assert_allclose(full.mean_, exact.mean_, rtol=RELATIVE, atol=1e-12)
+
+
+def test_incremental_pca_gives_the_pca_trajectories_of_the_whole_tensor(store):
+    """The same PCATrajectories as pca_trajectories, on the fitted components: coordinates,
+    mean trajectory, cumulative variance and both per-sublayer explained variances."""
+    streamed = incremental_pca(store, n_components=10, batch_size=300)
+    assert isinstance(streamed, PCATrajectories) and streamed.n_components == 10
+    whole = store.load()
+    resid = whole.resid.double()
+    vectors = resid.reshape(-1, store.metadata.d_model).numpy()
+    coordinates = torch.from_numpy(streamed.pca.transform(vectors)).reshape(*resid.shape[:2], -1)
+    reconstruction = streamed.pca.inverse_transform(coordinates.reshape(len(vectors), -1).numpy())
+    reconstruction = torch.from_numpy(reconstruction).reshape(resid.shape)
+    assert streamed.labels == whole.labels
+    torch.testing.assert_close(streamed.trajectories, coordinates.float())  # load() order
+    torch.testing.assert_close(streamed.mean_trajectory, coordinates.mean(0).float())
+    torch.testing.assert_close(streamed.cumulative_variance,
+                               torch.from_numpy(np.cumsum(streamed.pca.explained_variance_ratio_)))
+    for around, kept in (("sublayer", streamed.variance_per_sublayer),
+                         ("pooled", streamed.variance_per_sublayer_pooled)):  # fmt: skip
+        assert_relative_close(kept, explained_variance(resid, reconstruction, around))
+    grid = tld.pca_grid(streamed, n=3)  # what the in-memory PCA feeds
+    assert grid.points.shape == (9, store.metadata.d_model)
+    # keeping every component, it is the exact PCA of pca_trajectories
+    exact = tld.pca_trajectories(whole, n_components=store.metadata.d_model)
+    full = incremental_pca(list(store.iter_shards()), n_components=store.metadata.d_model)
+    assert_relative_close(full.cumulative_variance, exact.cumulative_variance)
+    with pytest.raises(TypeError, match="readable twice"):
+        incremental_pca(iter(store.iter_shards()), n_components=2)
 
 
 def test_incremental_pca_refuses_batches_smaller_than_the_components(store):

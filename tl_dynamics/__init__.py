@@ -23,7 +23,7 @@ import importlib
 from tl_dynamics import data, metrics, models, plot, presets, streaming
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
-from tl_dynamics.collect import cache_dynamics, collect
+from tl_dynamics.collect import CollectSettings, cache_dynamics, collect
 from tl_dynamics.embed import (
     AutoencoderTrajectories,
     CompressingAutoencoder,
@@ -32,7 +32,7 @@ from tl_dynamics.embed import (
     pca_trajectories,
 )
 from tl_dynamics.errors import DynamicsInputError
-from tl_dynamics.hooks import TLModel
+from tl_dynamics.hooks import TLModel, sublayer_hook_name
 from tl_dynamics.jpca import JPCAResult, jpca
 from tl_dynamics.similarity import DynamicalSimilarity, dynamical_similarity, random_weight_twin
 from tl_dynamics.stability import JacobianSpectrum, JacobianSweep, jacobian_spectrum, jacobian_sweep
@@ -45,9 +45,12 @@ from tl_dynamics.interventions import (
     TeleportResult,
     TeleportSweep,
     inject_noise,
+    noise_hook,
     pca_grid,
     swap_activations,
+    swap_hook,
     teleport,
+    teleport_hook,
     teleport_layers,
     teleport_sweep,
 )
@@ -77,6 +80,7 @@ _register_accessors()
 __all__ = [
     "DEFAULT_PROMPT",
     "AutoencoderTrajectories",
+    "CollectSettings",
     "CompressingAutoencoder",
     "DynamicalSimilarity",
     "DynamicsCache",
@@ -106,14 +110,18 @@ __all__ = [
     "jpca",
     "metrics",
     "models",
+    "noise_hook",
     "pca_grid",
     "pca_trajectories",
     "plot",
     "presets",
     "random_weight_twin",
     "streaming",
+    "sublayer_hook_name",
     "swap_activations",
+    "swap_hook",
     "teleport",
+    "teleport_hook",
     "teleport_layers",
     "teleport_sweep",
 ]

@@ -170,6 +170,7 @@ def _collect(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from tl_dynamics._output import check_writable
+    from tl_dynamics.collect import CollectSettings
     from tl_dynamics.data import load_corpus
     from tl_dynamics.distributed import collect_distributed, init_distributed, world_size
     from tl_dynamics.models import load_model
@@ -182,24 +183,23 @@ def _collect(args: argparse.Namespace) -> None:
         rank, default_device = 0, "cuda" if torch.cuda.is_available() else "cpu"
     check_writable(args.out)
     texts = load_corpus(args.texts)[: args.limit]
+    settings = CollectSettings(
+        batch_size=args.batch_size,
+        positions=args.positions,
+        shuffle=args.shuffle,
+        seed=args.seed,
+        include_final=args.include_final,
+        sites=tuple(args.sites),
+        corpus=args.texts,
+        keep_texts=not args.no_texts,
+        progress=not args.quiet,
+    )
     model = load_model(
         args.model, device=args.device or default_device, dtype=args.dtype, progress=not args.quiet
     )
-    settings = {
-        "batch_size": args.batch_size,
-        "positions": args.positions,
-        "shuffle": args.shuffle,
-        "seed": args.seed,
-        "include_final": args.include_final,
-        "sites": tuple(args.sites),
-        "corpus": args.texts,
-        "keep_texts": not args.no_texts,
-        "progress": not args.quiet,
-        "shard_size": args.shard_size,
-    }
     try:
         run = collect_distributed if parallel else collect_to_store
-        store = run(model, texts, args.out, **settings)
+        store = run(model, texts, args.out, settings, shard_size=args.shard_size)
     finally:
         if parallel:
             dist.destroy_process_group()

@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import einops
 import torch
@@ -44,18 +43,19 @@ from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.data import shuffle_tokens
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
-from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
-
-if TYPE_CHECKING:
-    from tl_dynamics.store import DynamicsStore
+from tl_dynamics.hooks import (
+    SITES,
+    StopForward,
+    TrajectoryHook,
+    check_model,
+    model_name,
+    trajectory_hooks,
+    validate_sites,
+)
 
 Positions = Union[str, int, Sequence[int]]
 """``"last"`` (last real token), ``"all"`` (every token) or token indices; negative
 indices count back from the last real token (``-1`` is the last)."""
-
-
-class _StopForward(Exception):
-    """Raised by the last needed hook to skip the rest of the forward pass."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,26 @@ def _validate_positions(positions: Positions) -> str | list[int]:
     )
 
 
+def _validate_fwd_hooks(fwd_hooks: Any) -> list[tuple[Any, Callable]]:
+    """``fwd_hooks`` as a list of ``(hook name or name filter, hook function)`` pairs."""
+    try:
+        pairs = list(fwd_hooks)
+    except TypeError:
+        pairs = None
+    if pairs is None or not all(
+        isinstance(pair, tuple)
+        and len(pair) == 2
+        and (isinstance(pair[0], str) or callable(pair[0]))
+        and callable(pair[1])
+        for pair in pairs
+    ):
+        raise DynamicsInputError(
+            "fwd_hooks must be a list of (hook name, hook function) pairs as "
+            f"model.run_with_hooks takes them; got {fwd_hooks!r}"
+        )
+    return pairs
+
+
 def _validate_subset(subset: Sequence[int] | None, n_texts: int) -> list[int]:
     if subset is None:
         return list(range(n_texts))
@@ -124,7 +144,7 @@ def _validate_subset(subset: Sequence[int] | None, n_texts: int) -> list[int]:
     return indices
 
 
-def _kept_positions(length: int, positions: str | list[int], text: int) -> list[int]:
+def _kept_positions(length: int, positions: str | Sequence[int], text: int) -> list[int]:
     if positions == "last":
         return [length - 1]
     if positions == "all":
@@ -132,9 +152,60 @@ def _kept_positions(length: int, positions: str | list[int], text: int) -> list[
     resolved = [p if p >= 0 else length + p for p in positions]
     if any(not 0 <= p < length for p in resolved):
         raise DynamicsInputError(
-            f"positions {positions} fall outside text {text}, which has {length} tokens"
+            f"positions {list(positions)} fall outside text {text}, which has {length} tokens"
         )
     return resolved
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """How trajectories are collected: the keywords of :func:`collect`, checked once.
+
+    :func:`collect` builds one from its keywords; the on-disk path takes one whole
+    (:func:`tl_dynamics.store.collect_to_store`,
+    :func:`tl_dynamics.distributed.collect_distributed`).
+
+    Attributes:
+        batch_size: Texts per forward pass, >= 1.
+        positions: ``"last"``, ``"all"`` or token indices (a tuple; an int becomes one).
+        shuffle: The paper's control: permute each text's tokens after BOS.
+        seed: Seed of the shuffle.
+        include_final: Append the last block's ``resid_post`` (``"final_post"``).
+        sites: ``("pre", "mid")`` or ``("pre",)``, in stream order.
+        corpus: Name of the text source, recorded in the metadata.
+        keep_texts: Store the texts in the metadata (and in saved files).
+        progress: Show a progress bar.
+
+    Raises:
+        ValueError: any field out of its range or of the wrong type, naming it.
+    """
+
+    batch_size: int = 16
+    positions: str | tuple[int, ...] = "last"
+    shuffle: bool = False
+    seed: int = 0
+    include_final: bool = False
+    sites: tuple[str, ...] = SITES
+    corpus: str | None = None
+    keep_texts: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise DynamicsInputError(f"batch_size must be a positive int, got {size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise DynamicsInputError(f"seed must be an int, got {self.seed!r}")
+        for name in ("shuffle", "include_final", "keep_texts", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise DynamicsInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.corpus is not None and not isinstance(self.corpus, str):
+            raise DynamicsInputError(f"corpus must be a str or None, got {self.corpus!r}")
+        positions = _validate_positions(self.positions)
+        if positions not in ("last", "all"):
+            positions = tuple(positions)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "sites", validate_sites(self.sites))
 
 
 def tokenize(
@@ -205,7 +276,7 @@ def _capture(
 ) -> None:
     out[:, sublayer] = activation[rows].float()
     if stop:
-        raise _StopForward
+        raise StopForward
 
 
 def forward_trajectories(
@@ -263,7 +334,7 @@ def forward_trajectories(
                 return_type=return_type,
                 **(forward_kwargs or {}),
             )
-        except _StopForward:
+        except StopForward:
             pass
     return out.to("cpu"), output
 
@@ -294,42 +365,38 @@ def check_eval(model: Any) -> None:
 def iter_batches(
     model: Any,
     texts: Sequence[str],
+    settings: CollectSettings = CollectSettings(),
     *,
-    batch_size: int = 16,
-    positions: Positions = "last",
-    shuffle: bool = False,
-    seed: int = 0,
-    include_final: bool = False,
-    sites: Sequence[str] = SITES,
-    progress: bool = True,
     subset: Sequence[int] | None = None,
+    fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
 ) -> Iterator[CollectedBatch]:
     """Yield the trajectories of ``texts`` one forward pass at a time (longest texts first).
 
-    Arguments are those of :func:`collect`, and ``subset``: indices of the texts to run
-    (default all; ``text_index`` still counts in ``texts``). Every text is tokenized
+    Arguments are those of :func:`collect` (``settings`` holding its keywords), and
+    ``subset``: indices of the texts to run (default all; ``text_index`` still counts in
+    ``texts``). Every text is tokenized
     either way, so a shuffled control permutes each text the same whatever the subset
     (a resumed or data-parallel run equals a whole one). Each text run appears in
     exactly one batch; rows of the same text are contiguous and in position order.
     """
     check_model(model)
     texts = validate_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DynamicsInputError(f"batch_size must be a positive int, got {batch_size!r}")
-    kept = _validate_positions(positions)
+    fwd_hooks = _validate_fwd_hooks(fwd_hooks)
     check_eval(model)
-    hooks = trajectory_hooks(model, sites, include_final)
-    tokens = tokenize(model, texts, shuffle=shuffle, seed=seed)
-    kept_rows = [_kept_positions(len(t), kept, i) for i, t in enumerate(tokens)]
+    hooks = trajectory_hooks(model, settings.sites, settings.include_final)
+    tokens = tokenize(model, texts, shuffle=settings.shuffle, seed=settings.seed)
+    kept_rows = [_kept_positions(len(t), settings.positions, i) for i, t in enumerate(tokens)]
     order = sorted(_validate_subset(subset, len(texts)), key=lambda i: -len(tokens[i]))
     pad_id = pad_token_id(model)
-    bar = tqdm(total=len(order), desc="collect", unit="text", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
+    bar = tqdm(total=len(order), desc="collect", unit="text", disable=not settings.progress)
+    for start in range(0, len(order), settings.batch_size):
+        batch = order[start : start + settings.batch_size]
         padded, mask = pad_tokens([tokens[i] for i in batch], pad_id)
         batch_rows = torch.tensor([row for row, i in enumerate(batch) for _ in kept_rows[i]])
         token_rows = torch.tensor([p for i in batch for p in kept_rows[i]])
-        resid, _ = forward_trajectories(model, padded, mask, (batch_rows, token_rows), hooks)
+        resid, _ = forward_trajectories(
+            model, padded, mask, (batch_rows, token_rows), hooks, extra_hooks=fwd_hooks
+        )
         text_index = torch.tensor([i for i in batch for _ in kept_rows[i]])
         _check_finite(resid, hooks, text_index, model)
         yield CollectedBatch(resid, text_index, token_rows)
@@ -338,28 +405,21 @@ def iter_batches(
 
 
 def collect_metadata(
-    model: Any,
-    texts: Sequence[str],
-    *,
-    positions: Positions = "last",
-    sites: Sequence[str] = SITES,
-    corpus: str | None = None,
-    shuffle: bool = False,
-    seed: int = 0,
-    keep_texts: bool = True,
+    model: Any, texts: Sequence[str], settings: CollectSettings = CollectSettings()
 ) -> DynamicsMetadata:
-    """The :class:`DynamicsMetadata` that :func:`collect` records for these arguments."""
+    """The :class:`DynamicsMetadata` that :func:`collect` records for these settings."""
+    positions = settings.positions
     return DynamicsMetadata(
         model_name=model_name(model),
         n_layers=int(model.cfg.n_layers),
         d_model=int(model.cfg.d_model),
-        positions=_validate_positions(positions),
-        sites=tuple(s for s in SITES if s in sites),
-        corpus=corpus,
-        shuffle=shuffle,
-        seed=seed,
+        positions=positions if positions in ("last", "all") else list(positions),
+        sites=settings.sites,
+        corpus=settings.corpus,
+        shuffle=settings.shuffle,
+        seed=settings.seed,
         model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
-        texts=tuple(texts) if keep_texts else None,
+        texts=tuple(texts) if settings.keep_texts else None,
         provenance=getattr(model, "tl_dynamics_provenance", None),
     )
 
@@ -377,9 +437,8 @@ def collect(
     corpus: str | None = None,
     keep_texts: bool = True,
     progress: bool = True,
-    out: str | Path | None = None,
-    shard_size: int | None = None,
-) -> DynamicsCache | DynamicsStore:
+    fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
+) -> DynamicsCache:
     """Residual-stream trajectories of ``texts`` through ``model``.
 
     Args:
@@ -398,75 +457,51 @@ def collect(
         corpus: Name of the text source, recorded in the metadata.
         keep_texts: Store the texts in the metadata (and in saved files).
         progress: Show a progress bar.
-        out: A folder: stream the trajectories to a resumable on-disk
-            :class:`~tl_dynamics.store.DynamicsStore` there instead of memory (see
-            :func:`tl_dynamics.store.collect_to_store`); texts already in it are skipped.
-        shard_size: With ``out``, samples per shard file (default: about 256 MiB each).
+        fwd_hooks: Interventions of your own, as ``model.run_with_hooks`` takes them:
+            ``(hook name, hook function)`` pairs (e.g. a steering vector added at a
+            layer, :func:`~tl_dynamics.teleport_hook`, an ablation), active in every
+            forward pass; at a hook point that is also read, they run first, so the
+            trajectory holds what they wrote. The passes hold right-padded batches of
+            texts sorted by length (longest first), so a hook that writes one token
+            position should count from the start, or run ``batch_size=1``. Hooks already
+            on the model (``with model.hooks(...)``) apply as well.
 
     Returns:
         A :class:`DynamicsCache` with ``resid`` of shape ``[sample, sublayer, d_model]``
         (float32, CPU), samples in text order (then position order), labels as
-        ``ActivationCache.accumulated_resid(incl_mid=True)`` gives them; with ``out``,
-        the :class:`~tl_dynamics.store.DynamicsStore` (``.load()`` gives that cache).
+        ``ActivationCache.accumulated_resid(incl_mid=True)`` gives them. To stream them
+        to disk instead of memory, see :func:`tl_dynamics.store.collect_to_store`.
 
     Raises:
         TypeError: ``model`` is no TransformerLens model, or ``texts`` are not strings.
-        ValueError: empty ``texts`` or text, ``batch_size < 1``, bad ``positions``, a
-            model in training mode, or a site the model lacks (parallel attention).
+        ValueError: empty ``texts`` or text, ``batch_size < 1``, bad ``positions`` or
+            ``fwd_hooks``, a model in training mode, or a site the model lacks (parallel
+            attention).
         FloatingPointError: non-finite activations, naming the sublayer.
     """
-    if out is not None:
-        from tl_dynamics.store import collect_to_store  # store.py imports this module
-
-        return collect_to_store(
-            model,
-            texts,
-            out,
-            batch_size=batch_size,
-            positions=positions,
-            shuffle=shuffle,
-            seed=seed,
-            include_final=include_final,
-            sites=sites,
-            corpus=corpus,
-            keep_texts=keep_texts,
-            progress=progress,
-            shard_size=shard_size,
-        )
-    batches = list(
-        iter_batches(
-            model,
-            texts,
-            batch_size=batch_size,
-            positions=positions,
-            shuffle=shuffle,
-            seed=seed,
-            include_final=include_final,
-            sites=sites,
-            progress=progress,
-        )
+    settings = CollectSettings(
+        batch_size=batch_size,
+        positions=positions,
+        shuffle=shuffle,
+        seed=seed,
+        include_final=include_final,
+        sites=sites,
+        corpus=corpus,
+        keep_texts=keep_texts,
+        progress=progress,
     )
+    batches = list(iter_batches(model, texts, settings, fwd_hooks=fwd_hooks))
     resid = torch.cat([b.resid for b in batches])
     text_index = torch.cat([b.text_index for b in batches])
     position = torch.cat([b.position for b in batches])
     order = torch.argsort(text_index * (int(position.max()) + 1) + position)
-    hooks = trajectory_hooks(model, sites, include_final)
-    metadata = collect_metadata(
-        model,
-        texts,
-        positions=positions,
-        sites=sites,
-        corpus=corpus,
-        shuffle=shuffle,
-        seed=seed,
-        keep_texts=keep_texts,
-    )
+    hooks = trajectory_hooks(model, settings.sites, settings.include_final)
     return DynamicsCache(
         resid=resid[order],
         labels=tuple(h.label for h in hooks),
         text_index=text_index[order],
         position=position[order],
-        metadata=metadata,
+        metadata=collect_metadata(model, texts, settings),
     )
 
 
@@ -511,5 +546,6 @@ def cache_dynamics(
         resid, labels = resid[:, :-1], labels[:-1]
     model = cache.model
     kept = "last" if positions == -1 else [positions]
-    metadata = collect_metadata(model, [], positions=kept, sites=sites, keep_texts=False)
+    settings = CollectSettings(positions=kept, sites=sites, keep_texts=False)
+    metadata = collect_metadata(model, [], settings)
     return DynamicsCache(resid, tuple(labels), torch.arange(n_batch), token, metadata)

@@ -39,11 +39,11 @@ the hub and GPUs, so they are documented, not tested, here)::
     python - <<'EOF'
     import torch, tl_dynamics as tld
     from transformer_lens.model_bridge import TransformerBridge
-    from tl_dynamics.store import collect_to_store
     model = TransformerBridge.boot_transformers(
         "meta-llama/Llama-3.1-70B", dtype=torch.bfloat16, device_map="auto"  # or n_devices=4
     ).eval()
-    collect_to_store(model, tld.data.wikitext(), "llama70b-store", batch_size=8)
+    settings = tld.CollectSettings(batch_size=8)
+    tld.collect_to_store(model, tld.data.wikitext(), "llama70b-store", settings)
     EOF
 
 Both kinds combine: with 8 GPUs and a model needing 4, start 2 ranks and give each a
@@ -61,6 +61,7 @@ Example (inside a process started by ``torchrun``)::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 from collections.abc import Sequence
@@ -70,8 +71,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from tl_dynamics.collect import Positions
-from tl_dynamics.hooks import SITES
+from tl_dynamics.collect import CollectSettings
 from tl_dynamics.store import DynamicsStore, consolidate, prepare_store, write_texts
 
 BARRIER_TIMEOUT = datetime.timedelta(hours=12)
@@ -126,23 +126,16 @@ def collect_distributed(
     model: Any,
     texts: Sequence[str],
     out: str | Path,
+    settings: CollectSettings = CollectSettings(),
     *,
-    batch_size: int = 16,
-    positions: Positions = "last",
-    shuffle: bool = False,
-    seed: int = 0,
-    include_final: bool = False,
-    sites: Sequence[str] = SITES,
-    corpus: str | None = None,
-    keep_texts: bool = True,
-    progress: bool = True,
     shard_size: int | None = None,
 ) -> DynamicsStore:
     """:func:`~tl_dynamics.store.collect_to_store`, shared by the ranks of a process group.
 
-    Every rank calls it with its own copy of the model and the same texts and settings
-    (arguments as :func:`~tl_dynamics.store.collect_to_store`; only rank 0 shows a
-    progress bar). Needs an initialised process group (:func:`init_distributed`).
+    Every rank calls it with its own copy of the model and the same texts and
+    :class:`~tl_dynamics.collect.CollectSettings` (arguments as
+    :func:`~tl_dynamics.store.collect_to_store`; only rank 0 shows a progress bar). Needs
+    an initialised process group (:func:`init_distributed`).
 
     Returns:
         The complete store, on every rank.
@@ -159,18 +152,7 @@ def collect_distributed(
     failure: Exception | None = None
     if rank == 0:
         try:
-            prepare_store(
-                model,
-                texts,
-                out,
-                positions=positions,
-                shuffle=shuffle,
-                seed=seed,
-                include_final=include_final,
-                sites=sites,
-                corpus=corpus,
-                keep_texts=keep_texts,
-            )
+            prepare_store(model, texts, out, settings)
         except Exception as error:  # re-raised below once the other ranks know
             failure = error
     if not _all_succeeded(failure is None):
@@ -178,16 +160,9 @@ def collect_distributed(
             f"rank 0 could not prepare the store {str(out)!r}; see its error"
         )
     store = DynamicsStore.open(out)
-    write_texts(
-        model,
-        texts,
-        store,
-        store.missing_texts()[rank::size],
-        rank=rank,
-        batch_size=batch_size,
-        shard_size=shard_size,
-        progress=progress and rank == 0,
-    )
+    rank_settings = dataclasses.replace(settings, progress=settings.progress and rank == 0)
+    indices = store.missing_texts()[rank::size]
+    write_texts(model, texts, store, indices, rank_settings, rank=rank, shard_size=shard_size)
     dist.barrier()
     if rank == 0:
         consolidate(out, verify=False)  # checked when prepared; each shard since, when written

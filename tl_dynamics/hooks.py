@@ -22,11 +22,16 @@ normalise *after* each residual addition, so what TransformerLens's bridge expos
 ``resid_pre``/``resid_mid`` there is a differently normalised stream: compare such a
 model's within- and cross-layer transitions with the paper's with that in mind.
 
+A ``DynamicsCache``'s sublayer axis follows the same order, so :func:`sublayer_hook_name`
+turns an index on that axis (or its label) back into the hook point, e.g. to place an
+intervention of your own where a trajectory changes.
+
 Example::
 
-    from tl_dynamics.hooks import trajectory_hooks
-    hooks = trajectory_hooks(model)             # model: a TransformerBridge
+    from tl_dynamics.hooks import sublayer_hook_name, trajectory_hooks
+    hooks = trajectory_hooks(model)             # model: a TransformerBridge or HookedTransformer
     [h.label for h in hooks][:3]                # ['0_pre', '0_mid', '1_pre']
+    sublayer_hook_name(model, 3)                # 'blocks.1.hook_resid_mid'
 """
 
 from __future__ import annotations
@@ -175,3 +180,37 @@ def trajectory_hooks(
             f" ({len(missing)} of the {len(hooks)} needed are missing).{hint}"
         )
     return hooks
+
+
+def sublayer_hook_name(model: Any, sublayer: int | str, sites: Sequence[str] = SITES) -> str:
+    """The TransformerLens hook point of one sublayer of a trajectory.
+
+    Args:
+        model: A TransformerLens model.
+        sublayer: An index on a :class:`~tl_dynamics.cache.DynamicsCache`'s sublayer axis
+            (``0`` is ``"0_pre"``; ``n_layers * len(sites)``, one past the last block's
+            sublayers, is ``"final_post"``), or a label such as ``"3_mid"``.
+        sites: The sites the trajectory was read at (``dyn.metadata.sites``).
+
+    Returns:
+        The hook name, e.g. ``"blocks.1.hook_resid_mid"`` for sublayer 3 of the paper's 2L.
+
+    Raises:
+        ValueError: an index out of range, or a label the trajectory does not have.
+    """
+    hooks = trajectory_hooks(model, sites, include_final=True)
+    if isinstance(sublayer, str):
+        by_label = {hook.label: hook.name for hook in hooks}
+        if sublayer not in by_label:
+            raise DynamicsInputError(
+                f"sublayer {sublayer!r} is no label of this trajectory; expected one of "
+                f"{hooks[0].label!r} ... {hooks[-1].label!r}"
+            )
+        return by_label[sublayer]
+    in_range = isinstance(sublayer, int) and 0 <= sublayer < len(hooks)
+    if isinstance(sublayer, bool) or not in_range:
+        raise DynamicsInputError(
+            f"sublayer must be an int in [0, {len(hooks) - 1}] (index {len(hooks) - 1} is "
+            f"{FINAL_LABEL!r}) or a label such as '0_pre'; got {sublayer!r}"
+        )
+    return hooks[sublayer].name

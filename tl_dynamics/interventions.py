@@ -35,6 +35,21 @@ Two subtler kicks the paper names as future work reuse the same machinery and me
 :func:`inject_noise` adds random noise of a chosen relative size to the control's own
 state, and :func:`swap_activations` writes the states other prompts have at that point.
 
+Each write is also a plain TransformerLens hook for your own forward passes:
+:func:`teleport_hook`, :func:`noise_hook` and :func:`swap_hook` return the function
+``hook(activation, hook)`` that the functions above use, for
+``model.run_with_hooks(tokens, fwd_hooks=[(name, hook)])``, ``model.hooks(...)`` or
+``tld.collect(model, texts, fwd_hooks=[(name, hook)])`` (trajectories of the intervened
+model); :func:`~tl_dynamics.hooks.sublayer_hook_name` names the hook point of a sublayer.
+These hooks write *in place*. On a ``TransformerBridge`` (transformer-lens 3.9 and 4.3)
+``hook_resid_mid`` is an alias of the MLP norm's input (``ln2.hook_in``), a tensor that is
+also the residual the block adds the MLP's output to: changing it in place changes the
+residual stream, as on a ``HookedTransformer``, while a hook of your own that *returns a
+new tensor* there (``return activation + v``) reaches the MLP alone and the stream past
+the block keeps the unwritten value. Write in place (``activation += v``) there. In a
+``run_with_cache`` of the same pass, a write at ``blocks.{l}.hook_resid_pre`` also shows in
+``blocks.{l-1}.hook_resid_post``: the same point of the stream, the same tensor.
+
 Example::
 
     import tl_dynamics as tld
@@ -42,11 +57,14 @@ Example::
     from tl_dynamics.interventions import pca_grid, teleport, teleport_sweep
 
     model = tld.models.load_model()                         # SmolLM2-135M, 30 layers
-    pca = pca_trajectories(tld.collect(model, tld.data.python_docs()[:128]))
+    texts = tld.data.python_docs()[:128]
+    pca = pca_trajectories(tld.collect(model, texts))
     result = teleport(model, layer=15, points=pca_grid(pca, n=10), pca=pca)
     result.recovery().contraction                           # < 1: pulled back
     sweep = teleport_sweep(model, pca)                      # layers [0, 7, 14, 22, 29]
     sweep.to_frame()                                        # one row per layer
+    kick = tld.noise_hook(0.1, seed=0)                      # the same kicks, your own run
+    kicked = tld.collect(model, texts, fwd_hooks=[("blocks.15.hook_resid_pre", kick)])
 """
 
 from __future__ import annotations
@@ -54,7 +72,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -381,12 +399,109 @@ def _keeps_logits(model: Any) -> bool:
     return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
 
 
+HookFn = Callable[[Tensor, Any], Tensor]
+"""A TransformerLens forward hook: ``hook(activation, hook=hook_point)`` returns the
+activation the model carries on with."""
+
+
 def _write(
-    activation: Tensor, hook: Any, *, position: int, values: Float[Tensor, "row d_model"]
-) -> Tensor:
-    """Hook: overwrite the residual stream of every batch row at ``position``."""
+    activation: Float[Tensor, "batch pos d_model"],
+    hook: Any,
+    *,
+    position: int,
+    values: Float[Tensor, "row d_model"],
+) -> Float[Tensor, "batch pos d_model"]:
+    """``activation`` with ``values`` written in place at ``position`` of every batch row.
+
+    In place, because on a ``TransformerBridge`` the tensor at ``hook_resid_mid`` is also
+    the residual the block adds its MLP's output to: a new tensor returned there would
+    reach the MLP only.
+    """
+    n_batch, n_pos, width = activation.shape
+    if values.shape[-1] != width or len(values) not in (1, n_batch):
+        raise DynamicsInputError(
+            f"values of shape {tuple(values.shape)} cannot be written at {_where(hook)}, whose "
+            f"activation is [batch={n_batch}, pos={n_pos}, d_model={width}]: pass [{width}] or "
+            f"[{n_batch}, {width}]"
+        )
+    _check_inside(position, n_pos, hook)
     activation[:, position] = values.to(activation.device, activation.dtype)
     return activation
+
+
+def _where(hook: Any) -> str:
+    """The hook point's name for a message (``hook`` is ``None`` when called by hand)."""
+    return repr(getattr(hook, "name", None) or "the hook point")
+
+
+def _check_inside(position: int, n_pos: int, hook: Any) -> None:
+    if not -n_pos <= position < n_pos:
+        raise DynamicsInputError(f"position {position} is outside the {n_pos} positions at {_where(hook)}")
+
+
+def _check_values(values: Any) -> Float[Tensor, "row d_model"]:
+    """``values`` as ``[row, d_model]`` (a ``[d_model]`` vector as one row), or an error."""
+    if not isinstance(values, Tensor) or not values.is_floating_point():
+        got = f"a {values.dtype} tensor" if isinstance(values, Tensor) else type(values).__name__
+        raise InputTypeError(
+            f"values must be a floating tensor [d_model] or [batch, d_model]; got {got}"
+        )
+    if values.ndim not in (1, 2) or values.numel() == 0:
+        raise DynamicsInputError(
+            f"values must have shape [d_model] or [batch, d_model]; got {tuple(values.shape)}"
+        )
+    if not bool(torch.isfinite(values).all()):
+        raise DynamicsInputError("values holds non-finite values (inf or nan)")
+    return values if values.ndim == 2 else values[None]
+
+
+def teleport_hook(values: Float[Tensor, "*row d_model"], position: int = -1) -> HookFn:
+    """A TransformerLens hook that overwrites the residual stream at one token position.
+
+    The write behind :func:`teleport`, for your own forward passes: put it on a
+    residual-stream hook point (:func:`~tl_dynamics.hooks.sublayer_hook_name` names the
+    one of a sublayer) with ``model.run_with_hooks(tokens, fwd_hooks=[(name, hook)])``,
+    ``with model.hooks(fwd_hooks=[(name, hook)]):`` or
+    ``tld.collect(model, texts, fwd_hooks=[(name, hook)])``. Works on
+    ``TransformerBridge`` and ``HookedTransformer`` alike.
+
+    Args:
+        values: ``[d_model]``, written into every batch row, or ``[batch, d_model]``,
+            row ``i`` into batch row ``i``; residual-stream units.
+        position: Token index in the batch that reaches the hook; negative counts from
+            the end of the (padded) batch, so ``-1`` is the last token of every row only
+            when the rows have the same length.
+
+    Returns:
+        ``hook(activation, hook)``: the ``[batch, pos, d_model]`` activation with
+        ``values`` written in place at ``position`` (see the module's docstring for why).
+
+    Raises:
+        TypeError, ValueError: ``values`` not a finite floating tensor of 1 or 2 axes, or
+            ``position`` not an int; when called, a width or batch size other than the
+            activation's, or a position outside it.
+    """
+    values = _check_values(values)
+    return functools.partial(_write, position=_check_position(position), values=values)
+
+
+def _check_position(position: Any) -> int:
+    if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+        raise DynamicsInputError(f"position must be an int (a token index); got {position!r}")
+    return int(position)
+
+
+def _check_point(model: Any, layer: Any, site: Any) -> tuple[int, str]:
+    """``(layer, site)`` of a residual-stream hook point of ``model`` (in eval mode), checked."""
+    check_model(model)
+    check_eval(model)
+    n_layers = int(model.cfg.n_layers)
+    layer = check_int(
+        layer, "layer", 0, n_layers - 1, f" (model {model_name(model)!r} has {n_layers} layers)"
+    )
+    if site not in SITES:
+        raise DynamicsInputError(f"site must be one of {SITES}; received {site!r}")
+    return layer, site
 
 
 @dataclass(frozen=True)
@@ -404,14 +519,7 @@ class _Injection:
 
     @classmethod
     def check(cls, model: Any, prompt: Any, layer: Any, site: Any, position: Any) -> _Injection:
-        check_model(model)
-        check_eval(model)
-        n_layers = int(model.cfg.n_layers)
-        layer = check_int(
-            layer, "layer", 0, n_layers - 1, f" (model {model_name(model)!r} has {n_layers} layers)"
-        )
-        if site not in SITES:
-            raise DynamicsInputError(f"site must be one of {SITES}; received {site!r}")
+        layer, site = _check_point(model, layer, site)
         tokens = _prompt_tokens(model, prompt)
         n_tokens = len(tokens)
         position = check_int(
@@ -430,8 +538,7 @@ class _Injection:
         batch, mask = pad_tokens([self.tokens] * rows, pad_token_id(self.model))
         writes = []
         if values is not None:
-            write = functools.partial(_write, position=self.position, values=values)
-            writes.append((self.hooks[self.injection].name, write))
+            writes.append((self.hooks[self.injection].name, teleport_hook(values, self.position)))
         index = (torch.arange(rows), torch.full((rows,), self.position))
         # Unembed only the read position where the model can (the vocabulary is the widest
         # matrix of a small model: 262k x 640 for Gemma-3); otherwise every position.
@@ -646,6 +753,112 @@ def teleport_sweep(
 # --------------------------------------------------------------- subtler perturbations
 
 
+def _kick(
+    states: Float[Tensor, "row d_model"], scale: float, seed: int
+) -> Float[Tensor, "row d_model"]:
+    """``states`` (float32) plus isotropic random directions of length ``scale * ||state||``.
+
+    The directions are drawn on the CPU from ``seed`` (row ``i`` gets the ``i``-th draw),
+    so the same rows get the same kicks on any device.
+    """
+    states = states.float()
+    noise = torch.randn(states.shape, generator=torch.Generator().manual_seed(seed))
+    noise = noise.to(states.device) / noise.norm(dim=-1, keepdim=True).to(states.device)
+    return states + noise * (scale * states.norm(dim=-1, keepdim=True))
+
+
+def _noise(
+    activation: Float[Tensor, "batch pos d_model"],
+    hook: Any,
+    *,
+    position: int,
+    scale: float,
+    seed: int,
+) -> Float[Tensor, "batch pos d_model"]:
+    """``activation`` with every row's state at ``position`` kicked by :func:`_kick`, in place."""
+    _check_inside(position, activation.shape[1], hook)
+    kicked = _kick(activation[:, position], scale, seed)
+    return _write(activation, hook, position=position, values=kicked)
+
+
+def _check_scale(scale: Any) -> float:
+    if isinstance(scale, bool) or not (
+        isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0
+    ):
+        raise DynamicsInputError(
+            f"scale must be a positive number (relative to the state's norm); received {scale!r}"
+        )
+    return float(scale)
+
+
+def noise_hook(scale: float, *, seed: int = 0, position: int = -1) -> HookFn:
+    """A TransformerLens hook that kicks the residual stream by noise of a relative size.
+
+    The kick of :func:`inject_noise`, for your own forward passes (see
+    :func:`teleport_hook` for where to put it): each batch row's state ``x`` at
+    ``position`` becomes ``x + scale * ||x|| * u``, ``u`` an isotropic random unit
+    direction, row ``i`` getting the ``i``-th direction drawn from ``seed`` (the same on
+    every call, so a run is reproducible).
+
+    Args:
+        scale: Displacement relative to the norm of the state, > 0 (``0.1``: 10%).
+        seed: Seeds the directions.
+        position: Token index in the batch that reaches the hook (see :func:`teleport_hook`).
+
+    Returns:
+        ``hook(activation, hook)``: the activation, kicked in place.
+    """
+    return functools.partial(
+        _noise,
+        position=_check_position(position),
+        scale=_check_scale(scale),
+        seed=check_int(seed, "seed", 0),
+    )
+
+
+def _donor_states(
+    model: Any, donors: Any, layer: int, site: str, batch_size: int
+) -> Float[Tensor, "donor d_model"]:
+    """The donors' states at ``blocks.{layer}.hook_resid_{site}``, at each one's last token."""
+    try:
+        donated = collect(model, validate_texts(donors), batch_size=batch_size, progress=False)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"donors: {error}") from error
+    return donated.resid[:, donated.labels.index(f"{layer}_{site}")]
+
+
+def swap_hook(
+    model: Any,
+    donors: Sequence[str],
+    *,
+    layer: int,
+    site: str = "pre",
+    position: int = -1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> HookFn:
+    """A TransformerLens hook that writes other texts' states: activation patching.
+
+    The write of :func:`swap_activations`, for your own forward passes: each donor text
+    is run alone now, and the hook writes its state at ``blocks.{layer}.hook_resid_{site}``
+    (at the donor's last token) at ``position``; put the hook on that same hook point
+    (``f"blocks.{layer}.hook_resid_{site}"``).
+
+    Args:
+        model: The TransformerLens model the donors run through (eval mode).
+        donors: One text, written into every batch row, or one text per batch row.
+        layer, site: The hook point whose states are taken (see :func:`teleport`).
+        position: Token index in the batch that reaches the hook (see :func:`teleport_hook`).
+        batch_size: Donors per forward pass.
+
+    Returns:
+        ``hook(activation, hook)``: the activation with the donors' states written in place.
+    """
+    layer, site = _check_point(model, layer, site)
+    position = _check_position(position)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    return teleport_hook(_donor_states(model, donors, layer, site, batch_size), position)
+
+
 def inject_noise(
     model: Any,
     prompt: str = DEFAULT_PROMPT,
@@ -675,18 +888,13 @@ def inject_noise(
     Returns:
         A :class:`TeleportResult` whose ``points`` are the noisy states.
     """
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise DynamicsInputError(
-            f"scale must be a positive number (relative to the state's norm); received {scale!r}"
-        )
+    scale = _check_scale(scale)
     n = check_int(n, "n", 1)
     seed = check_int(seed, "seed", 0)
     setup = _Injection.check(model, prompt, layer, site, position)
     control = setup.run(None)
-    state = control[0][0, setup.injection]
-    noise = torch.randn(n, len(state), generator=torch.Generator().manual_seed(seed))
-    noise = noise / noise.norm(dim=-1, keepdim=True) * (scale * state.norm())
-    return setup.teleport(state + noise, batch_size, pca, progress=False, control=control)
+    points = _kick(control[0][0, setup.injection].expand(n, -1), scale, seed)
+    return setup.teleport(points, batch_size, pca, progress=False, control=control)
 
 
 def swap_activations(
@@ -715,8 +923,6 @@ def swap_activations(
         A :class:`TeleportResult` whose ``points`` are the donors' states.
     """
     setup = _Injection.check(model, prompt, layer, site, position)
-    try:
-        donated = collect(model, validate_texts(donors), batch_size=batch_size, progress=False)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"donors: {error}") from error
-    return setup.teleport(donated.resid[:, setup.injection], batch_size, pca, progress=False)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    donated = _donor_states(model, donors, setup.layer, setup.site, batch_size)
+    return setup.teleport(donated, batch_size, pca, progress=False)

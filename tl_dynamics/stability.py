@@ -46,7 +46,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import check_eval
 from tl_dynamics.hooks import StopForward, TLModel, check_model, model_name, trajectory_hooks
-from tl_dynamics.interventions import DEFAULT_PROMPT, _prompt_tokens, _write
+from tl_dynamics.interventions import DEFAULT_PROMPT, _prompt_tokens, teleport_hook
 
 __all__ = [
     "DEFAULT_K",
@@ -207,8 +206,7 @@ class _SublayerMap:
 
         hooks = [(read, read_hook)]
         if x is not None:
-            write = functools.partial(_write, position=self.position, values=x)
-            hooks.insert(0, (self.start_hook, write))
+            hooks.insert(0, (self.start_hook, teleport_hook(x, self.position)))
         device = getattr(self.model.cfg, "device", None) or "cpu"
         try:
             self.model.run_with_hooks(

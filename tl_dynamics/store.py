@@ -44,9 +44,10 @@ Example::
     import tl_dynamics as tld
     from tl_dynamics.store import DynamicsStore, collect_to_store
 
-    model = tld.models.load_model()                      # packaged MiniLM, offline
+    model = tld.models.load_model("minilm")              # packaged MiniLM, offline
     texts = tld.data.python_docs()[:200]
-    store = collect_to_store(model, texts, "minilm-store", shard_size=64)
+    settings = tld.CollectSettings(batch_size=32)        # tld.collect's keywords
+    store = collect_to_store(model, texts, "minilm-store", settings, shard_size=64)
     # killed half-way? the same line again runs only the missing texts
     len(store), store.labels[:3]                         # 200 ('0_pre', '0_mid', '1_pre')
     [chunk.velocity().mean(0) for chunk in store.iter_shards()]
@@ -78,13 +79,13 @@ from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import (
     CollectedBatch,
-    Positions,
+    CollectSettings,
     collect_metadata,
     iter_batches,
     validate_texts,
 )
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
-from tl_dynamics.hooks import FINAL_LABEL, SITES, check_model, trajectory_hooks
+from tl_dynamics.hooks import check_model, trajectory_hooks
 
 STORE_FORMAT = "tl-dynamics-store"
 """Value of the ``format`` field of a manifest."""
@@ -452,6 +453,21 @@ class DynamicsStore:
         for shard in self.shards:
             yield self.read_shard(shard)
 
+    def load_targets(self) -> list[Int[Tensor, " row"]]:
+        """For each shard, in :attr:`shards` order, the sample index each of its rows has
+        in :meth:`load` (text order, then position order)."""
+        rows = {t: n for s in self.shards for t, n in zip(s.text_index, s.text_rows, strict=True)}
+        texts = sorted(rows)
+        starts = itertools.accumulate((rows[t] for t in texts), initial=0)
+        offsets = dict(zip(texts, starts, strict=False))  # accumulate yields one start more
+        targets = []
+        for shard in self.shards:
+            spans = zip(shard.text_index, shard.text_rows, strict=True)
+            targets.append(
+                torch.cat([torch.arange(offsets[t], offsets[t] + n) for t, n in spans])
+            )
+        return targets
+
     def load(self) -> DynamicsCache:
         """All stored samples as one :class:`DynamicsCache`, in text order then position order.
 
@@ -461,18 +477,12 @@ class DynamicsStore:
         Raises:
             FileNotFoundError, ValueError: a shard is missing or damaged, as :meth:`read_shard`.
         """
-        rows = {t: n for s in self.shards for t, n in zip(s.text_index, s.text_rows, strict=True)}
-        texts = sorted(rows)
-        starts = itertools.accumulate((rows[t] for t in texts), initial=0)
-        offsets = dict(zip(texts, starts, strict=False))  # accumulate yields one start more
         n_samples, d_model = len(self), int(self.metadata.d_model)
         resid = torch.empty(n_samples, len(self.labels), d_model)
         text_index = torch.empty(n_samples, dtype=torch.long)
         position = torch.empty(n_samples, dtype=torch.long)
-        for shard in self.shards:
+        for shard, target in zip(self.shards, self.load_targets(), strict=True):
             chunk = self.read_shard(shard)
-            spans = zip(shard.text_index, shard.text_rows, strict=True)
-            target = torch.cat([torch.arange(offsets[t], offsets[t] + n) for t, n in spans])
             resid[target] = chunk.resid
             text_index[target] = chunk.text_index
             position[target] = chunk.position
@@ -480,30 +490,13 @@ class DynamicsStore:
 
 
 def _run_settings(
-    model: Any,
-    texts: Sequence[str],
-    *,
-    positions: Positions,
-    shuffle: bool,
-    seed: int,
-    include_final: bool,
-    sites: Sequence[str],
-    corpus: str | None = None,
-    keep_texts: bool = True,
+    model: Any, texts: Sequence[str], settings: CollectSettings
 ) -> tuple[tuple[str, ...], DynamicsMetadata, dict[str, Any]]:
-    """``(labels, metadata, settings)`` of collecting ``texts`` through ``model`` so."""
+    """``(labels, metadata, fingerprinted settings)`` of collecting ``texts`` so."""
     check_model(model)
-    labels = tuple(h.label for h in trajectory_hooks(model, sites, include_final))
-    metadata = collect_metadata(
-        model,
-        texts,
-        positions=positions,
-        sites=sites,
-        corpus=corpus,
-        shuffle=shuffle,
-        seed=seed,
-        keep_texts=keep_texts,
-    )
+    hooks = trajectory_hooks(model, settings.sites, settings.include_final)
+    labels = tuple(h.label for h in hooks)
+    metadata = collect_metadata(model, texts, settings)
     return labels, metadata, _settings(labels, metadata, texts)
 
 
@@ -568,14 +561,7 @@ def prepare_store(
     model: Any,
     texts: Sequence[str],
     out: str | Path,
-    *,
-    positions: Positions = "last",
-    shuffle: bool = False,
-    seed: int = 0,
-    include_final: bool = False,
-    sites: Sequence[str] = SITES,
-    corpus: str | None = None,
-    keep_texts: bool = True,
+    settings: CollectSettings = CollectSettings(),
 ) -> DynamicsStore:
     """Create the store of a run at ``out``, or check that the store there is of the same run.
 
@@ -592,23 +578,14 @@ def prepare_store(
             message names what differs) or is neither a store nor an empty folder.
     """
     texts = validate_texts(texts)
-    labels, metadata, settings = _run_settings(
-        model,
-        texts,
-        positions=positions,
-        shuffle=shuffle,
-        seed=seed,
-        include_final=include_final,
-        sites=sites,
-        corpus=corpus,
-        keep_texts=keep_texts,
-    )
+    labels, metadata, fingerprinted = _run_settings(model, texts, settings)
     out = Path(out)
     if (out / MANIFEST_NAME).is_file():
-        _check_same_run(out, DynamicsStore._read(out).settings, settings)
+        _check_same_run(out, DynamicsStore._read(out).settings, fingerprinted)
     elif _is_fresh_folder(out):
         out.mkdir(parents=True, exist_ok=True)
-        empty = DynamicsStore(out, labels, metadata, settings, _fingerprint(settings), ())
+        fingerprint = _fingerprint(fingerprinted)
+        empty = DynamicsStore(out, labels, metadata, fingerprinted, fingerprint, ())
         _write_json(out / MANIFEST_NAME, empty.to_json())
     else:
         raise DynamicsInputError(
@@ -618,14 +595,12 @@ def prepare_store(
     return consolidate(out)
 
 
-def _check_sizes(batch_size: int, shard_size: int | None) -> None:
-    """Raise ``ValueError`` unless ``batch_size`` is a positive int and ``shard_size`` one or None."""
-    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-        if value is None and name == "shard_size":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            extra = " or None" if name == "shard_size" else ""
-            raise DynamicsInputError(f"{name} must be a positive int{extra}, got {value!r}")
+def _check_shard_size(shard_size: int | None) -> None:
+    """Raise ``DynamicsInputError`` unless ``shard_size`` is a positive int or None."""
+    if shard_size is not None and (
+        isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1
+    ):
+        raise DynamicsInputError(f"shard_size must be a positive int or None, got {shard_size!r}")
 
 
 def _shard_rows(shard_size: int | None, store: DynamicsStore) -> int:
@@ -679,69 +654,46 @@ def write_texts(
     texts: Sequence[str],
     store: DynamicsStore,
     indices: Sequence[int],
+    settings: CollectSettings = CollectSettings(),
     *,
     rank: int | None = None,
-    batch_size: int = 16,
     shard_size: int | None = None,
-    progress: bool = True,
 ) -> list[ShardRecord]:
     """Collect ``texts[i]`` for each ``i`` in ``indices`` and append them to ``store``.
 
-    Collection settings (positions, sites, shuffle, seed, final sublayer) are the store's
-    own. Each shard is written atomically, then its manifest is rewritten atomically.
+    Each shard is written atomically, then its manifest is rewritten atomically.
 
     Args:
         model: The model of the store's run.
         texts: All the texts of the run (their SHA-256 must match the store's).
         store: From :func:`prepare_store`.
         indices: Which texts to run; their samples keep these indices.
+        settings: The run's settings (what decides the numbers must be the store's:
+            positions, sites, shuffle, seed, final sublayer); batch size and progress bar
+            are this call's.
         rank: ``None`` when this process is the store's only writer: the manifest is
             rewritten after every shard. A data-parallel rank (int) writes its own shard
             names and partial manifest instead, merged by :func:`consolidate`.
-        batch_size: Texts per forward pass.
         shard_size: Samples per shard, at least (whole forward passes, so up to one batch
             more); ``None`` for about :data:`SHARD_BYTES` per shard.
-        progress: Show a progress bar.
 
     Returns:
         The records of the shards written.
 
     Raises:
-        ValueError: ``model`` or ``texts`` are not the store's run, or a bad
-            ``shard_size``, ``batch_size`` or index.
+        ValueError: ``model``, ``texts`` or ``settings`` are not the store's run, or a bad
+            ``shard_size`` or index.
     """
     texts = validate_texts(texts)
-    metadata = store.metadata
-    include_final = store.labels[-1] == FINAL_LABEL
-    _, _, settings = _run_settings(
-        model,
-        texts,
-        positions=metadata.positions,
-        shuffle=metadata.shuffle,
-        seed=metadata.seed,
-        include_final=include_final,
-        sites=metadata.sites,
-    )
-    _check_same_run(store.path, store.settings, settings)
-    _check_sizes(batch_size, shard_size)
+    _check_same_run(store.path, store.settings, _run_settings(model, texts, settings)[2])
+    _check_shard_size(shard_size)
     rows = _shard_rows(shard_size, store)
     manifest = store.path / (
         MANIFEST_NAME if rank is None else PARTIAL_MANIFEST_NAME.format(rank=rank)
     )
     writer = rank or 0
     first = 1 + max((s.number for s in store.shards if s.rank == writer), default=-1)
-    batches = iter_batches(
-        model,
-        texts,
-        batch_size=batch_size,
-        positions=metadata.positions,
-        shuffle=metadata.shuffle,
-        seed=metadata.seed,
-        include_final=include_final,
-        sites=metadata.sites,
-        progress=progress,
-        subset=indices,
-    )
+    batches = iter_batches(model, texts, settings, subset=indices)
     written: list[ShardRecord] = []
     for number, group in enumerate(_group_rows(batches, rows), start=first):
         written.append(_write_shard(store, group, writer, number))
@@ -763,22 +715,15 @@ def collect_to_store(
     model: Any,
     texts: Sequence[str],
     out: str | Path,
+    settings: CollectSettings = CollectSettings(),
     *,
-    batch_size: int = 16,
-    positions: Positions = "last",
-    shuffle: bool = False,
-    seed: int = 0,
-    include_final: bool = False,
-    sites: Sequence[str] = SITES,
-    corpus: str | None = None,
-    keep_texts: bool = True,
-    progress: bool = True,
     shard_size: int | None = None,
 ) -> DynamicsStore:
     """Collect trajectories of ``texts`` into the store folder ``out``, resuming if it exists.
 
-    Arguments are those of :func:`tl_dynamics.collect`, plus ``out`` (a new or empty
-    folder, or the store of an interrupted run of the same settings and texts) and
+    Arguments are those of :func:`tl_dynamics.collect` (its keywords held by
+    ``settings``, a :class:`~tl_dynamics.collect.CollectSettings`), plus ``out`` (a new or
+    empty folder, or the store of an interrupted run of the same settings and texts) and
     ``shard_size`` (samples per shard file; ``None`` for about :data:`SHARD_BYTES`).
     Texts already stored are skipped; the others are run and streamed to disk a shard at
     a time, so memory holds one shard, never the whole run.
@@ -796,31 +741,12 @@ def collect_to_store(
         TypeError, ValueError, FloatingPointError: as :func:`tl_dynamics.collect`, and
             ``ValueError`` when ``out`` holds another run (see :func:`prepare_store`).
     """
-    _check_sizes(batch_size, shard_size)
+    _check_shard_size(shard_size)
     out = Path(out)
     existed, resumed = out.exists(), (out / MANIFEST_NAME).is_file()
-    store = prepare_store(
-        model,
-        texts,
-        out,
-        positions=positions,
-        shuffle=shuffle,
-        seed=seed,
-        include_final=include_final,
-        sites=sites,
-        corpus=corpus,
-        keep_texts=keep_texts,
-    )
+    store = prepare_store(model, texts, out, settings)
     try:
-        write_texts(
-            model,
-            texts,
-            store,
-            store.missing_texts(),
-            batch_size=batch_size,
-            shard_size=shard_size,
-            progress=progress,
-        )
+        write_texts(model, texts, store, store.missing_texts(), settings, shard_size=shard_size)
     except BaseException:
         if not resumed and not DynamicsStore._read(out).shards:
             _remove_empty_store(out, keep_folder=existed)

@@ -17,8 +17,10 @@ that of the whole tensor to rounding, without the cancellation of raw sums of sq
 The same idea covers the two embeddings of the paper that learn from every residual
 stream vector (each sample at each sublayer is one point in R^d_model):
 
-* PCA (Fig 4): scikit-learn's ``IncrementalPCA`` updates its components batch by batch
-  (:func:`incremental_pca`);
+* PCA (Fig 4): scikit-learn's ``IncrementalPCA`` updates its components batch by batch,
+  and a second pass projects every trajectory (:func:`incremental_pca` returns the
+  :class:`~tl_dynamics.embed.PCATrajectories` that :func:`~tl_dynamics.pca_trajectories`
+  returns in memory, so ``tld.pca_grid`` and the plots take it);
 * the compressing autoencoder (Fig 3): stochastic gradient descent only needs shuffled
   minibatches (:func:`iter_minibatches`), drawn across shards from a seed.
 
@@ -36,8 +38,9 @@ Example::
     summary = streaming.moments(store)                      # one pass, a shard at a time
     summary.mean_velocity                                   # [transition] mean step length
     summary.unit_correlation()                              # [transition, d_model] Pearson r
-    pca = streaming.incremental_pca(store, n_components=10)
-    pca.explained_variance_ratio_.cumsum()
+    pca = streaming.incremental_pca(store, n_components=10)  # a PCATrajectories
+    pca.cumulative_variance, pca.variance_per_sublayer      # Fig 4B, 4C
+    grid = tld.pca_grid(pca, n=10)                          # teleport points
     for batch in streaming.iter_minibatches(store, batch_size=64, seed=0):
         ...                                                 # [64, d_model] training step
 """
@@ -59,6 +62,7 @@ from torch import Tensor
 
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.embed import DEFAULT_PCA_COMPONENTS, PCATrajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.metrics import STAT_DTYPE, cosine_similarity, norms, velocity  # every sum in float64
 from tl_dynamics.store import DynamicsStore
@@ -233,28 +237,42 @@ def _fixed_batches(blocks: Iterable[Tensor], size: int, min_size: int) -> Iterat
 
 
 def incremental_pca(
-    source: Source, n_components: int = 100, *, batch_size: int | None = None
-) -> IncrementalPCA:
+    source: Source, n_components: int = DEFAULT_PCA_COMPONENTS, *, batch_size: int | None = None
+) -> PCATrajectories:
     """PCA of every residual-stream vector in ``source`` (samples x sublayers), chunk by chunk.
 
     The paper's PCA (Fig 4A-C) over the ``2NL x D`` matrix, fitted with scikit-learn's
     ``IncrementalPCA.partial_fit`` on float64 batches of ``batch_size`` vectors cut
-    across chunks, so the result equals ``IncrementalPCA(n_components,
-    batch_size=batch_size).fit(all_vectors)``, with one batch in memory at a time.
+    across chunks, so the fit equals ``IncrementalPCA(n_components,
+    batch_size=batch_size).fit(all_vectors)``, with one batch in memory at a time. A
+    second pass projects every trajectory and measures each sublayer's explained
+    variance (around its own mean, and around the mean of all vectors) from mergeable
+    sums (:class:`MomentSummary`), as :func:`~tl_dynamics.embed.explained_variance` does
+    on the whole tensor.
 
     Args:
-        source: A store, cache, tensor or iterable of chunks.
+        source: A store, cache, tensor or sequence of chunks; it is read twice, so not a
+            one-shot iterator or generator.
         n_components: Components to keep (at most ``d_model``).
         batch_size: Vectors per ``partial_fit``; default ``5 * d_model`` (scikit-learn's).
             At least ``n_components``.
 
     Returns:
-        The fitted ``IncrementalPCA``: ``components_`` ``[n_components, d_model]``,
-        ``explained_variance_ratio_``, ``mean_``, and ``transform`` for projections.
+        A :class:`~tl_dynamics.embed.PCATrajectories` (what
+        :func:`~tl_dynamics.pca_trajectories` returns for the same data held in memory):
+        ``pca`` is the fitted ``IncrementalPCA``; ``trajectories`` ``[sample, sublayer,
+        k]`` float32 are in the order of ``source`` (a store's in text order, then
+        position order, as its ``load()``).
 
     Raises:
+        TypeError: ``source`` is a one-shot iterator.
         ValueError: ``batch_size < n_components``, or an empty ``source``.
     """
+    if isinstance(source, Iterator):
+        raise InputTypeError(
+            "source must be readable twice (fit, then project): a DynamicsStore, a "
+            "DynamicsCache, a tensor or a list of chunks, not a one-shot iterator or generator"
+        )
     blocks = (_as_vectors(chunk) for chunk in iter_chunks(source))
     first = next(blocks, None)
     if first is None:
@@ -267,7 +285,50 @@ def incremental_pca(
     pca = IncrementalPCA(n_components=n_components)
     for batch in _fixed_batches(itertools.chain([first], blocks), size, n_components):
         pca.partial_fit(batch.to(STAT_DTYPE).numpy())
-    return pca
+    return _projected(pca, source)
+
+
+def _projected(pca: IncrementalPCA, source: Source) -> PCATrajectories:
+    """Every trajectory of ``source`` on the components of ``pca``, and the variance kept."""
+    coordinates, errors, summary = [], [], None
+    for resid in iter_chunks(source):
+        x = resid.to(STAT_DTYPE)
+        points = pca.transform(_as_vectors(x).numpy())
+        reconstruction = torch.from_numpy(pca.inverse_transform(points)).reshape(x.shape)
+        errors.append((x - reconstruction).square().sum(dim=(0, 2)))
+        coordinates.append(torch.from_numpy(points).reshape(*x.shape[:2], -1).float())
+        chunk_summary = MomentSummary.of(x)
+        summary = chunk_summary if summary is None else summary.merge(chunk_summary)
+    trajectories = torch.cat(coordinates)
+    if isinstance(source, DynamicsStore):  # shard order -> text order, then position order
+        trajectories = trajectories[torch.argsort(torch.cat(source.load_targets()))]
+    error = torch.stack(errors).sum(dim=0)
+    own_spread = summary.m2.sum(dim=-1)
+    offsets = (summary.mean - summary.mean.mean(dim=0)).square().sum(dim=-1)
+    pooled_spread = own_spread + summary.n_samples * offsets  # around the mean of all vectors
+    return PCATrajectories(
+        pca=pca,
+        trajectories=trajectories,
+        mean_trajectory=trajectories.double().mean(dim=0).float(),
+        cumulative_variance=torch.from_numpy(pca.explained_variance_ratio_.cumsum()),
+        variance_per_sublayer=_kept_variance(error, own_spread),
+        variance_per_sublayer_pooled=_kept_variance(error, pooled_spread),
+        labels=_labels(source, trajectories.shape[1]),
+    )
+
+
+def _kept_variance(error: Tensor, spread: Tensor) -> Float[Tensor, " sublayer"]:
+    """``1 - error / spread`` per sublayer, ``nan`` where there is no spread."""
+    return torch.where(spread > 0, 1 - error / spread, torch.nan)
+
+
+def _labels(source: Source, n_sublayers: int) -> tuple[str, ...]:
+    """The sublayer labels of ``source``, or their indices where it has none (tensors)."""
+    if isinstance(source, (DynamicsStore, DynamicsCache)):
+        return tuple(source.labels)
+    if isinstance(source, Sequence) and source and isinstance(source[0], DynamicsCache):
+        return tuple(source[0].labels)
+    return tuple(str(s) for s in range(n_sublayers))
 
 
 def _chunk_reader(source: DynamicsStore | Sequence[Chunk]) -> tuple[int, Callable[[int], Chunk]]:
