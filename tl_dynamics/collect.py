@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -221,26 +222,65 @@ def tokenize(
     Returns:
         One 1-D int64 CPU tensor per text.
     """
+    token_lists, truncated = [], 0
+    for tokens, cut in _iter_tokens(model, texts, shuffle=shuffle, seed=seed):
+        token_lists.append(tokens)
+        truncated += cut
+    _warn_truncated(model, truncated, len(texts))
+    return token_lists
+
+
+def _iter_tokens(
+    model: Any, texts: Sequence[str], *, shuffle: bool, seed: int
+) -> Iterator[tuple[Int[Tensor, " pos"], bool]]:
+    """``(token ids, truncated)`` of each text in turn, as :func:`tokenize` makes them."""
     n_ctx = getattr(model.cfg, "n_ctx", None)
     generator = torch.Generator().manual_seed(seed)
     special_ids = list(getattr(model.tokenizer, "all_special_ids", []))
-    token_lists, truncated = [], 0
     for i, text in enumerate(texts):
         tokens = model.to_tokens(text, truncate=False)[0].to("cpu")
         if len(tokens) == 0:
             raise DynamicsInputError(f"texts[{i}] tokenizes to no tokens")
-        if n_ctx is not None and len(tokens) > n_ctx:
-            tokens, truncated = tokens[:n_ctx], truncated + 1
+        truncated = n_ctx is not None and len(tokens) > n_ctx
+        if truncated:
+            tokens = tokens[:n_ctx]
         if shuffle:
             tokens = shuffle_tokens(tokens, special_ids, generator)
-        token_lists.append(tokens)
+        yield tokens, truncated
+
+
+def _warn_truncated(model: Any, truncated: int, n_texts: int) -> None:
+    """One warning counting the texts cut to the model's context (stack: the caller's caller)."""
     if truncated:
+        n_ctx = model.cfg.n_ctx
         warnings.warn(
-            f"{truncated} of {len(texts)} texts are longer than the model's context of "
+            f"{truncated} of {n_texts} texts are longer than the model's context of "
             f"{n_ctx} tokens and were truncated to their first {n_ctx} tokens",
-            stacklevel=3,
+            stacklevel=4,
         )
-    return token_lists
+
+
+class _PackedTokens:
+    """The token ids of many texts in one flat int64 buffer (8 bytes a token).
+
+    A list of one small tensor per text costs about 1.5 KiB a text (each a view that keeps
+    ``to_tokens``'s ``[1, pos]`` result alive); packed, a text of 25 tokens costs 0.2 KiB,
+    so a collection streamed to a store holds little more than one shard.
+    """
+
+    def __init__(self, model: Any, texts: Sequence[str], *, shuffle: bool, seed: int):
+        ids, self.starts, self.lengths = array("q"), array("q"), array("q")
+        truncated = 0
+        for tokens, cut in _iter_tokens(model, texts, shuffle=shuffle, seed=seed):
+            self.starts.append(len(ids))
+            self.lengths.append(len(tokens))
+            ids.extend(tokens.tolist())
+            truncated += cut
+        _warn_truncated(model, truncated, len(texts))
+        self.flat = torch.frombuffer(ids, dtype=torch.long) if len(ids) else torch.zeros(0, dtype=torch.long)
+
+    def __getitem__(self, i: int) -> Int[Tensor, " pos"]:
+        return self.flat[self.starts[i] : self.starts[i] + self.lengths[i]]
 
 
 def pad_token_id(model: Any) -> int:
@@ -384,14 +424,16 @@ def iter_batches(
     fwd_hooks = _validate_fwd_hooks(fwd_hooks)
     check_eval(model)
     hooks = trajectory_hooks(model, settings.sites, settings.include_final)
-    tokens = tokenize(model, texts, shuffle=settings.shuffle, seed=settings.seed)
-    kept_rows = [_kept_positions(len(t), settings.positions, i) for i, t in enumerate(tokens)]
-    order = sorted(_validate_subset(subset, len(texts)), key=lambda i: -len(tokens[i]))
+    tokens = _PackedTokens(model, texts, shuffle=settings.shuffle, seed=settings.seed)
+    for i, length in enumerate(tokens.lengths):  # a bad position fails before any pass
+        _kept_positions(length, settings.positions, i)
+    order = sorted(_validate_subset(subset, len(texts)), key=lambda i: -tokens.lengths[i])
     pad_id = pad_token_id(model)
     bar = tqdm(total=len(order), desc="collect", unit="text", disable=not settings.progress)
     for start in range(0, len(order), settings.batch_size):
         batch = order[start : start + settings.batch_size]
         padded, mask = pad_tokens([tokens[i] for i in batch], pad_id)
+        kept_rows = {i: _kept_positions(tokens.lengths[i], settings.positions, i) for i in batch}
         batch_rows = torch.tensor([row for row, i in enumerate(batch) for _ in kept_rows[i]])
         token_rows = torch.tensor([p for i in batch for p in kept_rows[i]])
         resid, _ = forward_trajectories(
