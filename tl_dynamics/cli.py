@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote"
     )
     report.add_argument("--quiet", action="store_true", help="no progress bars")
+    report.add_argument(
+        "--jacobian",
+        action="store_true",
+        help="add Jacobian spectra at the teleported layers to the 'Beyond the paper' section "
+        "(opt-in: tens of seconds per layer on SmolLM2)",
+    )
     add_collect_arguments(
         commands.add_parser(
             "collect", help="stream trajectories into a resumable store (torchrun splits texts)"
@@ -205,6 +211,7 @@ def _report(args: argparse.Namespace) -> None:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        jacobian=args.jacobian,
     )
     timings = ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
     print(f"wrote {Path(args.out) / 'report.html'} ({len(texts)} texts; {timings})")

@@ -36,6 +36,7 @@ from typing import Any
 import plotly.graph_objects as go
 from tqdm.auto import tqdm
 
+from tl_dynamics import beyond as beyond_module
 from tl_dynamics import findings as findings_module
 from tl_dynamics import metrics, plot
 from tl_dynamics._output import atomic_folder, check_output, render_html, tensor_json, write_json
@@ -299,6 +300,11 @@ TRAJECTORY_TEXT = (
 )
 
 
+def _finding(found: list[findings_module.Finding], key: str) -> findings_module.Finding:
+    """The finding with ``key``."""
+    return next(f for f in found if f.key == key)
+
+
 def _provenance_note(provenance: dict[str, Any] | None) -> str:
     """A line saying where a preset's weights came from (empty for other models)."""
     if not provenance:
@@ -318,6 +324,66 @@ def _provenance_note(provenance: dict[str, Any] | None) -> str:
     )
 
 
+BEYOND_TEXT = (
+    "<p>Tests the paper does not run (see <code>tl_dynamics.beyond</code>), on the original "
+    "texts, decided together (Holm): the per-unit rotation test of Fig 2 again after a "
+    "seeded Haar-random rotation of the residual stream's basis, which has no privileged "
+    "axes; and jPCA (Churchland et al. 2012), whether the whole population's flow over "
+    "depth is a rotation, against layer-shuffled orders.</p>"
+)
+
+
+def beyond_section_html(measures: beyond_module.BeyondMeasures) -> str:
+    """The "Beyond the paper" section's text: the basis verdicts, the tests, the contraction."""
+    units, (random_basis, rotational) = measures.units_finding, measures.findings
+    survives = "survives" if measures.basis_survives else "does not survive"
+    rows = "".join(
+        f"<tr><td>{html.escape(f.claim)}<br><small>effect: {html.escape(f.effect_unit)}; null: "
+        f"{html.escape(f.null)}</small></td>{_test_cells(f)}</tr>"
+        for f in (units, random_basis, rotational)
+    )
+    table = (
+        f"<p><b>The per-unit rotation result {survives} a change of basis</b>: "
+        f"<i>{units.verdict}</i> in the model's own axes (the paper's test), "
+        f"<i>{random_basis.verdict}</i> in a random basis.</p>"
+        "<table class='findings'><thead><tr><th>test</th><th>verdict</th>"
+        "<th>effect [CI], p</th><th>observed</th></tr></thead><tbody>" + rows + "</tbody></table>"
+    )
+    return BEYOND_TEXT + table + _contraction_html(measures)
+
+
+def _contraction_html(measures: beyond_module.BeyondMeasures) -> str:
+    """Per teleported layer: the teleports' contraction and, when measured, the Jacobian's."""
+    table = beyond_module.contraction_table(measures)
+    with_jacobian = measures.jacobian is not None
+    columns = [("layer", "layer", "{}"), ("steps", "sublayers followed", "{}"),
+               ("teleport_contraction", "teleports: contraction", "{:.3g}"),
+               ("teleport_relative_contraction", "teleports: relative to the norm", "{:.3g}")]
+    if with_jacobian:
+        columns += [("jacobian_top_singular_value", "Jacobian: top &sigma;", "{:.3g}"),
+                    ("jacobian_top_normalised_singular_value",
+                     "Jacobian: top &sigma; &times; |x<sub>start</sub>| / |x<sub>stop</sub>|", "{:.3g}")]
+    head = "".join(f"<th>{title}</th>" for _, title, _ in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{fmt.format(row[key])}</td>" for key, _, fmt in columns) + "</tr>"
+        for row in table
+    )
+    note = (
+        "The Jacobian of the map from each teleported layer's input to the last sublayer the "
+        "teleport is followed to (one token, the prompt's last), top singular value raw and "
+        "relative to the state's growth; below 1 every direction contracts."
+        if with_jacobian
+        else "The Jacobian contraction was not computed: it is opt-in "
+        "(<code>tl-dynamics report --jacobian</code>, <code>run_report(..., jacobian=True)"
+        "</code>), since it costs tens of seconds per layer on SmolLM2."
+    )
+    return (
+        "<p><b>Contraction per layer.</b> Teleports: median final distance to the unperturbed "
+        f"run over the displacement (below 1: pulled back). {note}</p>"
+        f"<table class='findings'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
 def run_report(
     model: Any,
     texts: Sequence[str],
@@ -331,6 +397,7 @@ def run_report(
     n_shuffles: int = ROTATION_SHUFFLES,
     cae_epochs: int = CAE_EPOCHS,
     grid: int = TELEPORT_GRID,
+    jacobian: bool = False,
 ) -> dict[str, float]:
     """Run every measure on ``texts`` in both conditions and write the report folder.
 
@@ -347,6 +414,8 @@ def run_report(
         n_shuffles: Layer-order shuffles of the rotation null (the paper: 1000).
         cae_epochs: Training epochs of the compressing autoencoder.
         grid: Teleport grid side (``grid x grid`` points; the paper: about 10).
+        jacobian: Also measure the Jacobian spectra of the "Beyond the paper" section
+            (:mod:`tl_dynamics.beyond`; tens of seconds per teleported layer).
 
     Returns:
         Wall time of each stage in seconds.
@@ -383,6 +452,11 @@ def run_report(
             )
             for name, dyn in (("original", original), ("shuffled", shuffled))
         }
+    with timer.stage("beyond the paper", progress):
+        beyond = beyond_module.beyond_measures(
+            model, original, _finding(found["original"], "rotations_exceed_null"),
+            trajectories["original"].sweep, seed=seed, jacobian=jacobian, progress=progress,
+        )
     with timer.stage("figures", progress):
         sections = [
             ("Findings", _findings_table(found["original"], found["shuffled"]), []),
@@ -390,6 +464,8 @@ def run_report(
             ("Figures 1-2: shuffled control", "", condition_figures(shuffled, measures["shuffled"])),
             ("Figures 3-4: original texts", TRAJECTORY_TEXT, trajectory_figures(trajectories["original"])),
             ("Figures 3-4: shuffled control", "", trajectory_figures(trajectories["shuffled"])),
+            ("Beyond the paper", beyond_section_html(beyond),
+             beyond_module.beyond_figures(beyond, measures["original"]["rotation_null"])),
         ]
     with timer.stage("write", progress), atomic_folder(out, overwrite) as staging:
         meta = original.metadata
@@ -415,6 +491,7 @@ def run_report(
                     for name, dyn in (("original", original), ("shuffled", shuffled))
                 },
                 "findings": {name: [f.to_json() for f in fs] for name, fs in found.items()},
+                "beyond": beyond_module.beyond_json(beyond),
                 "stage_seconds": timer.seconds,
             },
         )
