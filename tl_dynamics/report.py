@@ -66,6 +66,12 @@ CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 su
 ROTATION_SHUFFLES = 1000  # the paper's layer-order permutations per unit (section 6)
 MI_METHOD = "binned"  # within 3e-4 of the exact Gaussian KDE at ~150x its speed (benchmarks)
 
+# Texts the random-weight twin is collected on (run_report(random_twin=True)): the
+# dynamical similarity of `tl-dynamics compare` uses at most this many samples per
+# condition (compare.DSA_SAMPLES), far fewer than the findings' bootstrap needs.
+TWIN_TEXTS = 256
+TWIN_FILE = "dynamics_twin.safetensors"
+
 REPORT_FILES = ("report.html", "metrics.json", "dynamics.safetensors", "dynamics.json")
 
 
@@ -384,6 +390,17 @@ def _contraction_html(measures: beyond_module.BeyondMeasures) -> str:
     )
 
 
+def collect_twin(
+    model: Any, texts: Sequence[str], corpus: str | None, batch_size: int, seed: int, progress: bool
+) -> DynamicsCache:
+    """Trajectories of the first :data:`TWIN_TEXTS` texts through a random-weight twin of
+    ``model`` (same architecture, freshly initialised with ``seed``)."""
+    from tl_dynamics.similarity import random_weight_twin
+
+    twin = random_weight_twin(model, seed=seed)
+    return collect(twin, texts[:TWIN_TEXTS], batch_size=batch_size, corpus=corpus, progress=progress)
+
+
 def run_report(
     model: Any,
     texts: Sequence[str],
@@ -398,6 +415,7 @@ def run_report(
     cae_epochs: int = CAE_EPOCHS,
     grid: int = TELEPORT_GRID,
     jacobian: bool = False,
+    random_twin: bool = False,
 ) -> dict[str, float]:
     """Run every measure on ``texts`` in both conditions and write the report folder.
 
@@ -416,6 +434,10 @@ def run_report(
         grid: Teleport grid side (``grid x grid`` points; the paper: about 10).
         jacobian: Also measure the Jacobian spectra of the "Beyond the paper" section
             (:mod:`tl_dynamics.beyond`; tens of seconds per teleported layer).
+        random_twin: Also collect the first :data:`TWIN_TEXTS` texts through a
+            random-weight twin of ``model`` (:func:`tl_dynamics.random_weight_twin`) into
+            ``dynamics_twin.safetensors``, the control of ``tl-dynamics compare``'s
+            dynamical similarity (one more forward pass over those texts).
 
     Returns:
         Wall time of each stage in seconds.
@@ -457,6 +479,10 @@ def run_report(
             model, original, _finding(found["original"], "rotations_exceed_null"),
             trajectories["original"].sweep, seed=seed, jacobian=jacobian, progress=progress,
         )
+    twin = None
+    if random_twin:
+        with timer.stage("random-weight twin", progress):
+            twin = collect_twin(model, texts, corpus, batch_size, seed, progress)
     with timer.stage("figures", progress):
         sections = [
             ("Findings", _findings_table(found["original"], found["shuffled"]), []),
@@ -497,4 +523,6 @@ def run_report(
         )
         original.save(staging / "dynamics.safetensors")
         shuffled.save(staging / "dynamics_shuffled.safetensors")
+        if twin is not None:
+            twin.save(staging / TWIN_FILE)
     return timer.seconds
