@@ -65,3 +65,15 @@ def test_no_dsa_skips_the_matrix(minilm_report, tmp_path):
     assert main(["compare", str(minilm_report), "--out", str(out), "--no-dsa"]) == 0
     assert json.loads((out / "compare.json").read_text())["dynamical_similarity"] is None
     assert "Dynamical similarity" not in (out / "compare.html").read_text()
+
+
+def test_a_random_twin_of_a_model_without_hf_weights_is_refused_before_any_work(tmp_path, monkeypatch):
+    from tl_dynamics.report import run_report
+
+    class NotABridge(torch.nn.Module):
+        cfg = None
+
+    monkeypatch.setattr(report_module, "collect", lambda *a, **k: pytest.fail("collected"))
+    with pytest.raises(TypeError, match="model"):
+        run_report(NotABridge(), ["a text"], out=tmp_path / "never", random_twin=True, progress=False)
+    assert not (tmp_path / "never").exists()

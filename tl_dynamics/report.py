@@ -45,6 +45,7 @@ from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
 from tl_dynamics.embed import CompressingAutoencoder, PCATrajectories, pca_trajectories
 from tl_dynamics.interventions import TeleportSweep, teleport_sweep
+from tl_dynamics.similarity import check_twin_model, random_weight_twin
 
 SCHEMA_VERSION = 2
 """Version of the layout of ``metrics.json``; bumped when a key changes meaning.
@@ -395,8 +396,6 @@ def collect_twin(
 ) -> DynamicsCache:
     """Trajectories of the first :data:`TWIN_TEXTS` texts through a random-weight twin of
     ``model`` (same architecture, freshly initialised with ``seed``)."""
-    from tl_dynamics.similarity import random_weight_twin
-
     twin = random_weight_twin(model, seed=seed)
     return collect(twin, texts[:TWIN_TEXTS], batch_size=batch_size, corpus=corpus, progress=progress)
 
@@ -444,6 +443,8 @@ def run_report(
     """
     out = Path(out)
     check_output(out, overwrite)
+    if random_twin:
+        check_twin_model(model)
     timer = StageTimer()
     with timer.stage("collect", progress):
         original = collect(model, texts, batch_size=batch_size, corpus=corpus, progress=progress)

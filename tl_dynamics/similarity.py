@@ -229,6 +229,17 @@ def dynamical_similarity(
     )
 
 
+def check_twin_model(model: Any) -> None:
+    """Raise ``TypeError`` unless :func:`random_weight_twin` can copy ``model``."""
+    check_model(model)
+    hf_model = getattr(model, "original_model", None)
+    if hf_model is None or not hasattr(hf_model, "_init_weights"):
+        raise TypeError(
+            f"model must be a TransformerBridge over a Hugging Face model (original_model "
+            f"with _init_weights); received {type(model).__name__}"
+        )
+
+
 def random_weight_twin(model: Any, seed: int = 0) -> Any:
     """A copy of ``model`` with the same architecture and freshly initialised weights.
 
@@ -237,14 +248,8 @@ def random_weight_twin(model: Any, seed: int = 0) -> Any:
     under ``torch.manual_seed(seed)``; ``model`` is untouched. The twin is the control
     for "dynamics of a trained model" against "dynamics of the architecture".
     """
-    check_model(model)
+    check_twin_model(model)
     seed = _check_int(seed, "seed", 0)
-    hf_model = getattr(model, "original_model", None)
-    if hf_model is None or not hasattr(hf_model, "_init_weights"):
-        raise TypeError(
-            f"model must be a TransformerBridge over a Hugging Face model (original_model "
-            f"with _init_weights); received {type(model).__name__}"
-        )
     twin = copy.deepcopy(model)
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
