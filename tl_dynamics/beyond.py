@@ -33,9 +33,9 @@ Example::
 
     model = tld.models.load_model()
     dyn = tld.collect(model, tld.data.python_docs()[:200])
-    null = tld.metrics.rotation_null(dyn.resid)
+    units = next(f for f in tld.findings.dynamics_findings(dyn) if f.key == "rotations_exceed_null")
     sweep = trajectory_measures(model, dyn, seed=0, progress=False).sweep
-    section = beyond.beyond_measures(model, dyn, null, sweep, seed=0)
+    section = beyond.beyond_measures(model, dyn, units, sweep, seed=0)
     [(f.key, f.verdict, f.effect, f.ci, f.p_adjusted) for f in section.findings]
 """
 
@@ -54,6 +54,8 @@ from tl_dynamics._inference import N_RESAMPLES
 from tl_dynamics._output import tensor_json
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.interventions import TeleportSweep
+from tl_dynamics.jpca import DEFAULT_COMPONENTS as JPCA_COMPONENTS
+from tl_dynamics.jpca import DEFAULT_SHUFFLES as JPCA_SHUFFLES
 from tl_dynamics.jpca import JPCAResult, bootstrap_r2_skew, jpca
 from tl_dynamics.stability import JacobianSweep, jacobian_sweep
 
@@ -61,8 +63,6 @@ from tl_dynamics.stability import JacobianSweep, jacobian_sweep
 # uses, and 200 shuffles estimate both to a few percent; 1000 (the units' null) would
 # cost the report about 2 s more at SmolLM2's size.
 BASIS_SHUFFLES = 200
-JPCA_COMPONENTS = 6  # Churchland et al. (2012) fit jPCA in the top 6 PCs
-JPCA_SHUFFLES = 1000  # the paper's size of a layer-shuffle null (section 2.6)
 # A rotational flow counts when the skew fit explains at least a tenth more of the squared
 # steps than in shuffled orders (r2 is a fraction of ||dZ||^2; Churchland et al. report
 # r2_skew of about half the full fit's on motor cortex, far above such a margin).
