@@ -197,3 +197,32 @@ def test_jpca_plane_draws_the_plane_trajectories(noisy_rotation):
     figure = tld.plot.jpca_plane(noisy_rotation, pair=1, samples=3)
     path = noisy_rotation.plane_trajectories(1)[2]
     np.testing.assert_allclose(figure.data[4].x, path[:, 0].numpy())
+
+
+def test_null_from_sublayer_moments_equals_refitting_each_permuted_order(noisy_rotation):
+    """The null's moment formulas against a refit on the permuted scores, same draws."""
+    z = noisy_rotation.scores.numpy()
+    generator = np.random.Generator(np.random.PCG64(noisy_rotation.seed))
+    refits = []
+    for _ in range(noisy_rotation.n_shuffles):
+        permuted = torch.from_numpy(z[:, generator.permutation(z.shape[1])])
+        z_t, dz = steps(permuted)
+        m = brute_force_skew(z_t, dz)
+        refits.append(1 - np.sum((dz - z_t @ m) ** 2) / np.sum(dz**2))
+    np.testing.assert_allclose(noisy_rotation.null_r2_skew.numpy(), refits, rtol=0, atol=1e-10)
+
+
+def test_bootstrap_r2_skew_equals_refitting_on_the_weighted_samples(noisy_rotation):
+    """Integer weights repeat samples: the moment formula against a refit on the repeats."""
+    from tl_dynamics.jpca import bootstrap_r2_skew
+
+    counts = np.random.default_rng(0).multinomial(40, np.full(40, 1 / 40), size=3)
+    weights = torch.from_numpy(counts / 40.0)
+    expected = []
+    for row in counts:
+        z_t, dz = steps(noisy_rotation.scores[np.repeat(np.arange(40), row)])
+        m = brute_force_skew(z_t, dz)
+        expected.append(1 - np.sum((dz - z_t @ m) ** 2) / np.sum(dz**2))
+    np.testing.assert_allclose(bootstrap_r2_skew(noisy_rotation, weights), expected, atol=1e-10)
+    uniform = torch.full((1, 40), 1 / 40, dtype=torch.float64)
+    assert bootstrap_r2_skew(noisy_rotation, uniform)[0] == pytest.approx(noisy_rotation.r2_skew, abs=1e-12)

@@ -152,7 +152,7 @@ def test_compare_overlays_reports_on_normalised_depth(minilm_report, llama_repor
             assert curve["depth"] == pytest.approx(expected)
             assert len(curve["depth"]) == len(curve["values"])
     page = (out / "compare.html").read_text()
-    assert page.count("Plotly.newPlot") == len(CURVES)
+    assert page.count("Plotly.newPlot") == len(CURVES) + 1  # the curves and the DSA matrix
 
 
 def test_compare_puts_each_reports_findings_side_by_side(minilm_report, llama_report, tmp_path):

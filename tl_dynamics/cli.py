@@ -108,6 +108,18 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote"
     )
     report.add_argument("--quiet", action="store_true", help="no progress bars")
+    report.add_argument(
+        "--jacobian",
+        action="store_true",
+        help="add Jacobian spectra at the teleported layers to the 'Beyond the paper' section "
+        "(opt-in: tens of seconds per layer on SmolLM2)",
+    )
+    report.add_argument(
+        "--random-twin",
+        action="store_true",
+        help="also collect 256 texts through a random-weight twin of the model, the control "
+        "of the dynamical similarity in 'compare' (opt-in: one more forward pass)",
+    )
     add_collect_arguments(
         commands.add_parser(
             "collect", help="stream trajectories into a resumable store (torchrun splits texts)"
@@ -118,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", required=True, help="output folder")
     compare.add_argument(
         "--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote"
+    )
+    compare.add_argument(
+        "--no-dsa", action="store_true",
+        help="skip the dynamical similarity (DSA) matrix of the reports' trajectories",
     )
     return parser
 
@@ -232,6 +248,8 @@ def _report(args: argparse.Namespace) -> None:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        jacobian=args.jacobian,
+        random_twin=args.random_twin,
     )
     timings = ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
     print(f"wrote {Path(args.out) / 'report.html'} ({len(texts)} texts; {timings})")
@@ -240,7 +258,7 @@ def _report(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from tl_dynamics.compare import run_compare
 
-    out = run_compare(args.reports, out=args.out, overwrite=args.overwrite)
+    out = run_compare(args.reports, out=args.out, overwrite=args.overwrite, dsa=not args.no_dsa)
     print(f"wrote {out / 'compare.html'}")
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import plotly.graph_objects as go
 from tqdm.auto import tqdm
 
+from tl_dynamics import beyond as beyond_module
 from tl_dynamics import findings as findings_module
 from tl_dynamics import metrics, plot
 from tl_dynamics._html import effect_html, render_html
@@ -52,6 +53,7 @@ from tl_dynamics.embed import (
 )
 from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_GRID, TeleportSweep, teleport_sweep
+from tl_dynamics.similarity import check_twin_model, random_weight_twin
 
 __all__ = [
     "CAE_MAX_VECTORS",
@@ -75,6 +77,12 @@ CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 su
 # slowest stage by far, for little gain on a 2-D bottleneck
 ROTATION_SHUFFLES = 1000  # the paper's layer-order permutations per unit (section 6)
 MI_METHOD = "binned"  # within 3e-4 of the exact Gaussian KDE at ~150x its speed (benchmarks)
+
+# Texts the random-weight twin is collected on (run_report(random_twin=True)): the
+# dynamical similarity of `tl-dynamics compare` uses at most this many samples per
+# condition (compare.DSA_SAMPLES), far fewer than the findings' bootstrap needs.
+TWIN_TEXTS = 256
+TWIN_FILE = "dynamics_twin.safetensors"
 
 REPORT_FILES = ("report.html", "metrics.json", "dynamics.safetensors", "dynamics.json")
 
@@ -301,6 +309,11 @@ TRAJECTORY_TEXT = (
 )
 
 
+def _finding(found: list[findings_module.Finding], key: str) -> findings_module.Finding:
+    """The finding with ``key``."""
+    return next(f for f in found if f.key == key)
+
+
 def _provenance_note(provenance: dict[str, Any] | None) -> str:
     """A line saying where a preset's weights came from (empty for other models)."""
     if not provenance:
@@ -320,6 +333,75 @@ def _provenance_note(provenance: dict[str, Any] | None) -> str:
     )
 
 
+BEYOND_TEXT = (
+    "<p>Tests the paper does not run (see <code>tl_dynamics.beyond</code>), on the original "
+    "texts, decided together (Holm): the per-unit rotation test of Fig 2 again after a "
+    "seeded Haar-random rotation of the residual stream's basis, which has no privileged "
+    "axes; and jPCA (Churchland et al. 2012), whether the whole population's flow over "
+    "depth is a rotation, against layer-shuffled orders.</p>"
+)
+
+
+def beyond_section_html(measures: beyond_module.BeyondMeasures) -> str:
+    """The "Beyond the paper" section's text: the basis verdicts, the tests, the contraction."""
+    units, (random_basis, rotational) = measures.units_finding, measures.findings
+    survives = "survives" if measures.basis_survives else "does not survive"
+    rows = "".join(
+        f"<tr><td>{html.escape(f.claim)}<br><small>effect: {html.escape(f.effect_unit)}; null: "
+        f"{html.escape(f.null)}</small></td>{_test_cells(f)}</tr>"
+        for f in (units, random_basis, rotational)
+    )
+    table = (
+        f"<p><b>The per-unit rotation result {survives} a change of basis</b>: "
+        f"<i>{units.verdict}</i> in the model's own axes (the paper's test), "
+        f"<i>{random_basis.verdict}</i> in a random basis.</p>"
+        "<table class='findings'><thead><tr><th>test</th><th>verdict</th>"
+        "<th>effect [CI], p</th><th>observed</th></tr></thead><tbody>" + rows + "</tbody></table>"
+    )
+    return BEYOND_TEXT + table + _contraction_html(measures)
+
+
+def _contraction_html(measures: beyond_module.BeyondMeasures) -> str:
+    """Per teleported layer: the teleports' contraction and, when measured, the Jacobian's."""
+    table = beyond_module.contraction_table(measures)
+    with_jacobian = measures.jacobian is not None
+    columns = [("layer", "layer", "{}"), ("steps", "sublayers followed", "{}"),
+               ("teleport_contraction", "teleports: contraction", "{:.3g}"),
+               ("teleport_relative_contraction", "teleports: relative to the norm", "{:.3g}")]
+    if with_jacobian:
+        columns += [("jacobian_top_singular_value", "Jacobian: top &sigma;", "{:.3g}"),
+                    ("jacobian_top_normalised_singular_value",
+                     "Jacobian: top &sigma; &times; |x<sub>start</sub>| / |x<sub>stop</sub>|", "{:.3g}")]
+    head = "".join(f"<th>{title}</th>" for _, title, _ in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{fmt.format(row[key])}</td>" for key, _, fmt in columns) + "</tr>"
+        for row in table
+    )
+    note = (
+        "The Jacobian of the map from each teleported layer's input to the last sublayer the "
+        "teleport is followed to (one token, the prompt's last), top singular value raw and "
+        "relative to the state's growth; below 1 every direction contracts."
+        if with_jacobian
+        else "The Jacobian contraction was not computed: it is opt-in "
+        "(<code>tl-dynamics report --jacobian</code>, <code>run_report(..., jacobian=True)"
+        "</code>), since it costs tens of seconds per layer on SmolLM2."
+    )
+    return (
+        "<p><b>Contraction per layer.</b> Teleports: median final distance to the unperturbed "
+        f"run over the displacement (below 1: pulled back). {note}</p>"
+        f"<table class='findings'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def collect_twin(
+    model: Any, texts: Sequence[str], corpus: str | None, batch_size: int, seed: int, progress: bool
+) -> DynamicsCache:
+    """Trajectories of the first :data:`TWIN_TEXTS` texts through a random-weight twin of
+    ``model`` (same architecture, freshly initialised with ``seed``)."""
+    twin = random_weight_twin(model, seed=seed)
+    return collect(twin, texts[:TWIN_TEXTS], batch_size=batch_size, corpus=corpus, progress=progress)
+
+
 def run_report(
     model: TLModel,
     texts: Sequence[str],
@@ -333,6 +415,8 @@ def run_report(
     n_shuffles: int = ROTATION_SHUFFLES,
     cae_epochs: int = CAE_EPOCHS,
     grid: int = DEFAULT_GRID,
+    jacobian: bool = False,
+    random_twin: bool = False,
 ) -> dict[str, float]:
     """Run every measure on ``texts`` in both conditions and write the report folder.
 
@@ -349,12 +433,20 @@ def run_report(
         n_shuffles: Layer-order shuffles of the rotation null (the paper: 1000).
         cae_epochs: Training epochs of the compressing autoencoder.
         grid: Teleport grid side (``grid x grid`` points; the paper: about 10).
+        jacobian: Also measure the Jacobian spectra of the "Beyond the paper" section
+            (:mod:`tl_dynamics.beyond`; tens of seconds per teleported layer).
+        random_twin: Also collect the first :data:`TWIN_TEXTS` texts through a
+            random-weight twin of ``model`` (:func:`tl_dynamics.random_weight_twin`) into
+            ``dynamics_twin.safetensors``, the control of ``tl-dynamics compare``'s
+            dynamical similarity (one more forward pass over those texts).
 
     Returns:
         Wall time of each stage in seconds.
     """
     out = Path(out)
     check_output(out, overwrite)
+    if random_twin:
+        check_twin_model(model)
     timer = StageTimer()
     with timer.stage("collect", progress):
         original = collect(model, texts, batch_size=batch_size, corpus=corpus, progress=progress)
@@ -385,6 +477,15 @@ def run_report(
             )
             for name, dyn in (("original", original), ("shuffled", shuffled))
         }
+    with timer.stage("beyond the paper", progress):
+        beyond = beyond_module.beyond_measures(
+            model, original, _finding(found["original"], "rotations_exceed_null"),
+            trajectories["original"].sweep, seed=seed, jacobian=jacobian, progress=progress,
+        )
+    twin = None
+    if random_twin:
+        with timer.stage("random-weight twin", progress):
+            twin = collect_twin(model, texts, corpus, batch_size, seed, progress)
     with timer.stage("figures", progress):
         sections = [
             ("Findings", _findings_table(found["original"], found["shuffled"]), []),
@@ -392,6 +493,8 @@ def run_report(
             ("Figures 1-2: shuffled control", "", condition_figures(shuffled, measures["shuffled"])),
             ("Figures 3-4: original texts", TRAJECTORY_TEXT, trajectory_figures(trajectories["original"])),
             ("Figures 3-4: shuffled control", "", trajectory_figures(trajectories["shuffled"])),
+            ("Beyond the paper", beyond_section_html(beyond),
+             beyond_module.beyond_figures(beyond, measures["original"]["rotation_null"])),
         ]
     with timer.stage("write", progress), atomic_folder(out, overwrite) as staging:
         meta = original.metadata
@@ -417,9 +520,12 @@ def run_report(
                     for name, dyn in (("original", original), ("shuffled", shuffled))
                 },
                 "findings": {name: [f.to_json() for f in fs] for name, fs in found.items()},
+                "beyond": beyond_module.beyond_json(beyond),
                 "stage_seconds": timer.seconds,
             },
         )
         original.save(staging / "dynamics.safetensors")
         shuffled.save(staging / "dynamics_shuffled.safetensors")
+        if twin is not None:
+            twin.save(staging / TWIN_FILE)
     return timer.seconds

@@ -250,6 +250,17 @@ def dynamical_similarity(
     )
 
 
+def check_twin_model(model: TLModel) -> None:
+    """Raise ``InputTypeError`` unless :func:`random_weight_twin` can copy ``model``."""
+    check_model(model)
+    hf_model = getattr(model, "original_model", None)
+    if hf_model is None or not hasattr(hf_model, "_init_weights"):
+        raise InputTypeError(
+            f"model must be a TransformerBridge over a Hugging Face model (original_model "
+            f"with _init_weights); received {type(model).__name__}"
+        )
+
+
 def random_weight_twin(model: TLModel, seed: int = 0) -> TLModel:
     """A copy of ``model`` with the same architecture and freshly initialised weights.
 
@@ -258,14 +269,8 @@ def random_weight_twin(model: TLModel, seed: int = 0) -> TLModel:
     under ``torch.manual_seed(seed)``; ``model`` is untouched. The twin is the control
     for "dynamics of a trained model" against "dynamics of the architecture".
     """
-    check_model(model)
+    check_twin_model(model)
     seed = check_int(seed, "seed", 0)
-    hf_model = getattr(model, "original_model", None)
-    if hf_model is None or not hasattr(hf_model, "_init_weights"):
-        raise InputTypeError(
-            f"model must be a TransformerBridge over a Hugging Face model (original_model "
-            f"with _init_weights); received {type(model).__name__}"
-        )
     twin = copy.deepcopy(model)
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)

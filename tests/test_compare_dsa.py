@@ -1,0 +1,79 @@
+"""`tl-dynamics compare`: the dynamical-similarity (DSA) matrix of the reports and controls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tl_dynamics as tld
+from tl_dynamics import report as report_module
+from tl_dynamics.cli import main
+from tl_dynamics.compare import DSA_SAMPLES, dsa_conditions
+
+
+@pytest.fixture(scope="module")
+def twin_report(tmp_path_factory, tiny_model_folders):
+    """A tiny-Llama report with its random-weight twin's trajectories."""
+    out = tmp_path_factory.mktemp("reports") / "llama-twin"
+    args = ["report", "--model", str(tiny_model_folders["llama"]), "--n", "30", "--quiet"]
+    assert main([*args, "--random-twin", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_random_twin_is_saved_from_a_twin_of_the_same_architecture(twin_report, tiny_models):
+    twin = tld.DynamicsCache.load(twin_report / report_module.TWIN_FILE)
+    original = tld.DynamicsCache.load(twin_report / "dynamics.safetensors")
+    assert twin.resid.shape == original.resid.shape  # 30 texts < TWIN_TEXTS: all of them
+    assert twin.metadata.texts == original.metadata.texts
+    assert not torch.allclose(twin.resid, original.resid)  # other weights
+    expected = tld.collect(tld.random_weight_twin(tiny_models["llama"], seed=0), list(original.metadata.texts), progress=False)
+    torch.testing.assert_close(twin.resid, expected.resid, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compare_adds_the_dsa_matrix_with_its_controls(twin_report, minilm_report, tmp_path):
+    out = tmp_path / "dsa"
+    assert main(["compare", str(minilm_report), str(twin_report), "--out", str(out)]) == 0
+    record = json.loads((out / "compare.json").read_text())["dynamical_similarity"]
+    names = record["names"]
+    labels = sorted({name.split(" · ")[0] for name in names})
+    assert len(labels) == 2
+    conditions = {name.split(" · ")[1] for name in names}
+    assert conditions == {"original", "shuffled text", "random twin"}
+    assert sum(name.endswith("random twin") for name in names) == 1  # only the twin report
+    distance = torch.tensor(record["distance"])
+    assert distance.shape == (len(names), len(names))
+    torch.testing.assert_close(distance, distance.T)
+    assert bool((distance.diagonal() == 0).all()) and bool((distance[~torch.eye(len(names), dtype=bool)] > 0).all())
+    assert record["samples_per_condition"] == DSA_SAMPLES
+    page = (out / "compare.html").read_text()
+    assert "Dynamical similarity" in page and page.count("Plotly.newPlot") >= 7
+
+
+def test_dsa_conditions_read_the_saved_trajectories(minilm_report):
+    conditions = dsa_conditions([minilm_report], ["minilm"])
+    assert list(conditions) == ["minilm · original", "minilm · shuffled text"]
+    saved = tld.DynamicsCache.load(minilm_report / "dynamics_shuffled.safetensors")
+    torch.testing.assert_close(conditions["minilm · shuffled text"].resid, saved.resid[:DSA_SAMPLES])
+
+
+def test_no_dsa_skips_the_matrix(minilm_report, tmp_path):
+    out = tmp_path / "plain"
+    assert main(["compare", str(minilm_report), "--out", str(out), "--no-dsa"]) == 0
+    assert json.loads((out / "compare.json").read_text())["dynamical_similarity"] is None
+    assert "Dynamical similarity" not in (out / "compare.html").read_text()
+
+
+def test_a_random_twin_of_a_model_without_hf_weights_is_refused_before_any_work(tmp_path, monkeypatch):
+    from tl_dynamics.report import run_report
+
+    class NotABridge(torch.nn.Module):
+        cfg = None
+
+    monkeypatch.setattr(report_module, "collect", lambda *a, **k: pytest.fail("collected"))
+    with pytest.raises(TypeError, match="model"):
+        run_report(NotABridge(), ["a text"], out=tmp_path / "never", random_twin=True, progress=False)
+    assert not (tmp_path / "never").exists()
