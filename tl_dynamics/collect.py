@@ -21,7 +21,7 @@ Example::
     import tl_dynamics as tld
     model = tld.models.load_model()                     # SmolLM2-135M, offline
     dyn = tld.collect(model, tld.data.python_docs()[:200], batch_size=16)
-    dyn.resid.shape, dyn.labels[:3]                     # (200, 12, 384), ('0_pre', ...)
+    dyn.resid.shape, dyn.labels[:3]                     # (200, 60, 576), ("0_pre", ...)
     control = tld.collect(model, tld.data.python_docs()[:200], shuffle=True, seed=0)
 """
 

@@ -20,16 +20,14 @@ put (1 at the injection; below 1 means pulled back), and the paper's mean square
 against the control. :func:`teleport_sweep` repeats this for several layers, by default
 those the paper shows scaled to the model's depth (:func:`teleport_layers`).
 
-On MiniLM (6 layers; 10 x 10 grid from a PCA of 128 texts) the median final distance
-to the control is 0.44-0.64 of the displacement at every default layer (``contraction``).
-Layers are followed for different numbers of sublayers, though: per sublayer the pull
-is weakest after layer 0 and strongest after the last (the report's Fig 4D finding
-compares ``contraction ** (1 / steps)``), so this is not the paper's mid-layer attractor
-pattern. MiniLM
-is a post-LayerNorm BERT that renormalises the stream after every sub-block, which by
-itself draws far-flung points in; :attr:`Recovery.relative` measures distance against the
-stream's own norm. Small random kicks (10% of the norm, :func:`inject_noise`) shrink
-after early injections (0.31 at layer 0) but grow after late ones (1.38 at layer 5).
+Layers are followed for different numbers of sublayers, so the report's Fig 4D finding
+compares the pull per sublayer (``contraction ** (1 / steps)``), not ``contraction``
+itself. On a post-LayerNorm encoder, which renormalises the stream after every
+sub-block, runs are pulled back at every default layer, but the pull per sublayer is
+weakest after the first layer and strongest after the last: not the paper's mid-layer
+pattern; small random kicks (:func:`inject_noise`) shrink after early injections and
+grow after late ones. In pre-norm decoders the stream's norm grows with depth, so
+:attr:`Recovery.relative` measures distance against the stream's own norm.
 
 Two subtler kicks the paper names as future work reuse the same machinery and measure:
 :func:`inject_noise` adds random noise of a chosen relative size to the control's own

@@ -44,14 +44,14 @@ Example::
     import tl_dynamics as tld
     from tl_dynamics.store import DynamicsStore, collect_to_store
 
-    model = tld.models.load_model("minilm")              # packaged MiniLM, offline
+    model = tld.models.load_model()                      # SmolLM2-135M, offline
     texts = tld.data.python_docs()[:200]
     settings = tld.CollectSettings(batch_size=32)        # tld.collect's keywords
-    store = collect_to_store(model, texts, "minilm-store", settings, shard_size=64)
+    store = collect_to_store(model, texts, "smollm2-store", settings, shard_size=64)
     # killed half-way? the same line again runs only the missing texts
     len(store), store.labels[:3]                         # 200 ('0_pre', '0_mid', '1_pre')
     [chunk.velocity().mean(0) for chunk in store.iter_shards()]
-    dyn = DynamicsStore.open("minilm-store").load()      # == tld.collect(model, texts)
+    dyn = DynamicsStore.open("smollm2-store").load()      # == tld.collect(model, texts)
 """
 
 from __future__ import annotations
