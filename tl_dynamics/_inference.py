@@ -40,6 +40,17 @@ from jaxtyping import Float, Int
 from scipy.stats import norm
 from torch import Tensor
 
+__all__ = [
+    "N_RESAMPLES",
+    "CONFIDENCE",
+    "ALPHA",
+    "WEIGHT_CHUNK",
+    "bootstrap_weights",
+    "percentile_interval",
+    "normal_p_value",
+    "holm",
+]
+
 # Resamples per bootstrap. 1000 is the usual floor for a 95 % percentile interval
 # (Efron & Tibshirani 1993, section 19.3); p-values come from the normal approximation
 # (normal_p_value), so they are not limited to multiples of 1 / (B + 1).

@@ -59,6 +59,19 @@ from tl_dynamics.jpca import DEFAULT_SHUFFLES as JPCA_SHUFFLES
 from tl_dynamics.jpca import JPCAResult, bootstrap_r2_skew, jpca
 from tl_dynamics.stability import JacobianSweep, jacobian_sweep
 
+__all__ = [
+    "BASIS_SHUFFLES",
+    "MIN_R2_EXCESS",
+    "CLAIMS",
+    "BeyondMeasures",
+    "random_basis_finding",
+    "jpca_finding",
+    "beyond_measures",
+    "contraction_table",
+    "beyond_json",
+    "beyond_figures",
+]
+
 # Layer shuffles of the random-basis rotation null: its mean and spread are all the test
 # uses, and 200 shuffles estimate both to a few percent; 1000 (the units' null) would
 # cost the report about 2 s more at SmolLM2's size.

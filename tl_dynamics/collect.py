@@ -54,6 +54,18 @@ from tl_dynamics.hooks import (
     validate_sites,
 )
 
+__all__ = [
+    "Positions",
+    "CollectedBatch",
+    "CollectSettings",
+    "validate_texts",
+    "check_eval",
+    "iter_batches",
+    "collect_metadata",
+    "collect",
+    "cache_dynamics",
+]
+
 Positions = Union[str, int, Sequence[int]]
 """``"last"`` (last real token), ``"all"`` (every token) or token indices; negative
 indices count back from the last real token (``-1`` is the last)."""

@@ -74,6 +74,13 @@ import torch.distributed as dist
 from tl_dynamics.collect import CollectSettings
 from tl_dynamics.store import DynamicsStore, consolidate, prepare_store, write_texts
 
+__all__ = [
+    "BARRIER_TIMEOUT",
+    "world_size",
+    "init_distributed",
+    "collect_distributed",
+]
+
 BARRIER_TIMEOUT = datetime.timedelta(hours=12)
 """How long ranks wait for each other: a rank done early waits at the last barrier for
 the slowest one, which on a long run of a large model can take hours (torch's default of

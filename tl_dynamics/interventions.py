@@ -97,6 +97,27 @@ from tl_dynamics.embed import PCATrajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
 
+__all__ = [
+    "DEFAULT_PROMPT",
+    "DEFAULT_GRID",
+    "DEFAULT_BATCH_SIZE",
+    "TELEPORT_FRACTIONS",
+    "HookFn",
+    "teleport_layers",
+    "TeleportGrid",
+    "pca_grid",
+    "Recovery",
+    "TeleportResult",
+    "TeleportSweep",
+    "teleport",
+    "teleport_sweep",
+    "inject_noise",
+    "swap_activations",
+    "teleport_hook",
+    "noise_hook",
+    "swap_hook",
+]
+
 DEFAULT_PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."  # the paper's prompt (2.9)
 DEFAULT_GRID = 10  # points per axis of the paper's teleport grid ("n ~ 10", section 2.9)
 DEFAULT_BATCH_SIZE = 32  # perturbed runs per forward pass

@@ -87,6 +87,20 @@ from tl_dynamics.collect import (
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 from tl_dynamics.hooks import check_model, trajectory_hooks
 
+__all__ = [
+    "STORE_FORMAT",
+    "STORE_FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "SHARD_BYTES",
+    "ShardRecord",
+    "DynamicsStore",
+    "texts_digest",
+    "consolidate",
+    "prepare_store",
+    "write_texts",
+    "collect_to_store",
+]
+
 STORE_FORMAT = "tl-dynamics-store"
 """Value of the ``format`` field of a manifest."""
 

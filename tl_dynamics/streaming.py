@@ -67,6 +67,16 @@ from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.metrics import STAT_DTYPE, cosine_similarity, norms, velocity  # every sum in float64
 from tl_dynamics.store import DynamicsStore
 
+__all__ = [
+    "Chunk",
+    "Source",
+    "MomentSummary",
+    "iter_chunks",
+    "moments",
+    "incremental_pca",
+    "iter_minibatches",
+]
+
 PCA_BATCH_PER_FEATURE = 5
 """Default vectors per ``partial_fit`` batch, per unit: scikit-learn's own default
 ``batch_size = 5 * n_features`` of ``IncrementalPCA.fit``."""
