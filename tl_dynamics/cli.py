@@ -27,7 +27,7 @@ Example (shell)::
         --device cuda --dtype bfloat16 --out llama-report       # on a GPU with the hub
     tl-dynamics compare minilm-report llama-report --out comparison
     tl-dynamics report --sample 256 --out sample-report        # 256 texts drawn at random
-    torchrun --nproc_per_node 2 -m tl_dynamics collect --first 200 --out minilm-store
+    torchrun --nproc_per_node 2 -m tl_dynamics collect --first 200 --out smollm2-store
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ Recipes (``python -m tl_dynamics collect --help`` lists every option; the GPU on
 the hub and GPUs, so they are documented, not tested, here)::
 
     # one process, no torchrun
-    python -m tl_dynamics collect --texts python-docs --out minilm-store
+    python -m tl_dynamics collect --texts python-docs --out smollm2-store
 
     # CPU, 2 processes (each loads its own copy of the model)
-    torchrun --nproc_per_node 2 -m tl_dynamics collect --texts python-docs --out minilm-store
+    torchrun --nproc_per_node 2 -m tl_dynamics collect --texts python-docs --out smollm2-store
 
     # one model per GPU: 8 GPUs, 8 copies of Llama-3.1-8B in bfloat16 (16 GB each);
     # rank r runs on cuda:r (LOCAL_RANK), texts are split 8 ways
@@ -56,7 +56,7 @@ Example (inside a process started by ``torchrun``)::
     from tl_dynamics.distributed import collect_distributed, init_distributed
     rank, world_size, device = init_distributed()
     model = tld.models.load_model(device=device)
-    store = collect_distributed(model, tld.data.python_docs(), "minilm-store")
+    store = collect_distributed(model, tld.data.python_docs(), "smollm2-store")
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ Example::
     from tl_dynamics import streaming
     from tl_dynamics.store import DynamicsStore
 
-    store = DynamicsStore.open("minilm-store")             # see tl_dynamics.store
+    store = DynamicsStore.open("smollm2-store")             # see tl_dynamics.store
     summary = streaming.moments(store)                      # one pass, a shard at a time
     summary.mean_velocity                                   # [transition] mean step length
     summary.unit_correlation()                              # [transition, d_model] Pearson r
