@@ -582,7 +582,7 @@ class CompressingAutoencoder(BaseEstimator):
         Returns:
             ``self``, fitted.
         """
-        self._check_architecture()
+        widths = self.widths  # checks the architecture
         self._check_training()
         resid, labels = as_trajectories(dyn)
         if resid.shape[-1] != self.d_in:
@@ -608,8 +608,8 @@ class CompressingAutoencoder(BaseEstimator):
             train = train[torch.randperm(len(train), generator=generator)[: self.max_vectors]]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.random_state))
-            self.encoder_ = _stack(self.widths)
-            self.decoder_ = _stack(self.widths[::-1])
+            self.encoder_ = _stack(widths)
+            self.decoder_ = _stack(widths[::-1])
         val = einops.rearrange(resid[self.validation_index_], "b s d -> (b s) d")
         self.history_ = self._train(self._standardise(train), self._standardise(val), generator)
         self.held_out_ = self._report(resid[self.validation_index_], labels) if n_val else None

@@ -311,9 +311,8 @@ def _tested(
     ``p_value``, when given, is the p-value of a test computed by the caller instead.
     """
     ci = percentile_interval(replicates)
-    finite = replicates[np.isfinite(replicates)]
     if spread is None:
-        spread = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
+        spread = _standard_error(replicates)
     p = normal_p_value(effect, null_value, spread) if p_value is None else p_value
     observed = (
         f"{description}; {effect_unit} = {effect:+.3g} (95% CI {ci[0]:+.3g} to {ci[1]:+.3g}), "
@@ -325,6 +324,12 @@ def _tested(
         float(min_effect), direction, ALPHA, p, None, numbers or {},
     )
     return decide([finding])[0]
+
+
+def _standard_error(replicates: np.ndarray) -> float:
+    """Standard deviation (ddof 1) of the finite bootstrap replicates; NaN below two."""
+    finite = replicates[np.isfinite(replicates)]
+    return float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
 
 
 @dataclass(frozen=True)
@@ -399,9 +404,7 @@ def _trend(
         f"{name} {'tends to rise' if rho > 0 else 'tends to fall'} over {len(point)} steps "
         f"({point[0]:.3g} first, {point[-1]:.3g} last, range {point.min():.3g}-{point.max():.3g})"
     )
-    slope, slope_replicates = float(_depth_slopes(point)[0]), _depth_slopes(replicates)
-    finite = slope_replicates[np.isfinite(slope_replicates)]
-    spread = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
+    slope, spread = float(_depth_slopes(point)[0]), _standard_error(_depth_slopes(replicates))
     return _tested(
         key, claim, description, rho, _spearman_rows(replicates),
         effect_unit="Spearman rho with depth", null=null, null_value=0.0,
