@@ -176,3 +176,35 @@ def test_per_sample_terms_average_to_the_mean_mutual_information(method):
     torch.testing.assert_close(terms.mean(0), expected)
     with pytest.raises(ValueError, match="method must be one of"):
         mutual_information_per_sample(resid, method="gaussian")
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_binned_kernel_sums_match_the_exact_sums_with_far_outliers(dims):
+    """Items of different spreads get grids of different lengths in one call, and points
+    far outside an item's window (up to 400 kernel widths out) are summed exactly: every
+    item's sums must be its own, and an outlier must not spoil the others' accuracy (a
+    grid stretched to reach it would be 4 kernel widths coarse)."""
+    from tl_dynamics.metrics.information import (
+        BINNED_MAX_CELLS,
+        BINNED_SPACING,
+        _binned_kernel_sums,
+        _kernel_sums,
+    )
+
+    generator = torch.Generator().manual_seed(5)
+    spread = torch.tensor([1.0, 2.6, 6.0, 2.6, 2.6, 2.6])  # whitened sd, kernel widths
+    coords = [
+        torch.randn(len(spread), 300, generator=generator, dtype=torch.float64) * spread[:, None]
+        for _ in range(dims)
+    ]
+    for item, far in ((3, 40.0), (4, 120.0), (5, 400.0)):
+        for c in coords:
+            c[item, :3] = torch.tensor([far, -far / 2, far / 3])
+    assert float(coords[0][5].amax() - coords[0][5].amin()) > BINNED_SPACING * BINNED_MAX_CELLS
+    exact = _kernel_sums(coords)
+    binned = _binned_kernel_sums(coords).to(exact.dtype)
+    relative = ((binned - exact).abs() / exact).mean(dim=1)
+    assert relative.max() < 0.01, relative  # measured 0.0013-0.0034
+    # Item 5's three far points lie outside its window: summed exactly (in float32).
+    outliers = (binned[5, :3] - exact[5, :3]).abs() / exact[5, :3]
+    assert outliers.max() < 1e-5

@@ -112,9 +112,12 @@ def column_bytes(resid: Tensor, copies: int) -> int:
 def successive_correlation(
     z: Float[Tensor, "batch sublayer unit"],
 ) -> Float[Tensor, "transition unit"]:
-    """Pearson ``r`` between sublayers ``t`` and ``t + 1`` of :func:`_standardise`'s columns."""
-    pattern = "batch transition unit, batch transition unit -> transition unit"
-    r = einsum(z[:, :-1], z[:, 1:], pattern)
+    """Pearson ``r`` between sublayers ``t`` and ``t + 1`` of :func:`_standardise`'s columns.
+
+    A product and a sum over the batch (an ``einsum`` here becomes a batched matrix
+    product of one-element outputs, about 5x slower on a CPU).
+    """
+    r = reduce(z[:, :-1] * z[:, 1:], "batch transition unit -> transition unit", "sum")
     return r.clamp(-1.0, 1.0)
 
 
@@ -180,7 +183,7 @@ def unit_correlation_per_sample(
         r = r.nan_to_num(0.0)
         squares = z.square()
         share = (
-            einsum(z[:, :-1], z[:, 1:], "batch t unit, batch t unit -> batch t")
+            reduce(z[:, :-1] * z[:, 1:], "batch t unit -> batch t", "sum")
             - einsum(squares[:, :-1] + squares[:, 1:], r, "batch t unit, t unit -> batch t") / 2
             + r.sum(-1)
         )
