@@ -19,6 +19,7 @@ import time
 import pytest
 
 import tl_dynamics.models
+import tl_dynamics.store
 from tl_dynamics import _output
 from tl_dynamics.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, main
 from tl_dynamics.data import python_docs
@@ -289,8 +290,7 @@ def test_collect_reads_an_upper_case_json_array_of_texts(tmp_path, tiny_model_fo
     out = tmp_path / "store"
     command = ["collect", "--model", str(tiny_model_folders["gpt2"]), "--texts", str(texts)]
     assert main([*command, "--out", str(out), "--quiet"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["metadata"]["texts"] == python_docs()[:5]
+    assert tl_dynamics.store.DynamicsStore.open(out).texts() == tuple(python_docs()[:5])
 
 
 # 8. one line instead of a traceback
@@ -405,7 +405,7 @@ def test_an_interrupted_collect_keeps_whole_shards_only(
     assert main(command) == EXIT_INTERRUPTED
     assert "run the same command again to resume" in capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["manifest.json", "shard-r0000-000000.safetensors"]
+    assert names == ["manifest.json", "shard-r0000-000000.safetensors", "texts.json"]
     monkeypatch.setattr(tl_dynamics.store, "iter_batches", batches)
     assert main(command) == 0
     assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 3

@@ -15,6 +15,7 @@ from tl_dynamics.collect import CollectSettings
 from tl_dynamics.distributed import collect_distributed, init_distributed
 from tl_dynamics.store import (
     MANIFEST_NAME,
+    TEXTS_NAME,
     DynamicsStore,
     collect_to_store,
     prepare_store,
@@ -86,7 +87,7 @@ def test_two_ranks_resume_a_store_to_equal_a_single_process_run(
     assert {record.rank for record in store.shards[len(before) :]} == {0, 1}
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(
-        [MANIFEST_NAME, *(record.file for record in store.shards)]
+        [MANIFEST_NAME, TEXTS_NAME, *(record.file for record in store.shards)]
     )  # no partials
     by_rank = {
         rank: {t for r in store.shards[len(before) :] if r.rank == rank for t in r.text_index}

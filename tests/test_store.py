@@ -23,6 +23,7 @@ from tl_dynamics.collect import CollectSettings
 from tl_dynamics.store import (
     MANIFEST_NAME,
     TEMP_PREFIX,
+    TEXTS_NAME,
     DynamicsStore,
     collect_to_store,
     consolidate,
@@ -163,7 +164,7 @@ def test_sigkill_then_rerun_gives_every_text_exactly_once(
 
     store = DynamicsStore.open(out)
     listed = sorted(record.file for record in store.shards)
-    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, *listed])
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, TEXTS_NAME, *listed])
     assert set(killed.shards) <= set(store.shards)
     assert store.text_indices() == list(range(len(texts)))  # each once: open() checks overlaps
     expected = tld.collect(llama, texts, corpus=str(corpus), progress=False)
@@ -296,7 +297,7 @@ def test_resume_collects_the_texts_of_a_damaged_or_missing_shard_again(
     assert repaired.text_indices() == list(range(len(texts)))  # each once
     assert damaged not in repaired.shards and missing not in repaired.shards
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [MANIFEST_NAME, *(r.file for r in repaired.shards)]
+        [MANIFEST_NAME, TEXTS_NAME, *(r.file for r in repaired.shards)]
     )
     assert_same_cache(repaired.load(), expected)
 
@@ -339,5 +340,49 @@ def test_a_bad_manifest_is_named(llama, texts, tmp_path, content, message):
 def test_shards_and_manifest_follow_the_umask(llama, texts, tmp_path):
     store = collect_to_store(llama, texts[:4], tmp_path / "store", PAIRS, shard_size=2)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in store.path.iterdir()}
-    assert modes == dict.fromkeys(modes, FILE_MODE) and len(modes) == 3
+    assert modes == dict.fromkeys(modes, FILE_MODE) and len(modes) == 4  # manifest, texts, 2 shards
     assert stat.S_IMODE(store.path.stat().st_mode) == FOLDER_MODE
+
+
+def test_texts_are_written_once_beside_a_small_manifest(llama, texts, tmp_path):
+    store = collect_to_store(llama, texts, tmp_path, PAIRS, shard_size=2)
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest["metadata"]["texts"] is None and manifest["texts_file"] == TEXTS_NAME
+    assert not any(text in (tmp_path / MANIFEST_NAME).read_text() for text in texts)
+    assert json.loads((tmp_path / TEXTS_NAME).read_text()) == list(texts)
+    assert store.texts() == tuple(texts) and store.metadata.texts is None
+    assert store.load().metadata.texts == tuple(texts)
+    kept = collect_to_store(
+        llama, texts, tmp_path / "without", CollectSettings(keep_texts=False, progress=False)
+    )
+    assert kept.texts() is None and not (tmp_path / "without" / TEXTS_NAME).exists()
+
+
+def test_a_damaged_texts_file_is_named_and_a_rerun_repairs_it(llama, texts, tmp_path):
+    collect_to_store(llama, texts, tmp_path, PAIRS, shard_size=2)
+    (tmp_path / TEXTS_NAME).write_text(json.dumps(["another text"] * len(texts)))
+    with pytest.raises(ValueError, match=f"{TEXTS_NAME}.*damaged.*SHA-256.*repair"):
+        DynamicsStore.open(tmp_path).load()
+    (tmp_path / TEXTS_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{TEXTS_NAME}.*missing.*repair"):
+        DynamicsStore.open(tmp_path).texts()
+    repaired = collect_to_store(llama, texts, tmp_path, PAIRS, shard_size=2)
+    assert repaired.texts() == tuple(texts)
+
+
+def test_a_format_1_store_with_texts_in_its_manifest_is_read_and_resumed(llama, texts, tmp_path):
+    """Stores written before texts.json kept the texts in the manifest's metadata."""
+    expected = tld.collect(llama, texts, progress=False)
+    collect_to_store(llama, texts, tmp_path, PAIRS, shard_size=2)
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    first = manifest["shards"][:2]
+    old = {**manifest, "format_version": 1, "shards": first}
+    old["metadata"] = {**manifest["metadata"], "texts": list(texts)}
+    del old["texts_file"]
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(old))
+    (tmp_path / TEXTS_NAME).unlink()
+    store = DynamicsStore.open(tmp_path)
+    assert store.texts_file is None and store.texts() == tuple(texts)
+    resumed = collect_to_store(llama, texts, tmp_path, PAIRS, shard_size=2)
+    assert resumed.text_indices() == list(range(len(texts)))
+    assert_same_cache(resumed.load(), expected)

@@ -11,9 +11,14 @@ collected:
   process: ``shard-r0000-000000.safetensors``.
 * **Manifest.** ``manifest.json`` holds the sublayer labels, the
   :class:`~tl_dynamics.cache.DynamicsMetadata`, the list of shards with the texts each
-  one holds and each file's size and SHA-256, and a fingerprint of the run: model, dtype, positions, sites, shuffle,
-  seed, labels and a SHA-256 of the texts. A later run into the same folder with other
-  settings or other texts is refused instead of mixing two experiments.
+  one holds and each file's size and SHA-256, and a fingerprint of the run: model, dtype,
+  positions, sites, shuffle, seed, labels and a SHA-256 of the texts. A later run into
+  the same folder with other settings or other texts is refused instead of mixing two
+  experiments.
+* **Texts.** The texts themselves (unless ``keep_texts=False``) are written once, to
+  ``texts.json``, whose SHA-256 is the fingerprint's: the manifest, rewritten after every
+  shard, stays small, and a run holds them once. (Stores of format 1 kept them in the
+  manifest; they are read as before.)
 * **Atomic writes.** A shard is written under a temporary name (``.tmp-...``) and
   renamed into place; then the manifest is rewritten the same way (temporary file,
   ``fsync``, ``os.replace``). A process killed at any instant leaves the manifest
@@ -91,6 +96,7 @@ __all__ = [
     "STORE_FORMAT",
     "STORE_FORMAT_VERSION",
     "MANIFEST_NAME",
+    "TEXTS_NAME",
     "SHARD_BYTES",
     "ShardRecord",
     "DynamicsStore",
@@ -104,10 +110,12 @@ __all__ = [
 STORE_FORMAT = "tl-dynamics-store"
 """Value of the ``format`` field of a manifest."""
 
-STORE_FORMAT_VERSION = 1
-"""Version of the on-disk layout; a newer one is refused with a request to upgrade."""
+STORE_FORMAT_VERSION = 2
+"""Version of the on-disk layout; a newer one is refused with a request to upgrade.
+Version 2 keeps the texts in ``texts.json`` instead of in the manifest's metadata."""
 
 MANIFEST_NAME = "manifest.json"
+TEXTS_NAME = "texts.json"
 PARTIAL_MANIFEST_NAME = "manifest-r{rank:04d}.json"  # one per data-parallel rank while it writes
 PARTIAL_MANIFEST_GLOB = "manifest-r*.json"
 SHARD_NAME = "shard-r{rank:04d}-{number:06d}.safetensors"
@@ -210,8 +218,16 @@ class ShardRecord:
 
 
 def texts_digest(texts: Sequence[str]) -> str:
-    """SHA-256 (hex) of the texts in order: equal digests mean the same list of texts."""
-    return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()
+    """SHA-256 (hex) of the texts in order: equal digests mean the same list of texts.
+
+    It is the SHA-256 of ``texts.json``, which holds exactly :func:`_texts_json`'s string.
+    """
+    return hashlib.sha256(_texts_json(texts).encode("utf-8")).hexdigest()
+
+
+def _texts_json(texts: Sequence[str]) -> str:
+    """The texts as a JSON array (ASCII, non-ASCII characters escaped), as hashed and stored."""
+    return json.dumps(list(texts))
 
 
 def _settings(
@@ -318,6 +334,9 @@ class DynamicsStore:
             version; labels; number and SHA-256 of the texts).
         fingerprint: SHA-256 (hex) of ``settings``.
         shards: The shards written so far, in the order they were listed.
+        texts_file: Name of the file in ``path`` that holds the texts (``texts.json``), or
+            ``None`` when the texts were not kept or sit in ``metadata`` (format 1). The
+            metadata then has ``texts=None``; :meth:`load` and :meth:`texts` read them.
     """
 
     path: Path
@@ -326,6 +345,7 @@ class DynamicsStore:
     settings: dict[str, Any]
     fingerprint: str
     shards: tuple[ShardRecord, ...]
+    texts_file: str | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> DynamicsStore:
@@ -372,6 +392,7 @@ class DynamicsStore:
                 settings=dict(record["settings"]),
                 fingerprint=str(record["fingerprint"]),
                 shards=tuple(listed.values()),
+                texts_file=record.get("texts_file"),
             )
         except (KeyError, TypeError) as error:
             raise DynamicsInputError(
@@ -407,6 +428,7 @@ class DynamicsStore:
             "settings": self.settings,
             "fingerprint": self.fingerprint,
             "shards": [s.to_json() for s in self.shards],
+            "texts_file": self.texts_file,
         }
 
     def __len__(self) -> int:
@@ -510,7 +532,35 @@ class DynamicsStore:
             resid[target] = chunk.resid
             text_index[target] = chunk.text_index
             position[target] = chunk.position
-        return DynamicsCache(resid, self.labels, text_index, position, self.metadata)
+        metadata = self.metadata
+        if self.texts_file is not None:
+            metadata = dataclasses.replace(metadata, texts=self.texts())
+        return DynamicsCache(resid, self.labels, text_index, position, metadata)
+
+    def texts(self) -> tuple[str, ...] | None:
+        """The run's texts (all of them, stored or not), or ``None`` when they were not kept.
+
+        Raises:
+            FileNotFoundError, ValueError: ``texts.json`` is missing or is not the run's
+                texts (its SHA-256 differs from the fingerprint's); the message says how
+                to repair the store.
+        """
+        if self.texts_file is None:
+            return self.metadata.texts
+        path = self.path / self.texts_file
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError as error:
+            raise InputNotFoundError(self._damaged_texts("the file is missing")) from error
+        if hashlib.sha256(content).hexdigest() != self.settings["texts_sha256"]:
+            raise DynamicsInputError(self._damaged_texts(SHA_MISMATCH))
+        return tuple(json.loads(content))
+
+    def _damaged_texts(self, problem: str) -> str:
+        return (
+            f"{self.texts_file!r} of the store {str(self.path)!r} is damaged or missing "
+            f"({problem}); to repair the store, {REPAIR.format(path=self.path)}"
+        )
 
 
 def _run_settings(
@@ -605,11 +655,19 @@ def prepare_store(
     labels, metadata, fingerprinted = _run_settings(model, texts, settings)
     out = Path(out)
     if (out / MANIFEST_NAME).is_file():
-        _check_same_run(out, DynamicsStore._read(out).settings, fingerprinted)
+        existing = DynamicsStore._read(out)
+        _check_same_run(out, existing.settings, fingerprinted)
+        if existing.texts_file is not None:
+            _write_texts_file(out / existing.texts_file, texts, fingerprinted)
     elif _is_fresh_folder(out):
         out.mkdir(parents=True, exist_ok=True)
         fingerprint = _fingerprint(fingerprinted)
-        empty = DynamicsStore(out, labels, metadata, fingerprinted, fingerprint, ())
+        texts_file = None
+        if metadata.texts is not None:
+            texts_file = TEXTS_NAME
+            _write_texts_file(out / TEXTS_NAME, texts, fingerprinted)
+            metadata = dataclasses.replace(metadata, texts=None)
+        empty = DynamicsStore(out, labels, metadata, fingerprinted, fingerprint, (), texts_file)
         _write_json(out / MANIFEST_NAME, empty.to_json())
     else:
         raise DynamicsInputError(
@@ -617,6 +675,15 @@ def prepare_store(
             "found) nor an empty folder; pass a new or empty folder"
         )
     return consolidate(out)
+
+
+def _write_texts_file(path: Path, texts: Sequence[str], settings: dict[str, Any]) -> None:
+    """Write ``texts.json`` (the same bytes :func:`texts_digest` hashes), unless it is
+    there already and sound: a resumed run repairs a damaged one."""
+    if path.is_file() and _file_digest(path)[1] == settings["texts_sha256"]:
+        return
+    content = _texts_json(texts)
+    _atomic_write(path, lambda temporary: temporary.write_text(content, encoding="utf-8"))
 
 
 def _check_shard_size(shard_size: int | None) -> None:
@@ -795,8 +862,9 @@ def collect_to_store(
 
 
 def _remove_empty_store(out: Path, *, keep_folder: bool) -> None:
-    """Remove a store this run created and wrote no shard to (its manifest, temporary files)."""
-    for leftover in [out / MANIFEST_NAME, *out.glob(f"{TEMP_PREFIX}*")]:
+    """Remove a store this run created and wrote no shard to (its manifest, texts and
+    temporary files)."""
+    for leftover in [out / MANIFEST_NAME, out / TEXTS_NAME, *out.glob(f"{TEMP_PREFIX}*")]:
         leftover.unlink(missing_ok=True)
     if not keep_folder:
         out.rmdir()
