@@ -19,4 +19,4 @@ def test_a_bad_count_names_both_spellings(capsys):
     with pytest.raises(SystemExit) as exit_:
         _parser().parse_args(["collect", "--out", "store", "--first", "0"])
     assert exit_.value.code == 2
-    assert "--first/--limit: must be a positive integer; received '0'" in capsys.readouterr().err
+    assert "--first/--limit: must be a positive integer; got '0'" in capsys.readouterr().err

@@ -111,8 +111,8 @@ def test_shuffle_tokens_keeps_specials_at_both_ends():
         ('{"text": null}', "line 2 .* 'text' that is null"),
         ('{"text": 3}', "line 2 .* 'text' that is the number 3"),
         ('{"text": ["a", "b"]}', "line 2 .* 'text' that is an array"),
-        ('"just a string"', "line 2 .* not a JSON object .* received a string"),
-        ("[1, 2]", "line 2 .* not a JSON object .* received an array"),
+        ('"just a string"', "line 2 .* not a JSON object .* got a string"),
+        ("[1, 2]", "line 2 .* not a JSON object .* got an array"),
     ],
 )
 def test_jsonl_texts_must_be_strings(tmp_path, line, message):
@@ -138,8 +138,8 @@ def test_json_array_of_strings_or_objects(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"text": "one"}', "JSON array .* received an object"),
-        ('["one", 2]', "item 1 .* received the number 2"),
+        ('{"text": "one"}', "JSON array .* got an object"),
+        ('["one", 2]', "item 1 .* got the number 2"),
         ('["one", {"text": null}]', "item 1 .* 'text' that is null"),
         ('["one", ', "is not JSON"),
     ],
@@ -155,7 +155,7 @@ def test_a_dict_of_texts_is_refused_not_read_by_its_keys():
     texts = {"first": "The first text.", "second": "The second text."}
     with pytest.raises(TypeError, match="got a dict"):
         validate_texts(texts)
-    with pytest.raises(TypeError, match="received dict"):
+    with pytest.raises(TypeError, match="got dict"):
         data.sample_texts(texts, 1)
 
 

@@ -17,7 +17,7 @@ from tl_dynamics.errors import (
 
 
 def test_bad_input_is_one_class_that_is_also_the_builtin_type():
-    with pytest.raises(DynamicsInputError, match=r"resid must have 3 dims.*received shape"):
+    with pytest.raises(DynamicsInputError, match=r"resid must have 3 dims.*got shape"):
         tld.metrics.velocity(torch.zeros(4, 3))
     with pytest.raises(InputTypeError) as caught:
         tld.metrics.velocity([[[0.0]]])
@@ -29,11 +29,11 @@ def test_bad_input_is_one_class_that_is_also_the_builtin_type():
 
 def test_the_command_turns_bad_input_into_exit_2(monkeypatch, capsys, tmp_path):
     def bad_input(args):
-        raise DynamicsInputError("batch_size must be a positive int; received 0")
+        raise DynamicsInputError("batch_size must be a positive int; got 0")
 
     monkeypatch.setattr(cli, "_report", bad_input)
     assert main(["report", "--out", str(tmp_path / "r")]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == "tl-dynamics: error: batch_size must be a positive int; received 0\n"
+    assert capsys.readouterr().err == "tl-dynamics: error: batch_size must be a positive int; got 0\n"
 
 
 @pytest.mark.parametrize("bug", [TypeError, ValueError, ImportError, KeyError])

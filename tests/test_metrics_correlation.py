@@ -69,7 +69,7 @@ def test_constant_unit_gives_nan():
 
 
 def test_sublayer_pairs_rejects_bad_count():
-    with pytest.raises(ValueError, match="n_sublayers must be an int >= 1; received 0"):
+    with pytest.raises(ValueError, match="n_sublayers must be an int >= 1; got 0"):
         sublayer_pairs(0)
 
 
@@ -153,7 +153,7 @@ def test_distribution_rejects_bad_ranges(resid, value_range):
 
 
 def test_distribution_rejects_bad_bin_counts(resid):
-    with pytest.raises(ValueError, match="bins must be an int >= 1; received 0"):
+    with pytest.raises(ValueError, match="bins must be an int >= 1; got 0"):
         correlation_distribution(resid, bins=0)
 
 
@@ -161,7 +161,7 @@ def test_two_samples_are_refused_with_the_reason():
     from tl_dynamics.metrics.correlation import unit_correlation_per_sample
 
     for function in (unit_correlation, unit_correlation_per_sample):
-        with pytest.raises(ValueError, match=r"at least 3 samples .* received 2.*r = \+1 or -1"):
+        with pytest.raises(ValueError, match=r"at least 3 samples .* got 2.*r = \+1 or -1"):
             function(torch.randn(2, 4, 3))
 
 

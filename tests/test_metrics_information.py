@@ -155,13 +155,13 @@ def test_positive_scaling_of_a_unit_leaves_its_mi_unchanged(seed, unit, scale):
 
 def test_invalid_method_lists_the_valid_ones():
     with pytest.raises(
-        ValueError, match=r"method must be one of \['kde', 'binned', 'gaussian'\]; received 'knn'"
+        ValueError, match=r"method must be one of \['kde', 'binned', 'gaussian'\]; got 'knn'"
     ):
         mutual_information(torch.randn(5, 3, 2), method="knn")
 
 
 def test_invalid_chunk_size():
-    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; received 0"):
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; got 0"):
         mutual_information(torch.randn(5, 3, 2), method="gaussian", chunk_size=0)
 
 

@@ -247,7 +247,7 @@ def test_rotation_null_frame_and_summary(resid):
     [
         ({"gradient": "spline"}, ValueError, r"gradient must be one of \['central', 'forward'\]"),
         ({"trajectory": "median"}, ValueError, r"trajectory must be one of \['sample', 'mean'\]"),
-        ({"signed": 1}, TypeError, "signed must be a bool; received int 1"),
+        ({"signed": 1}, TypeError, "signed must be a bool; got int 1"),
     ],
 )
 def test_rotation_argument_errors(resid, kwargs, error, message):
@@ -258,11 +258,11 @@ def test_rotation_argument_errors(resid, kwargs, error, message):
 
 
 def test_rotation_null_specific_errors(resid):
-    with pytest.raises(ValueError, match="n_shuffles must be an int >= 1; received 0"):
+    with pytest.raises(ValueError, match="n_shuffles must be an int >= 1; got 0"):
         rotation_null(resid, n_shuffles=0)
-    with pytest.raises(TypeError, match="seed must be an int >= 0; received str"):
+    with pytest.raises(TypeError, match="seed must be an int >= 0; got str"):
         rotation_null(resid, n_shuffles=2, seed="0")
-    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; received -1"):
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; got -1"):
         rotation_null(resid, n_shuffles=2, chunk_size=-1)
     with pytest.raises(ValueError, match=r"gradient must be one of \['central', 'forward'\]"):
         phase_portrait(resid, gradient="backward")

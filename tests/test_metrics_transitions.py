@@ -35,9 +35,9 @@ def test_default_labels_interleave_pre_and_mid():
 
 
 def test_default_labels_rejects_bad_counts():
-    with pytest.raises(ValueError, match="n_sublayers must be an int >= 1; received 0"):
+    with pytest.raises(ValueError, match="n_sublayers must be an int >= 1; got 0"):
         default_labels(0)
-    with pytest.raises(TypeError, match="n_sublayers must be an int >= 1; received str"):
+    with pytest.raises(TypeError, match="n_sublayers must be an int >= 1; got str"):
         default_labels("4")
 
 
@@ -105,10 +105,10 @@ def test_kinds_reject_unknown_or_ill_ordered_labels(labels, message):
 
 def test_kinds_reject_a_single_string():
     with pytest.raises(
-        TypeError, match="labels must be a sequence of sublayer labels; received str"
+        TypeError, match="labels must be a sequence of sublayer labels; got str"
     ):
         transition_kinds("0_pre")
-    with pytest.raises(TypeError, match="sequence of sublayer labels; received int"):
+    with pytest.raises(TypeError, match="sequence of sublayer labels; got int"):
         transition_kinds(3)
 
 
@@ -135,16 +135,16 @@ def test_selections_partition_the_transitions(n_layers, with_mid, with_final):
 def test_select_transitions_errors():
     labels = default_labels(4)
     with pytest.raises(
-        ValueError, match=r"kind must be one of \['within', 'cross', 'layer'\]; received 'mlp'"
+        ValueError, match=r"kind must be one of \['within', 'cross', 'layer'\]; got 'mlp'"
     ):
         select_transitions(torch.zeros(3), labels, "mlp")
     with pytest.raises(
-        ValueError, match=r"len\(labels\) - 1 = 3 transitions along dim -1; received shape \(4,\)"
+        ValueError, match=r"len\(labels\) - 1 = 3 transitions along dim -1; got shape \(4,\)"
     ):
         select_transitions(torch.zeros(4), labels, "within")
     with pytest.raises(ValueError, match="dim must index one of the 1 dims of values"):
         select_transitions(torch.zeros(3), labels, "within", dim=1)
-    with pytest.raises(TypeError, match=r"values must be a torch\.Tensor; received list"):
+    with pytest.raises(TypeError, match=r"values must be a torch\.Tensor; got list"):
         select_transitions([0.0, 1.0, 2.0], labels, "within")
 
 
@@ -205,7 +205,7 @@ def test_frame_errors():
     values = torch.zeros(2, 3)
     with pytest.raises(
         ValueError,
-        match=r"dims must name each of the 2 dims of values .* received \('transition',\)",
+        match=r"dims must name each of the 2 dims of values .* got \('transition',\)",
     ):
         transition_frame(values, labels, "v", dims=("transition",))
     with pytest.raises(ValueError, match="cannot tell which axis"):
@@ -218,5 +218,5 @@ def test_frame_errors():
         transition_frame(values, labels, "sample", dims=("sample", "transition"))
     with pytest.raises(ValueError, match=r"len\(labels\) - 1 = 3 transitions along dim 0"):
         transition_frame(values, labels, "v", dims=("transition", "unit"))
-    with pytest.raises(TypeError, match=r"values must be a torch\.Tensor; received tuple"):
+    with pytest.raises(TypeError, match=r"values must be a torch\.Tensor; got tuple"):
         transition_frame((1.0, 2.0, 3.0), labels, "v")

@@ -37,26 +37,26 @@ def test_valid_minimal_input_runs(function, min_sublayers, min_batch):
 
 @pytest.mark.parametrize(ARGS, RESID_FUNCTIONS)
 def test_rejects_non_tensor(function, min_sublayers, min_batch):
-    with pytest.raises(TypeError, match=r"resid must be a torch.Tensor .* received ndarray"):
+    with pytest.raises(TypeError, match=r"resid must be a torch.Tensor .* got ndarray"):
         function(np.zeros((4, 4, 4)))
 
 
 @pytest.mark.parametrize(ARGS, RESID_FUNCTIONS)
 def test_rejects_integer_dtype(function, min_sublayers, min_batch):
-    expected = r"resid must be a floating tensor.*received dtype torch.int64"
+    expected = r"resid must be a floating tensor.*got dtype torch.int64"
     with pytest.raises(TypeError, match=expected):
         function(torch.zeros(4, 4, 4, dtype=torch.int64))
 
 
 @pytest.mark.parametrize(ARGS, RESID_FUNCTIONS)
 def test_rejects_wrong_ndim(function, min_sublayers, min_batch):
-    with pytest.raises(ValueError, match=r"resid must have 3 dims .* received shape \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"resid must have 3 dims .* got shape \(4, 4\)"):
         function(torch.zeros(4, 4))
 
 
 @pytest.mark.parametrize(ARGS, NEEDS_SUBLAYERS)
 def test_rejects_too_few_sublayers(function, min_sublayers, min_batch):
-    expected = rf"at least {min_sublayers} sublayers .* received {min_sublayers - 1}"
+    expected = rf"at least {min_sublayers} sublayers .* got {min_sublayers - 1}"
     with pytest.raises(ValueError, match=expected):
         function(torch.randn(4, min_sublayers - 1, 3))
 
@@ -64,7 +64,7 @@ def test_rejects_too_few_sublayers(function, min_sublayers, min_batch):
 @pytest.mark.parametrize(ARGS, RESID_FUNCTIONS)
 def test_rejects_too_few_samples(function, min_sublayers, min_batch):
     with pytest.raises(
-        ValueError, match=rf"at least {min_batch} samples .* received {min_batch - 1}"
+        ValueError, match=rf"at least {min_batch} samples .* got {min_batch - 1}"
     ):
         function(torch.randn(min_batch - 1, 4, 3))
 
@@ -88,7 +88,7 @@ def test_chunk_slices_cover_the_range_and_check_chunk_size():
     chunks = [(s.start, s.stop) for s in chunk_slices(7, 1, chunk_size=3)]
     assert chunks == [(0, 3), (3, 6), (6, 7)]
     assert [(s.start, s.stop) for s in chunk_slices(5, 10**12)] == [(i, i + 1) for i in range(5)]
-    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; received 0"):
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; got 0"):
         list(chunk_slices(5, 1, chunk_size=0))
-    with pytest.raises(TypeError, match="chunk_size must be an int >= 1; received float"):
+    with pytest.raises(TypeError, match="chunk_size must be an int >= 1; got float"):
         list(chunk_slices(5, 1, chunk_size=2.0))

@@ -240,7 +240,8 @@ def test_an_inconsistent_store_is_refused(llama, texts, tmp_path):
 
 @pytest.mark.parametrize("shard_size", [0, -3, 1.5, True])
 def test_bad_shard_size_is_refused(llama, texts, tmp_path, shard_size):
-    with pytest.raises(ValueError, match="shard_size must be a positive int"):
+    expected = r"shard_size must be an int >= 1 or None; got .*" + re.escape(repr(shard_size))
+    with pytest.raises(ValueError, match=expected):
         collect_to_store(llama, texts[:2], tmp_path, QUIET, shard_size=shard_size)
 
 

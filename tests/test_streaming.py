@@ -171,7 +171,7 @@ def test_minibatches_of_chosen_texts_hold_out_whole_trajectories(store):
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"window": -1}, {"batch_size": True}])
 def test_minibatches_refuse_bad_sizes(store, bad):
-    with pytest.raises(ValueError, match="must be a positive int"):
+    with pytest.raises(ValueError, match=r"(batch_size|window) must be an int >= 1; got"):
         next(iter_minibatches(store, **{"batch_size": 8, "seed": 0, **bad}))
 
 

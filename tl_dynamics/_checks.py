@@ -3,8 +3,8 @@
 Counts, sizes, indices and seeds are all checked here, so that every bad one is refused
 with the same words before any work starts: a non-integer (or a bool) raises
 :class:`~tl_dynamics.errors.InputTypeError`, a value outside its range
-:class:`~tl_dynamics.errors.DynamicsInputError`, both naming the argument, what was
-received and what is expected. NumPy integers count as integers.
+:class:`~tl_dynamics.errors.DynamicsInputError`, both naming the argument, what it
+got and what is expected. NumPy integers count as integers.
 
 Example::
 
@@ -39,8 +39,8 @@ def check_int(
     expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InputTypeError(
-            f"{name} must be an int {expected}{why}; received {type(value).__name__} {value!r}"
+            f"{name} must be an int {expected}{why}; got {type(value).__name__} {value!r}"
         )
     if value < minimum or (maximum is not None and value > maximum):
-        raise DynamicsInputError(f"{name} must be an int {expected}{why}; received {value!r}")
+        raise DynamicsInputError(f"{name} must be an int {expected}{why}; got {value!r}")
     return int(value)

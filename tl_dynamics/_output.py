@@ -314,7 +314,7 @@ def atomic_folder(
         FileExistsError, ValueError: as :func:`check_output`, checked again here.
     """
     if kind not in KINDS:
-        raise DynamicsInputError(f"kind must be one of {KINDS}; received {kind!r}")
+        raise DynamicsInputError(f"kind must be one of {KINDS}; got {kind!r}")
     out = Path(out)
     check_output(out, overwrite, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,7 @@ class DynamicsCache:
         if not isinstance(self.resid, Tensor) or self.resid.ndim != 3:
             got = tuple(self.resid.shape) if isinstance(self.resid, Tensor) else type(self.resid)
             raise DynamicsInputError(
-                f"resid must be a [sample, sublayer, d_model] tensor; received {got}"
+                f"resid must be a [sample, sublayer, d_model] tensor; got {got}"
             )
         object.__setattr__(self, "labels", tuple(self.labels))
         n_samples, n_sublayers, _ = self.resid.shape

@@ -66,7 +66,7 @@ def positive_int(value: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; received {value!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value!r}")
     return number
 
 

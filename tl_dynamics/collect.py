@@ -40,6 +40,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.data import shuffle_tokens
@@ -204,11 +205,8 @@ class CollectSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        size = self.batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise DynamicsInputError(f"batch_size must be a positive int, got {size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise DynamicsInputError(f"seed must be an int, got {self.seed!r}")
+        object.__setattr__(self, "batch_size", check_int(self.batch_size, "batch_size"))
+        object.__setattr__(self, "seed", check_int(self.seed, "seed", 0))
         for name in ("shuffle", "include_final", "keep_texts", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise DynamicsInputError(f"{name} must be True or False, got {getattr(self, name)!r}")

@@ -288,7 +288,7 @@ def run_compare(
             ``out`` cannot be written (see :func:`tl_dynamics._output.check_output`).
     """
     if isinstance(folders, (str, Path)) or len(folders) < 1:
-        raise DynamicsInputError(f"folders must be a list of report folders; received {folders!r}")
+        raise DynamicsInputError(f"folders must be a list of report folders; got {folders!r}")
     check_output(out, overwrite, inputs=folders)
     records = [read_report(folder) for folder in folders]
     labels = report_labels(folders, records)

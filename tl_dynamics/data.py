@@ -236,7 +236,7 @@ def _object_text(item: Any, where: str) -> str:
     """The string ``"text"`` field of a decoded JSON object, or a ``ValueError`` saying where."""
     if not isinstance(item, dict) or "text" not in item:
         raise DynamicsInputError(
-            f"{where} is not a JSON object with a 'text' field; received {_json_type(item)}"
+            f"{where} is not a JSON object with a 'text' field; got {_json_type(item)}"
         )
     if not isinstance(item["text"], str):
         raise DynamicsInputError(
@@ -266,7 +266,7 @@ def _json_array_texts(content: str, path: Path) -> list[str]:
     if not isinstance(items, list):
         raise DynamicsInputError(
             f"texts file {str(path)!r} must hold a JSON array of strings or of objects with "
-            f"a 'text' field; received {_json_type(items)}"
+            f"a 'text' field; got {_json_type(items)}"
         )
     return [
         item if isinstance(item, str) else _object_text(item, f"item {number} of {str(path)!r}")
@@ -342,7 +342,7 @@ def sample_texts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
             many texts there are).
     """
     if isinstance(texts, (str, Mapping)) or not isinstance(texts, Sequence):
-        raise InputTypeError(f"texts must be a list of strings; received {type(texts).__name__}")
+        raise InputTypeError(f"texts must be a list of strings; got {type(texts).__name__}")
     n = check_int(n, "n")
     if n > len(texts):
         raise DynamicsInputError(

@@ -142,12 +142,12 @@ def as_trajectories(data: Any, name: str = "dyn") -> tuple[Tensor, tuple[str, ..
         got = f"a {resid.dtype} tensor" if isinstance(resid, Tensor) else type(resid).__name__
         raise InputTypeError(
             f"{name} must be a DynamicsCache or a floating tensor {_TRAJECTORY_SHAPE} or "
-            f"[n, d_model]; received {got}"
+            f"[n, d_model]; got {got}"
         )
     if resid.ndim not in (2, 3) or 0 in resid.shape:
         raise DynamicsInputError(
             f"{name} must have shape {_TRAJECTORY_SHAPE} or [n, d_model] with no empty axis; "
-            f"received shape {tuple(resid.shape)}"
+            f"got shape {tuple(resid.shape)}"
         )
     if not bool(torch.isfinite(resid).all()):
         raise DynamicsInputError(f"{name} holds non-finite values (inf or nan)")
@@ -178,13 +178,13 @@ def explained_variance(
     """
     if around not in EXPLAINED_VARIANCE_BASELINES:
         raise DynamicsInputError(
-            f"around must be one of {EXPLAINED_VARIANCE_BASELINES}; received {around!r}"
+            f"around must be one of {EXPLAINED_VARIANCE_BASELINES}; got {around!r}"
         )
     data, reconstruction = data.double().cpu(), reconstruction.double().cpu()
     if data.shape != reconstruction.shape:
         raise DynamicsInputError(
             f"reconstruction must have the shape of data {tuple(data.shape)}; "
-            f"received {tuple(reconstruction.shape)}"
+            f"got {tuple(reconstruction.shape)}"
         )
     mean = data.mean(0) if around == "sublayer" else data.mean((0, 1))
     error = einops.reduce((data - reconstruction) ** 2, "b s d -> s", "sum")
@@ -195,11 +195,11 @@ def explained_variance(
 def _check_width(tensor: Any, width: int, name: str, axis_name: str) -> Tensor:
     if not isinstance(tensor, Tensor):
         raise InputTypeError(
-            f"{name} must be a torch.Tensor [..., {axis_name}]; received {type(tensor).__name__}"
+            f"{name} must be a torch.Tensor [..., {axis_name}]; got {type(tensor).__name__}"
         )
     if tensor.ndim == 0 or tensor.shape[-1] != width:
         raise DynamicsInputError(
-            f"{name} must have a last axis of {width} ({axis_name}); received shape "
+            f"{name} must have a last axis of {width} ({axis_name}); got shape "
             f"{tuple(tensor.shape)}"
         )
     return tensor.detach().to("cpu", torch.float64)
@@ -269,13 +269,13 @@ class PCATrajectories:
         """
         if not isinstance(points, Tensor) or points.ndim == 0:
             raise InputTypeError(
-                f"points must be a torch.Tensor [..., j]; received {type(points).__name__}"
+                f"points must be a torch.Tensor [..., j]; got {type(points).__name__}"
             )
         j = points.shape[-1]
         if not 1 <= j <= self.n_components:
             raise DynamicsInputError(
                 f"points must have between 1 and {self.n_components} coordinates on its last "
-                f"axis (the fitted components); received shape {tuple(points.shape)}"
+                f"axis (the fitted components); got shape {tuple(points.shape)}"
             )
         points = points.detach().to("cpu", torch.float64)
         components = torch.from_numpy(self.pca.components_[:j]).double()
@@ -338,7 +338,7 @@ def pca_trajectories(
     batch, sublayers, d_model = resid.shape
     if batch * sublayers < 2:
         raise DynamicsInputError(
-            f"dyn must hold at least two vectors for a PCA; received shape {tuple(resid.shape)}"
+            f"dyn must hold at least two vectors for a PCA; got shape {tuple(resid.shape)}"
         )
     k = min(n_components, batch * sublayers, d_model)
     if k < n_components:
@@ -549,7 +549,7 @@ class CompressingAutoencoder(BaseEstimator):
         if self.d_bottleneck > self.d_in:
             raise DynamicsInputError(
                 f"d_bottleneck must not exceed d_in={self.d_in} for a compressing autoencoder; "
-                f"received {self.d_bottleneck}"
+                f"got {self.d_bottleneck}"
             )
 
     def _check_training(self) -> None:
@@ -560,9 +560,9 @@ class CompressingAutoencoder(BaseEstimator):
         check_int(self.random_state, "random_state", 0)
         lr, val_fraction = self.lr, self.val_fraction
         if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
-            raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
+            raise DynamicsInputError(f"lr must be a positive number; got {lr!r}")
         if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
-            raise DynamicsInputError(f"val_fraction must be a number in [0, 1); received {val_fraction!r}")
+            raise DynamicsInputError(f"val_fraction must be a number in [0, 1); got {val_fraction!r}")
 
     def fit(
         self, dyn: DynamicsCache | Float[Tensor, "batch sublayer d_in"] | Float[Tensor, "n d_in"]
@@ -587,7 +587,7 @@ class CompressingAutoencoder(BaseEstimator):
         resid, labels = as_trajectories(dyn)
         if resid.shape[-1] != self.d_in:
             raise DynamicsInputError(
-                f"dyn must have d_in={self.d_in} units on its last axis; received shape "
+                f"dyn must have d_in={self.d_in} units on its last axis; got shape "
                 f"{tuple(resid.shape)}"
             )
         n_samples = resid.shape[0]

@@ -3,7 +3,7 @@
 Every check of what a user hands tl-dynamics (an argument, a texts file, a model name, an
 output folder, a store) raises a :class:`DynamicsInputError` at the public boundary,
 before long work starts, with one wording: ``"<argument> must be <what is expected>;
-received <what was given>"`` (or a sentence naming the file and what is wrong with it).
+got <what was given>"`` (or a sentence naming the file and what is wrong with it).
 Catch that one class to catch every bad input, as einops users catch ``EinopsError``;
 the ``tl-dynamics`` command turns it, and only it, into one line and exit status 2, so
 that a genuine bug still shows its traceback.
@@ -30,7 +30,7 @@ Example::
     try:
         tld.metrics.velocity(torch.zeros(4, 3))
     except tld.DynamicsInputError as error:
-        print(error)  # resid must have 3 dims [batch, sublayer, d_model]; received shape (4, 3)
+        print(error)  # resid must have 3 dims [batch, sublayer, d_model]; got shape (4, 3)
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ __all__ = [
 
 
 class DynamicsInputError(ValueError):
-    """Bad input to tl-dynamics; the message names the argument, what was received and
+    """Bad input to tl-dynamics; the message names the argument, what it got and
     what is expected."""
 
 

@@ -126,7 +126,7 @@ def check_model(model: Any) -> None:
     if missing or not hasattr(model.cfg, "n_layers"):
         raise InputTypeError(
             f"model must be a TransformerLens model (TransformerBridge or HookedTransformer); "
-            f"received {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
+            f"got {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
             "Load one with transformer_lens.model_bridge.TransformerBridge.boot_transformers(...)."
         )
 
@@ -139,7 +139,7 @@ def validate_sites(sites: Sequence[str]) -> tuple[str, ...]:
     if ordered not in VALID_SITES or len(set(sites)) != len(tuple(sites)):
         raise DynamicsInputError(
             f"sites must be ('pre', 'mid') (the paper's 2L sublayers) or ('pre',) (one point "
-            f"per layer); received {tuple(sites)!r}"
+            f"per layer); got {tuple(sites)!r}"
         )
     return ordered
 

@@ -188,7 +188,7 @@ def pca_grid(
     """
     if not isinstance(pca, PCATrajectories):
         raise InputTypeError(
-            f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}"
+            f"pca must be a PCATrajectories (from pca_trajectories); got {type(pca).__name__}"
         )
     if pca.n_components < 2:
         raise DynamicsInputError(
@@ -197,12 +197,12 @@ def pca_grid(
     n = check_int(n, "n", 1, why=" (points per axis)")
     for name, value in (("r_min", r_min), ("r_max", r_max)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-            raise DynamicsInputError(f"{name} must be a finite number or None; received {value!r}")
+            raise DynamicsInputError(f"{name} must be a finite number or None; got {value!r}")
     axes = []
     for component in range(2):
         low, high = _axis_range(pca.trajectories[..., component], r_min, r_max)
         if low > high:
-            raise DynamicsInputError(f"r_min must not exceed r_max; received range [{low}, {high}]")
+            raise DynamicsInputError(f"r_min must not exceed r_max; got range [{low}, {high}]")
         axes.append(torch.linspace(low, high, n))
     plane = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
     plane = einops.rearrange(plane, "i j c -> (i j) c")
@@ -378,7 +378,7 @@ class TeleportResult:
 
 def _prompt_tokens(model: Any, prompt: Any) -> Int[Tensor, " pos"]:
     if not isinstance(prompt, str):
-        raise InputTypeError(f"prompt must be a str; received {type(prompt).__name__}")
+        raise InputTypeError(f"prompt must be a str; got {type(prompt).__name__}")
     if not prompt.strip():
         raise DynamicsInputError("prompt is empty or only whitespace; pass some text")
     try:
@@ -396,12 +396,12 @@ def _points(points: Any, d_model: int) -> tuple[Tensor, Tensor | None]:
         got = f"a {points.dtype} tensor" if isinstance(points, Tensor) else type(points).__name__
         raise InputTypeError(
             f"points must be a TeleportGrid or a floating tensor [n_points, d_model]; "
-            f"received {got}"
+            f"got {got}"
         )
     if points.ndim != 2 or points.shape[1] != d_model:
         raise DynamicsInputError(
             f"points must have shape [n_points, {d_model}] (the model's d_model); "
-            f"received {tuple(points.shape)}"
+            f"got {tuple(points.shape)}"
         )
     if points.shape[0] == 0:
         raise DynamicsInputError("points is empty; pass at least one point")
@@ -519,7 +519,7 @@ def _check_point(model: Any, layer: Any, site: Any) -> tuple[int, str]:
         layer, "layer", 0, n_layers - 1, f" (model {model_name(model)!r} has {n_layers} layers)"
     )
     if site not in SITES:
-        raise DynamicsInputError(f"site must be one of {SITES}; received {site!r}")
+        raise DynamicsInputError(f"site must be one of {SITES}; got {site!r}")
     return layer, site
 
 
@@ -574,7 +574,7 @@ class _Injection:
         )
         return resid, logits[:, 0 if keep else self.position].float().to("cpu")
 
-    def teleport(
+    def run_points(
         self,
         points: Any,
         batch_size: Any,
@@ -586,7 +586,7 @@ class _Injection:
         d_model = int(self.model.cfg.d_model)
         if pca is not None and not isinstance(pca, PCATrajectories):
             raise InputTypeError(
-                f"pca must be a PCATrajectories or None; received {type(pca).__name__}"
+                f"pca must be a PCATrajectories or None; got {type(pca).__name__}"
             )
         if pca is not None and pca.d_model != d_model:
             raise DynamicsInputError(
@@ -666,7 +666,7 @@ def teleport(
             ``pca`` fitted on another width; a model in training mode.
     """
     setup = _Injection.check(model, prompt, layer, site, position)
-    return setup.teleport(points, batch_size, pca, progress)
+    return setup.run_points(points, batch_size, pca, progress)
 
 
 @dataclass(frozen=True)
@@ -805,7 +805,7 @@ def _check_scale(scale: Any) -> float:
         isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0
     ):
         raise DynamicsInputError(
-            f"scale must be a positive number (relative to the state's norm); received {scale!r}"
+            f"scale must be a positive number (relative to the state's norm); got {scale!r}"
         )
     return float(scale)
 
@@ -913,7 +913,7 @@ def inject_noise(
     setup = _Injection.check(model, prompt, layer, site, position)
     control = setup.run(None)
     points = _kick(control[0][0, setup.injection].expand(n, -1), scale, seed)
-    return setup.teleport(points, batch_size, pca, progress=False, control=control)
+    return setup.run_points(points, batch_size, pca, progress=False, control=control)
 
 
 def swap_activations(
@@ -944,4 +944,4 @@ def swap_activations(
     setup = _Injection.check(model, prompt, layer, site, position)
     batch_size = check_int(batch_size, "batch_size", 1)
     donated = _donor_states(model, donors, setup.layer, setup.site, batch_size)
-    return setup.teleport(donated, batch_size, pca, progress=False)
+    return setup.run_points(donated, batch_size, pca, progress=False)

@@ -259,7 +259,7 @@ def bootstrap_r2_skew(
     w = weights.to(torch.float64).numpy()
     if w.shape[-1] != len(z):
         raise ValueError(
-            f"weights must have one column per sample ({len(z)}); received shape {w.shape}"
+            f"weights must have one column per sample ({len(z)}); got shape {w.shape}"
         )
     c = np.einsum("rb,btk,btl->rkl", w, z_t, z_t, optimize=True)
     a = np.einsum("rb,btk,btl->rkl", w, z_t, dz, optimize=True)
@@ -295,7 +295,7 @@ def jpca(
     n_samples, n_sublayers, d_model = resid.shape
     if n_samples < 2 or n_sublayers < MIN_SUBLAYERS:
         raise DynamicsInputError(
-            f"dyn needs at least 2 samples and {MIN_SUBLAYERS} sublayers for jPCA; received "
+            f"dyn needs at least 2 samples and {MIN_SUBLAYERS} sublayers for jPCA; got "
             f"shape {tuple(resid.shape)}"
         )
     k = check_int(k, "k", 2, min(d_model, (n_samples - 1) * n_sublayers),

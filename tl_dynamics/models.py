@@ -95,7 +95,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    raise DynamicsInputError(f"dtype must be one of {sorted(DTYPES)}; received {dtype!r}")
+    raise DynamicsInputError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -109,10 +109,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as error:
         raise DynamicsInputError(
             f"device must be one of {DEVICE_TYPES} (optionally with an index, 'cuda:1'); "
-            f"received {device!r}"
+            f"got {device!r}"
         ) from error
     if resolved.type not in DEVICE_TYPES:
-        raise DynamicsInputError(f"device must be one of {DEVICE_TYPES}; received {device!r}")
+        raise DynamicsInputError(f"device must be one of {DEVICE_TYPES}; got {device!r}")
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise DynamicsInputError(
@@ -298,11 +298,11 @@ def build_tiny_model(
 
     if architecture not in TINY_ARCHITECTURES:
         raise DynamicsInputError(
-            f"architecture must be one of {TINY_ARCHITECTURES}; received {architecture!r}"
+            f"architecture must be one of {TINY_ARCHITECTURES}; got {architecture!r}"
         )
     if d_model % 4:
         raise DynamicsInputError(
-            f"d_model must be divisible by the 4 attention heads; received {d_model}"
+            f"d_model must be divisible by the 4 attention heads; got {d_model}"
         )
     if architecture == "gpt2":
         tokenizer = _train_tokenizer("<|endoftext|>", "<|endoftext|>", "<|endoftext|>", False)

@@ -217,7 +217,7 @@ def get_preset(name: str) -> Preset:
     """The :class:`Preset` called ``name``; ``ValueError`` naming the presets otherwise."""
     if name not in PRESETS:
         raise DynamicsInputError(
-            f"model preset must be one of {sorted(PRESETS)}; received {name!r}"
+            f"model preset must be one of {sorted(PRESETS)}; got {name!r}"
         )
     return PRESETS[name]
 

@@ -110,7 +110,7 @@ def resample_depth(
     n_sublayers = resid.shape[1]
     if n_sublayers < 2:
         raise DynamicsInputError(
-            f"resid needs at least 2 sublayers to resample; received {n_sublayers}"
+            f"resid needs at least 2 sublayers to resample; got {n_sublayers}"
         )
     position = torch.linspace(0, n_sublayers - 1, n_points, dtype=torch.float64,
                               device=resid.device)
@@ -218,13 +218,13 @@ def dynamical_similarity(
         conditions = {"a": a, "b": b}
     if len(conditions) < 2:
         raise DynamicsInputError(
-            f"need at least 2 conditions to compare; received {len(conditions)}"
+            f"need at least 2 conditions to compare; got {len(conditions)}"
         )
     n_delays = check_int(n_delays, "n_delays", 1)
     iters = check_int(iters, "iters", 1)
     seed = check_int(seed, "seed", 0)
     if not (isinstance(lr, (int, float)) and lr > 0):
-        raise DynamicsInputError(f"lr must be a positive number; received {lr!r}")
+        raise DynamicsInputError(f"lr must be a positive number; got {lr!r}")
     states = [
         _states(dyn, f"condition {name!r}", n_points, n_components, seed)
         for name, dyn in conditions.items()
@@ -257,7 +257,7 @@ def check_twin_model(model: TLModel) -> None:
     if hf_model is None or not hasattr(hf_model, "_init_weights"):
         raise InputTypeError(
             f"model must be a TransformerBridge over a Hugging Face model (original_model "
-            f"with _init_weights); received {type(model).__name__}"
+            f"with _init_weights); got {type(model).__name__}"
         )
 
 

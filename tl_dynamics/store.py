@@ -79,6 +79,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
@@ -688,10 +689,8 @@ def _write_texts_file(path: Path, texts: Sequence[str], settings: dict[str, Any]
 
 def _check_shard_size(shard_size: int | None) -> None:
     """Raise ``DynamicsInputError`` unless ``shard_size`` is a positive int or None."""
-    if shard_size is not None and (
-        isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1
-    ):
-        raise DynamicsInputError(f"shard_size must be a positive int or None, got {shard_size!r}")
+    if shard_size is not None:
+        check_int(shard_size, "shard_size", why=" or None")
 
 
 def _shard_rows(shard_size: int | None, store: DynamicsStore) -> int:

@@ -60,6 +60,7 @@ from jaxtyping import Float
 from sklearn.decomposition import IncrementalPCA
 from torch import Tensor
 
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.embed import DEFAULT_PCA_COMPONENTS, PCATrajectories
@@ -97,7 +98,7 @@ def _resid(chunk: object) -> Tensor:
         return chunk
     raise InputTypeError(
         "source must be a DynamicsStore, a DynamicsCache, a [sample, sublayer, d_model] tensor "
-        f"or an iterable of caches or tensors; received {type(chunk).__name__}"
+        f"or an iterable of caches or tensors; got {type(chunk).__name__}"
     )
 
 
@@ -161,7 +162,7 @@ class MomentSummary:
             ValueError: the two have different numbers of sublayers or units.
         """
         if not isinstance(other, MomentSummary):
-            raise InputTypeError(f"other must be a MomentSummary; received {type(other).__name__}")
+            raise InputTypeError(f"other must be a MomentSummary; got {type(other).__name__}")
         if other.mean.shape != self.mean.shape:
             raise DynamicsInputError(
                 "cannot merge summaries of different shapes: [sublayer, d_model] "
@@ -290,7 +291,7 @@ def incremental_pca(
     size = PCA_BATCH_PER_FEATURE * first.shape[-1] if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < n_components:
         raise DynamicsInputError(
-            f"batch_size must be an int >= n_components ({n_components}); received {size!r}"
+            f"batch_size must be an int >= n_components ({n_components}); got {size!r}"
         )
     pca = IncrementalPCA(n_components=n_components)
     for batch in _fixed_batches(itertools.chain([first], blocks), size, n_components):
@@ -349,7 +350,7 @@ def _chunk_reader(source: DynamicsStore | Sequence[Chunk]) -> tuple[int, Callabl
         return len(source), source.__getitem__
     raise InputTypeError(
         "source must be a DynamicsStore or a sequence of DynamicsCache or tensors (random "
-        f"access is needed to shuffle); received {type(source).__name__}"
+        f"access is needed to shuffle); got {type(source).__name__}"
     )
 
 
@@ -400,9 +401,8 @@ def iter_minibatches(
             is given for tensors.
         ValueError: ``batch_size`` or ``window`` is not a positive int.
     """
-    for value, name in ((batch_size, "batch_size"), (window, "window")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DynamicsInputError(f"{name} must be a positive int; received {value!r}")
+    check_int(batch_size, "batch_size")
+    check_int(window, "window")
     n_chunks, read = _chunk_reader(source)
     wanted = None if texts is None else torch.tensor(sorted(texts), dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)

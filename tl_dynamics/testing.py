@@ -85,7 +85,7 @@ def _resid_and_labels(dyn: Any) -> tuple[Tensor, list[str]]:
         return dyn, default_labels(dyn.shape[1])
     got = f"a tensor of shape {tuple(dyn.shape)}" if isinstance(dyn, Tensor) else type(dyn).__name__
     raise InputTypeError(
-        f"dyn must be a DynamicsCache or a [batch, sublayer, d_model] tensor; received {got}"
+        f"dyn must be a DynamicsCache or a [batch, sublayer, d_model] tensor; got {got}"
     )
 
 
@@ -273,7 +273,7 @@ def check_teleport(
     """
     if not isinstance(point, Tensor) or point.ndim != 1:
         got = f"shape {tuple(point.shape)}" if isinstance(point, Tensor) else type(point).__name__
-        raise InputTypeError(f"point must be a [d_model] tensor; received {got}")
+        raise InputTypeError(f"point must be a [d_model] tensor; got {got}")
     result = teleport(model, prompt, layer=layer, points=point[None])
     _compare(
         mine,

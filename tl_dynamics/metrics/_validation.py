@@ -1,7 +1,7 @@
 """Checks and chunking shared by every metric module (private).
 
 Every public metric validates its input once, here, so that all of them reject bad input
-with the same words: the argument's name, what was received, what was expected. The
+with the same words: the argument's name, what it got, what was expected. The
 chunking helper bounds the memory of the large temporaries (kernel matrices, shuffled
 trajectories) by splitting one axis into slices.
 
@@ -63,31 +63,31 @@ def check_resid(
     """
     if not isinstance(resid, Tensor):
         raise InputTypeError(
-            f"{name} must be a torch.Tensor {RESID_SHAPE}; received {type(resid).__name__}"
+            f"{name} must be a torch.Tensor {RESID_SHAPE}; got {type(resid).__name__}"
         )
     if not resid.is_floating_point():
         raise InputTypeError(
             f"{name} must be a floating tensor (float16, bfloat16, float32 or float64); "
-            f"received dtype {resid.dtype}"
+            f"got dtype {resid.dtype}"
         )
     if resid.ndim != 3:
         raise DynamicsInputError(
-            f"{name} must have 3 dims {RESID_SHAPE}; received shape {tuple(resid.shape)}"
+            f"{name} must have 3 dims {RESID_SHAPE}; got shape {tuple(resid.shape)}"
         )
     batch, n_sublayers, d_model = resid.shape
     if n_sublayers < min_sublayers:
         raise DynamicsInputError(
             f"{name} needs at least {min_sublayers} sublayers (dim 1) for this metric; "
-            f"received {n_sublayers} (shape {tuple(resid.shape)})"
+            f"got {n_sublayers} (shape {tuple(resid.shape)})"
         )
     if batch < min_batch:
         raise DynamicsInputError(
             f"{name} needs at least {min_batch} samples (batch, dim 0) for this metric; "
-            f"received {batch} (shape {tuple(resid.shape)})"
+            f"got {batch} (shape {tuple(resid.shape)})"
         )
     if d_model < 1:
         raise DynamicsInputError(
-            f"{name} needs at least 1 unit (d_model, dim 2); received shape {tuple(resid.shape)}"
+            f"{name} needs at least 1 unit (d_model, dim 2); got shape {tuple(resid.shape)}"
         )
     finite = torch.isfinite(resid).all(dim=2).all(dim=0)
     if not bool(finite.all()):
@@ -101,7 +101,7 @@ def check_resid(
 def check_choice(value: object, name: str, choices: Sequence[str]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise DynamicsInputError(f"{name} must be one of {list(choices)}; received {value!r}")
+        raise DynamicsInputError(f"{name} must be one of {list(choices)}; got {value!r}")
 
 
 def chunk_slices(

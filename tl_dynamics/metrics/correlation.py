@@ -169,7 +169,7 @@ def unit_correlation_per_sample(
     expected = (resid.shape[1] - 1, resid.shape[2])
     if correlation is not None and tuple(correlation.shape) != expected:
         raise DynamicsInputError(
-            f"correlation must be unit_correlation(resid), shape {list(expected)}; received "
+            f"correlation must be unit_correlation(resid), shape {list(expected)}; got "
             f"shape {list(correlation.shape)}"
         )
     total = count = 0
@@ -197,7 +197,7 @@ def _check_correlation_input(resid: object) -> None:
     if isinstance(resid, Tensor) and resid.ndim == 3 and resid.shape[0] < MIN_CORRELATION_SAMPLES:
         raise DynamicsInputError(
             f"resid needs at least {MIN_CORRELATION_SAMPLES} samples (batch, dim 0) for a "
-            f"per-unit correlation; received {resid.shape[0]} (shape {tuple(resid.shape)}): "
+            f"per-unit correlation; got {resid.shape[0]} (shape {tuple(resid.shape)}): "
             "with 2 samples every unit would have r = +1 or -1"
         )
     check_resid(resid, min_sublayers=2, min_batch=MIN_CORRELATION_SAMPLES)
@@ -278,7 +278,7 @@ def _check_range(value_range: object) -> tuple[float, float]:
     ):
         raise DynamicsInputError(
             "value_range must be two finite numbers (low, high) with low < high; "
-            f"received {value_range!r}"
+            f"got {value_range!r}"
         )
     return float(bounds[0]), float(bounds[1])
 

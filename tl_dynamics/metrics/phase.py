@@ -406,7 +406,7 @@ def _check_rotation_args(
     """Validation shared by :func:`rotations` and :func:`rotation_null`."""
     check_resid(resid, min_sublayers=MIN_ROTATION_SUBLAYERS)
     if not isinstance(signed, bool):
-        raise InputTypeError(f"signed must be a bool; received {type(signed).__name__} {signed!r}")
+        raise InputTypeError(f"signed must be a bool; got {type(signed).__name__} {signed!r}")
     check_choice(trajectory, "trajectory", TRAJECTORIES)
     check_choice(gradient, "gradient", GRADIENT_SCHEMES)
     check_choice(basis, "basis", BASES)

@@ -121,7 +121,7 @@ def transition_kinds(labels: Sequence[str]) -> list[str]:
     """
     if isinstance(labels, str) or not isinstance(labels, Iterable):
         raise InputTypeError(
-            f"labels must be a sequence of sublayer labels; received {type(labels).__name__}"
+            f"labels must be a sequence of sublayer labels; got {type(labels).__name__}"
         )
     labels = list(labels)
     parsed = [_parse_label(label, i) for i, label in enumerate(labels)]
@@ -140,7 +140,7 @@ def transition_kinds(labels: Sequence[str]) -> list[str]:
 def _check_tensor(values: object) -> None:
     """Raise ``TypeError`` unless ``values`` is a tensor."""
     if not isinstance(values, Tensor):
-        raise InputTypeError(f"values must be a torch.Tensor; received {type(values).__name__}")
+        raise InputTypeError(f"values must be a torch.Tensor; got {type(values).__name__}")
 
 
 def _check_transition_axis(values: Tensor, labels: Sequence[str], dim: int) -> list[str]:
@@ -149,12 +149,12 @@ def _check_transition_axis(values: Tensor, labels: Sequence[str], dim: int) -> l
     if not -values.ndim <= dim < values.ndim:
         raise DynamicsInputError(
             f"dim must index one of the {values.ndim} dims of values (shape "
-            f"{tuple(values.shape)}); received {dim}"
+            f"{tuple(values.shape)}); got {dim}"
         )
     if values.shape[dim] != len(kinds):
         raise DynamicsInputError(
             f"values must have len(labels) - 1 = {len(kinds)} transitions along dim {dim}; "
-            f"received shape {tuple(values.shape)}"
+            f"got shape {tuple(values.shape)}"
         )
     return kinds
 
@@ -221,13 +221,13 @@ def transition_frame(
         raise DynamicsInputError(
             f"dims must name each of the {values.ndim} dims of values (shape "
             f"{tuple(values.shape)}) and contain 'transition' exactly once, e.g. "
-            f"('sample', 'transition') or ('transition', 'unit'); received {dims}"
+            f"('sample', 'transition') or ('transition', 'unit'); got {dims}"
         )
     names_used = (*dims, value_name)
     if len(set(names_used)) != len(names_used) or set(names_used) & set(FRAME_COLUMNS[1:]):
         raise DynamicsInputError(
             f"dims and value_name must be distinct and must not reuse the columns "
-            f"{list(FRAME_COLUMNS[1:])}; received dims={dims}, value_name={value_name!r}"
+            f"{list(FRAME_COLUMNS[1:])}; got dims={dims}, value_name={value_name!r}"
         )
     kinds = np.asarray(_check_transition_axis(values, labels, dims.index("transition")))
     data = values.detach().cpu()

@@ -55,7 +55,7 @@ def _check_sequence(values: object, name: str, kind: type) -> list:
     items = list(values) if isinstance(values, Sequence) else [values]
     if not items or not all(isinstance(item, kind) for item in items):
         raise InputTypeError(
-            f"{name} must be a {kind.__name__} or a non-empty sequence of them; received "
+            f"{name} must be a {kind.__name__} or a non-empty sequence of them; got "
             f"{type(values).__name__}"
         )
     return items
@@ -105,7 +105,7 @@ def rotation_bases(nulls: RotationNull | Sequence[RotationNull]) -> go.Figure:
 def _check_result(result: object, kind: type, origin: str) -> None:
     if not isinstance(result, kind):
         raise InputTypeError(
-            f"result must be a {kind.__name__} (from {origin}); received {type(result).__name__}"
+            f"result must be a {kind.__name__} (from {origin}); got {type(result).__name__}"
         )
 
 

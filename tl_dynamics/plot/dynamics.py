@@ -73,7 +73,7 @@ __all__ = [
 def _check_dyn(dyn: object) -> DynamicsCache:
     if not isinstance(dyn, DynamicsCache):
         raise InputTypeError(
-            f"dyn must be a DynamicsCache (from tl_dynamics.collect); received {type(dyn).__name__}"
+            f"dyn must be a DynamicsCache (from tl_dynamics.collect); got {type(dyn).__name__}"
         )
     return dyn
 
@@ -317,7 +317,7 @@ def _pick_units(dyn: DynamicsCache, units: Sequence[int] | None) -> list[int]:
     bad = [u for u in units if not 0 <= int(u) < d_model]
     if bad or not units:
         raise DynamicsInputError(
-            f"units must be a non-empty list of indices in [0, {d_model}); received {units}"
+            f"units must be a non-empty list of indices in [0, {d_model}); got {units}"
         )
     return [int(u) for u in units]
 

@@ -79,7 +79,7 @@ def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> Autoe
     if not isinstance(result, AutoencoderTrajectories):
         raise InputTypeError(
             "result must be an AutoencoderTrajectories or a fitted CompressingAutoencoder; "
-            f"received {type(result).__name__}"
+            f"got {type(result).__name__}"
         )
     return result
 
@@ -87,7 +87,7 @@ def _held_out(result: AutoencoderTrajectories | CompressingAutoencoder) -> Autoe
 def _check_pca(pca: object) -> PCATrajectories:
     if not isinstance(pca, PCATrajectories):
         raise InputTypeError(
-            f"pca must be a PCATrajectories (from pca_trajectories); received {type(pca).__name__}"
+            f"pca must be a PCATrajectories (from pca_trajectories); got {type(pca).__name__}"
         )
     return pca
 
@@ -290,7 +290,7 @@ def _teleports(
     if not results or not all(isinstance(r, TeleportResult) for r in results):
         raise InputTypeError(
             "results must be a TeleportSweep, a TeleportResult or a non-empty list of them; "
-            f"received {[type(r).__name__ for r in results] or 'an empty list'}"
+            f"got {[type(r).__name__ for r in results] or 'an empty list'}"
         )
     return results
 
