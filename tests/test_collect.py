@@ -185,6 +185,40 @@ def test_steering_hook_changes_trajectories_from_its_sublayer_on(any_model, text
                        plain.resid)  # fmt: skip  # and are gone after the context
 
 
+def test_the_metadata_records_the_interventions(tiny_models, texts):
+    model = tiny_models["llama"]
+    steer, _ = steering_hook(model)
+    name = tld.sublayer_hook_name(model, 2)
+    steered = tld.collect(model, texts[:2], progress=False, fwd_hooks=[(name, steer)])
+    qualname = "steering_hook.<locals>.steer"
+    assert steered.metadata.interventions == (f"{name}: {qualname}",)
+    assert tld.collect(model, texts[:2], progress=False).metadata.interventions == ()
+    by_filter = tld.collect(
+        model, texts[:2], progress=False, fwd_hooks=[(lambda hook: hook == name, steer)]
+    )
+    assert by_filter.metadata.interventions[0].startswith("<filter ")
+    assert torch.equal(by_filter.resid, steered.resid)
+
+
+def test_a_store_collects_under_interventions_and_refuses_a_resume_without_them(
+    tiny_models, texts, tmp_path
+):
+    from tl_dynamics.store import DynamicsStore, collect_to_store
+
+    model = tiny_models["llama"]
+    steer, _ = steering_hook(model)
+    hooks = [(tld.sublayer_hook_name(model, 2), steer)]
+    settings = tld.CollectSettings(batch_size=2, progress=False)
+    store = collect_to_store(model, texts[:4], tmp_path, settings, shard_size=2, fwd_hooks=hooks)
+    expected = tld.collect(model, texts[:4], batch_size=2, progress=False, fwd_hooks=hooks)
+    loaded = store.load()
+    assert loaded.metadata == expected.metadata
+    assert (loaded.resid - expected.resid).abs().max() <= TOLERANCE
+    with pytest.raises(ValueError, match="another run.*interventions"):
+        collect_to_store(model, texts[:4], tmp_path, settings)
+    assert DynamicsStore.open(tmp_path).complete
+
+
 def test_sublayer_hook_name_follows_the_sublayer_axis(tiny_models):
     model = tiny_models["llama"]
     dyn = tld.collect(model, ["a text"], include_final=True, progress=False)

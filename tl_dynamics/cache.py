@@ -72,6 +72,9 @@ class DynamicsMetadata:
         version: tl-dynamics version that collected the data.
         provenance: Where a preset's weights came from (package, file, sha256,
             quantisation; see :meth:`tl_dynamics.presets.Preset.provenance`), else ``None``.
+        interventions: The ``fwd_hooks`` the trajectories were collected under, one
+            ``"<hook point>: <function>"`` each (``()``: none; hooks left on the model
+            with ``model.hooks(...)`` are not seen, so not recorded).
     """
 
     model_name: str = "unknown"
@@ -86,11 +89,13 @@ class DynamicsMetadata:
     texts: tuple[str, ...] | None = None
     version: str = __version__
     provenance: dict[str, Any] | None = None
+    interventions: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict of the fields."""
         record = dataclasses.asdict(self)
         record["sites"] = list(self.sites)
+        record["interventions"] = list(self.interventions)
         record["texts"] = None if self.texts is None else list(self.texts)
         return record
 
@@ -100,6 +105,7 @@ class DynamicsMetadata:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in record.items() if k in known}
         values["sites"] = tuple(values.get("sites", ("pre", "mid")))
+        values["interventions"] = tuple(values.get("interventions", ()))
         if values.get("texts") is not None:
             values["texts"] = tuple(values["texts"])
         return cls(**values)

@@ -459,8 +459,25 @@ def iter_batches(
     bar.close()
 
 
+def intervention_names(fwd_hooks: Sequence[tuple[Any, Callable]]) -> tuple[str, ...]:
+    """``"<hook point>: <function>"`` for each ``(name or name filter, hook)`` pair, as
+    :class:`DynamicsMetadata` records interventions (a filter shows as ``<filter f>``)."""
+
+    def name(function: Any) -> str:
+        function = getattr(function, "func", function)  # functools.partial
+        return getattr(function, "__qualname__", type(function).__qualname__)
+
+    return tuple(
+        f"{point if isinstance(point, str) else f'<filter {name(point)}>'}: {name(hook)}"
+        for point, hook in _validate_fwd_hooks(fwd_hooks)
+    )
+
+
 def collect_metadata(
-    model: Any, texts: Sequence[str], settings: CollectSettings = CollectSettings()
+    model: Any,
+    texts: Sequence[str],
+    settings: CollectSettings = CollectSettings(),
+    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
 ) -> DynamicsMetadata:
     """The :class:`DynamicsMetadata` that :func:`collect` records for these settings."""
     positions = settings.positions
@@ -476,6 +493,7 @@ def collect_metadata(
         model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
         texts=tuple(texts) if settings.keep_texts else None,
         provenance=getattr(model, "tl_dynamics_provenance", None),
+        interventions=intervention_names(fwd_hooks),
     )
 
 
@@ -519,7 +537,8 @@ def collect(
             trajectory holds what they wrote. The passes hold right-padded batches of
             texts sorted by length (longest first), so a hook that writes one token
             position should count from the start, or run ``batch_size=1``. Hooks already
-            on the model (``with model.hooks(...)``) apply as well.
+            on the model (``with model.hooks(...)``) apply as well. The metadata records
+            each pair's hook point and function name (``metadata.interventions``).
 
     Returns:
         A :class:`DynamicsCache` with ``resid`` of shape ``[sample, sublayer, d_model]``
@@ -556,7 +575,7 @@ def collect(
         labels=tuple(h.label for h in hooks),
         text_index=text_index[order],
         position=position[order],
-        metadata=collect_metadata(model, texts, settings),
+        metadata=collect_metadata(model, texts, settings, fwd_hooks),
     )
 
 

@@ -238,6 +238,8 @@ def _settings(
     record = metadata.to_json()
     for key in UNCHECKED_METADATA:
         record.pop(key)
+    if not record["interventions"]:  # as stores written before interventions were recorded
+        record.pop("interventions")
     return {
         **record,
         "labels": list(labels),
@@ -565,13 +567,16 @@ class DynamicsStore:
 
 
 def _run_settings(
-    model: Any, texts: Sequence[str], settings: CollectSettings
+    model: Any,
+    texts: Sequence[str],
+    settings: CollectSettings,
+    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
 ) -> tuple[tuple[str, ...], DynamicsMetadata, dict[str, Any]]:
     """``(labels, metadata, fingerprinted settings)`` of collecting ``texts`` so."""
     check_model(model)
     hooks = trajectory_hooks(model, settings.sites, settings.include_final)
     labels = tuple(h.label for h in hooks)
-    metadata = collect_metadata(model, texts, settings)
+    metadata = collect_metadata(model, texts, settings, fwd_hooks)
     return labels, metadata, _settings(labels, metadata, texts)
 
 
@@ -637,6 +642,7 @@ def prepare_store(
     texts: Sequence[str],
     out: str | Path,
     settings: CollectSettings = CollectSettings(),
+    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
 ) -> DynamicsStore:
     """Create the store of a run at ``out``, or check that the store there is of the same run.
 
@@ -653,7 +659,7 @@ def prepare_store(
             message names what differs) or is neither a store nor an empty folder.
     """
     texts = validate_texts(texts)
-    labels, metadata, fingerprinted = _run_settings(model, texts, settings)
+    labels, metadata, fingerprinted = _run_settings(model, texts, settings, fwd_hooks)
     out = Path(out)
     if (out / MANIFEST_NAME).is_file():
         existing = DynamicsStore._read(out)
@@ -764,6 +770,7 @@ def write_texts(
     *,
     rank: int | None = None,
     shard_size: int | None = None,
+    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
 ) -> list[ShardRecord]:
     """Collect ``texts[i]`` for each ``i`` in ``indices`` and append them to ``store``.
 
@@ -782,6 +789,7 @@ def write_texts(
             names and partial manifest instead, merged by :func:`consolidate`.
         shard_size: Samples per shard, at least (whole forward passes, so up to one batch
             more); ``None`` for about :data:`SHARD_BYTES` per shard.
+        fwd_hooks: The run's interventions, as :func:`tl_dynamics.collect` takes them.
 
     Returns:
         The records of the shards written.
@@ -791,7 +799,8 @@ def write_texts(
             ``shard_size`` or index.
     """
     texts = validate_texts(texts)
-    _check_same_run(store.path, store.settings, _run_settings(model, texts, settings)[2])
+    now = _run_settings(model, texts, settings, fwd_hooks)[2]
+    _check_same_run(store.path, store.settings, now)
     _check_shard_size(shard_size)
     rows = _shard_rows(shard_size, store)
     manifest = store.path / (
@@ -799,7 +808,7 @@ def write_texts(
     )
     writer = rank or 0
     first = 1 + max((s.number for s in store.shards if s.rank == writer), default=-1)
-    batches = iter_batches(model, texts, settings, subset=indices)
+    batches = iter_batches(model, texts, settings, subset=indices, fwd_hooks=fwd_hooks)
     written: list[ShardRecord] = []
     for number, group in enumerate(_group_rows(batches, rows), start=first):
         written.append(_write_shard(store, group, writer, number))
@@ -824,14 +833,18 @@ def collect_to_store(
     settings: CollectSettings = CollectSettings(),
     *,
     shard_size: int | None = None,
+    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
 ) -> DynamicsStore:
     """Collect trajectories of ``texts`` into the store folder ``out``, resuming if it exists.
 
     Arguments are those of :func:`tl_dynamics.collect` (its keywords held by
     ``settings``, a :class:`~tl_dynamics.collect.CollectSettings`), plus ``out`` (a new or
     empty folder, or the store of an interrupted run of the same settings and texts) and
-    ``shard_size`` (samples per shard file; ``None`` for about :data:`SHARD_BYTES`).
-    Texts already stored are skipped; the others are run and streamed to disk a shard at
+    ``shard_size`` (samples per shard file; ``None`` for about :data:`SHARD_BYTES`), and
+    ``fwd_hooks``, interventions as :func:`tl_dynamics.collect` takes them. The store's
+    fingerprint records each hook's point and function name, so a resume under other
+    hooks is refused; it cannot see a function's body, so a resume must pass the same
+    functions. Texts already stored are skipped; the others are run and streamed to disk a shard at
     a time, so memory holds one shard, never the whole run.
 
     Arguments are checked before anything is created; a run that fails (or is
@@ -850,9 +863,12 @@ def collect_to_store(
     _check_shard_size(shard_size)
     out = Path(out)
     existed, resumed = out.exists(), (out / MANIFEST_NAME).is_file()
-    store = prepare_store(model, texts, out, settings)
+    store = prepare_store(model, texts, out, settings, fwd_hooks)
     try:
-        write_texts(model, texts, store, store.missing_texts(), settings, shard_size=shard_size)
+        write_texts(
+            model, texts, store, store.missing_texts(), settings, shard_size=shard_size,
+            fwd_hooks=fwd_hooks,
+        )
     except BaseException:
         if not resumed and not DynamicsStore._read(out).shards:
             _remove_empty_store(out, keep_folder=existed)
