@@ -87,3 +87,17 @@ def test_progress_false_keeps_transformers_bars_off_and_restores_them(capfd):
     models.load_model("minilm", progress=False)
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_progress_false_also_silences_the_gguf_reader_and_restores_it(capfd):
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    reader_tqdm = gguf_utils.tqdm
+    with models._transformers_progress(False):
+        for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing"):
+            pass
+    assert "Converting" not in capfd.readouterr().err
+    assert gguf_utils.tqdm is reader_tqdm
+    for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing"):
+        pass
+    assert "Converting" in capfd.readouterr().err  # the bar is back, as a user had it

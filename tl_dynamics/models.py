@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import urllib.parse
 from pathlib import Path
@@ -159,17 +160,28 @@ def _local_source(name: str) -> str:
 
 @contextlib.contextmanager
 def _transformers_progress(show: bool):
-    """transformers' own progress bars (weight loading, GGUF dequantisation) on or off."""
+    """transformers' own progress bars (weight loading, GGUF dequantisation) on or off.
+
+    transformers' switch covers weight loading; its GGUF reader calls ``tqdm`` directly,
+    so while ``show`` is false that module's ``tqdm`` is replaced by a disabled one.
+    """
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)
     if not show:
         hf_logging.disable_progress_bar()
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
-        if was_enabled and not show:
-            hf_logging.enable_progress_bar()
+        if not show:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+            if gguf_tqdm is not None:
+                gguf_utils.tqdm = gguf_tqdm
 
 
 def load_model(
