@@ -76,7 +76,7 @@ CAE_MAX_VECTORS = 12_288  # training vectors per condition: MiniLM's 823 x 12 su
 # is ~8.4k; at 60 sublayers (SmolLM2) all ~42k would make the autoencoder the report's
 # slowest stage by far, for little gain on a 2-D bottleneck
 ROTATION_SHUFFLES = 1000  # the paper's layer-order permutations per unit (section 6)
-MI_METHOD = "binned"  # within 0.04 % (mean) of the exact Gaussian KDE, 109-353x the paper's scipy loop (benchmarks, run 7)
+MI_METHOD = "binned"  # within 0.04 % (mean) of the exact Gaussian KDE, 113-402x the paper's scipy loop (benchmarks, run 7)
 
 # Texts the random-weight twin is collected on (run_report(random_twin=True)): the
 # dynamical similarity of `tl-dynamics compare` uses at most this many samples per

@@ -86,7 +86,7 @@ def _standardise(
     that are exactly constant over the batch become NaN. Same dtype and device as ``x``.
     """
     centred = x - reduce(x, "batch sublayer unit -> 1 sublayer unit", "mean")
-    length = torch.linalg.vector_norm(centred, dim=0, keepdim=True)
+    length = reduce(centred.square(), "batch sublayer unit -> 1 sublayer unit", "sum").sqrt_()
     constant = x.amax(dim=0, keepdim=True) == x.amin(dim=0, keepdim=True)
     return torch.where(constant, math.nan, centred / length)
 
