@@ -31,7 +31,7 @@ import torch
 from _common import interleaved_runs, machine, ratio_summary
 
 import tl_dynamics as tld
-from tl_dynamics.collect import pad_token_id, pad_tokens, tokenize
+from tl_dynamics._batching import pad_token_id, pad_tokens, tokenize
 from tl_dynamics.hooks import trajectory_hooks
 from tl_dynamics.models import build_tiny_model, load_model
 

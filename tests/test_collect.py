@@ -16,7 +16,7 @@ from transformers import GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 import tl_dynamics as tld
 from tl_dynamics._output import FILE_MODE
-from tl_dynamics.collect import tokenize
+from tl_dynamics._batching import tokenize
 from tl_dynamics.models import build_tiny_model, load_model
 
 TOLERANCE = 1e-4  # max abs difference allowed between a padded batch and a text alone

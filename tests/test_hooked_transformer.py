@@ -25,7 +25,7 @@ except ImportError:  # TransformerLens 4.0 removed it; only the Bridge is left
     )
 
 import tl_dynamics as tld
-from tl_dynamics.collect import pad_tokens, pad_token_id, tokenize
+from tl_dynamics._batching import pad_token_id, pad_tokens, tokenize
 from tl_dynamics.models import load_model
 from tl_dynamics.presets import preset_folder
 

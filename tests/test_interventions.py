@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tl_dynamics as tld
-from tl_dynamics.collect import forward_trajectories
+from tl_dynamics._batching import forward_trajectories
 from tl_dynamics.embed import pca_trajectories
 from tl_dynamics.interventions import (
     DEFAULT_PROMPT,

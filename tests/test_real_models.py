@@ -12,7 +12,7 @@ import torch
 
 import tl_dynamics as tld
 from tl_dynamics import presets
-from tl_dynamics.collect import tokenize
+from tl_dynamics._batching import tokenize
 
 pytestmark = pytest.mark.slow
 

@@ -82,17 +82,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._batching import forward_trajectories, pad_token_id, pad_tokens, tokenize
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.collect import (
-    check_eval,
-    collect,
-    forward_trajectories,
-    pad_token_id,
-    pad_tokens,
-    tokenize,
-    validate_texts,
-)
+from tl_dynamics.collect import check_eval, collect, validate_texts
 from tl_dynamics.embed import PCATrajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks

@@ -44,7 +44,6 @@ import torch
 
 import tl_dynamics as tld
 from tl_dynamics import testing
-from tl_dynamics.collect import tokenize
 
 N_TEXTS = 64
 model = tld.models.load_model("smollm2-135m", device=DEVICE)
@@ -52,8 +51,11 @@ texts = tld.data.python_docs()[:N_TEXTS]
 dyn = tld.collect(model, texts, batch_size=16, corpus="python-docs", progress=False)
 shuffled = tld.collect(model, texts, batch_size=16, corpus="python-docs", shuffle=True, seed=0, progress=False)
 print(dyn)
-print(model.to_str_tokens(tokenize(model, texts[:1])[0])[:12])
-print(model.to_str_tokens(tokenize(model, texts[:1], shuffle=True, seed=0)[0])[:12])
+first = model.to_tokens(texts[0])[0]  # what collect reads: BOS, then the text's tokens
+print(model.to_str_tokens(first)[:12])
+# The control: the same tokens in random order after BOS, as collect(shuffle=True, seed=0) sees them
+generator = torch.Generator().manual_seed(0)
+print(model.to_str_tokens(tld.data.shuffle_tokens(first, model.tokenizer.all_special_ids, generator))[:12])
 
 # %% [markdown]
 # ## 2. Units: 1B, 1C, 1D
