@@ -26,10 +26,17 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_dynamics.data import shuffle_tokens
-from tl_dynamics.errors import DynamicsInputError
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import StopForward, TrajectoryHook
 
-__all__ = ["tokenize", "PackedTokens", "pad_token_id", "pad_tokens", "forward_trajectories"]
+__all__ = [
+    "tokenize",
+    "prompt_tokens",
+    "PackedTokens",
+    "pad_token_id",
+    "pad_tokens",
+    "forward_trajectories",
+]
 
 
 def tokenize(
@@ -203,3 +210,16 @@ def forward_trajectories(
         except StopForward:
             pass
     return out.to("cpu"), output
+
+
+def prompt_tokens(model: Any, prompt: Any) -> Int[Tensor, " pos"]:
+    """The token ids of one prompt (:func:`tokenize`), 1-D int64; a non-string or blank
+    prompt, or one the tokenizer refuses, is bad input naming the prompt."""
+    if not isinstance(prompt, str):
+        raise InputTypeError(f"prompt must be a str; got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise DynamicsInputError("prompt is empty or only whitespace; pass some text")
+    try:
+        return tokenize(model, [prompt])[0]
+    except ValueError as error:
+        raise DynamicsInputError(f"prompt {prompt!r} cannot be run: {error}") from error

@@ -53,6 +53,7 @@ __all__ = [
     "COMPARE_KIND",
     "KINDS",
     "SCHEMA_VERSION",
+    "TWIN_FILE",
     "PARTIAL_TAG",
     "RETIRED_TAG",
     "UMASK",
@@ -76,6 +77,10 @@ MARKER_NAME = "tl-dynamics-output.json"
 REPORT_KIND = "tl-dynamics-report"
 COMPARE_KIND = "tl-dynamics-compare"
 KINDS = (REPORT_KIND, COMPARE_KIND)
+
+TWIN_FILE = "dynamics_twin.safetensors"
+"""The random-weight twin's trajectories in a report folder (``report --random-twin``),
+beside ``dynamics.safetensors``; ``tl-dynamics compare`` reads it for its DSA control."""
 
 SCHEMA_VERSION = 2
 """Version of the layout of ``metrics.json``; bumped when a key changes meaning.

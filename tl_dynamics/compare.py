@@ -33,6 +33,7 @@ from tl_dynamics._output import (
     atomic_folder,
     check_output,
     SCHEMA_VERSION,
+    TWIN_FILE,
     read_json_record,
     write_json,
 )
@@ -41,7 +42,6 @@ from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 from tl_dynamics.findings import Finding
 from tl_dynamics.metrics import FINAL_LABEL
 from tl_dynamics.plot import dsa_matrix
-from tl_dynamics.report import TWIN_FILE
 from tl_dynamics.similarity import dynamical_similarity
 
 __all__ = [

@@ -82,7 +82,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_dynamics._batching import forward_trajectories, pad_token_id, pad_tokens, tokenize
+from tl_dynamics._batching import forward_trajectories, pad_token_id, pad_tokens, prompt_tokens
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import check_eval, collect, validate_texts
@@ -369,17 +369,6 @@ class TeleportResult:
         )
 
 
-def _prompt_tokens(model: Any, prompt: Any) -> Int[Tensor, " pos"]:
-    if not isinstance(prompt, str):
-        raise InputTypeError(f"prompt must be a str; got {type(prompt).__name__}")
-    if not prompt.strip():
-        raise DynamicsInputError("prompt is empty or only whitespace; pass some text")
-    try:
-        return tokenize(model, [prompt])[0]
-    except ValueError as error:
-        raise DynamicsInputError(f"prompt {prompt!r} cannot be run: {error}") from error
-
-
 def _points(points: Any, d_model: int) -> tuple[Tensor, Tensor | None]:
     """``(points [n, d_model] float32, plane coordinates or None)`` from a grid or tensor."""
     plane = None
@@ -532,7 +521,7 @@ class _Injection:
     @classmethod
     def check(cls, model: Any, prompt: Any, layer: Any, site: Any, position: Any) -> _Injection:
         layer, site = _check_point(model, layer, site)
-        tokens = _prompt_tokens(model, prompt)
+        tokens = prompt_tokens(model, prompt)
         n_tokens = len(tokens)
         position = check_int(
             position, "position", -n_tokens, n_tokens - 1, f" (the prompt has {n_tokens} tokens)"

@@ -40,7 +40,14 @@ from tl_dynamics import beyond as beyond_module
 from tl_dynamics import findings as findings_module
 from tl_dynamics import metrics, plot
 from tl_dynamics._html import effect_html, render_html
-from tl_dynamics._output import SCHEMA_VERSION, atomic_folder, check_output, tensor_json, write_json
+from tl_dynamics._output import (
+    SCHEMA_VERSION,
+    TWIN_FILE,
+    atomic_folder,
+    check_output,
+    tensor_json,
+    write_json,
+)
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
@@ -82,7 +89,6 @@ MI_METHOD = "binned"  # within 0.04 % (mean) of the exact Gaussian KDE, 113-402x
 # dynamical similarity of `tl-dynamics compare` uses at most this many samples per
 # condition (compare.DSA_SAMPLES), far fewer than the findings' bootstrap needs.
 TWIN_TEXTS = 256
-TWIN_FILE = "dynamics_twin.safetensors"
 
 REPORT_FILES = ("report.html", "metrics.json", "dynamics.safetensors", "dynamics.json")
 

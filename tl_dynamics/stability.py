@@ -58,11 +58,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_dynamics._batching import prompt_tokens
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import check_eval
 from tl_dynamics.hooks import StopForward, TLModel, check_model, model_name, trajectory_hooks
-from tl_dynamics.interventions import DEFAULT_PROMPT, _prompt_tokens, teleport_hook
+from tl_dynamics.interventions import DEFAULT_PROMPT, teleport_hook
 
 __all__ = [
     "DEFAULT_K",
@@ -290,7 +291,7 @@ def _sublayer_map(model: TLModel, prompt: Any, start: Any, stop: Any, position: 
     start = check_int(start, "start", 0, last - 1, f" (sublayer index; {model_name(model)!r} "
                        f"has sublayers 0..{last}, {last} being final_post)")
     stop = check_int(stop, "stop", start + 1, last, f" (a later sublayer than start={start})")
-    tokens = _prompt_tokens(model, prompt)
+    tokens = prompt_tokens(model, prompt)
     n_tokens = len(tokens)
     position = check_int(position, "position", -n_tokens, n_tokens - 1,
                           f" (the prompt has {n_tokens} tokens)") % n_tokens
