@@ -64,7 +64,7 @@ def test_binned_matches_the_exact_kde(resid):
 
 
 def test_binned_matches_the_exact_kde_with_heavy_tails_and_outliers():
-    """Student-t noise plus a few samples 40x out: their units get coarser grids."""
+    """Student-t noise plus a few samples 40x out: their kernels are summed exactly, beside the grid."""
     generator = torch.Generator().manual_seed(3)
     resid = make_resid(batch=400, n_sublayers=3, d_model=12, seed=3, dtype=torch.float64)
     resid[:4] *= 40

@@ -51,7 +51,7 @@ texts = tld.data.python_docs()[:N_TEXTS]
 dyn = tld.collect(model, texts, batch_size=16, corpus="python-docs", progress=False)
 shuffled = tld.collect(model, texts, batch_size=16, corpus="python-docs", shuffle=True, seed=0, progress=False)
 print(dyn)
-first = model.to_tokens(texts[0])[0]  # what collect reads: BOS, then the text's tokens
+first = model.to_tokens(texts[0])[0].cpu()  # what collect reads: BOS, then the text's tokens
 print(model.to_str_tokens(first)[:12])
 # The control: the same tokens in random order after BOS, as collect(shuffle=True, seed=0) sees them
 generator = torch.Generator().manual_seed(0)
