@@ -22,17 +22,24 @@ NEVER_IMPORTS = {
 }
 
 
-def private_imports(source: Path) -> list[str]:
-    """``module.name`` of every ``_``-prefixed name ``source`` imports from the package."""
+def imported_names(source: Path) -> list[tuple[str, str]]:
+    """``(module, name)`` of every ``from tl_dynamics... import name`` in ``source``, anywhere
+    in it (functions included); the module relative to ``tl_dynamics`` (``""``: the package)."""
     found = []
     for node in ast.walk(ast.parse(source.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tl_dynamics"):
-            found += [
-                f"{node.module}.{alias.name}"
-                for alias in node.names
-                if alias.name.startswith("_") and not alias.name.endswith("__")  # __all__ is public
-            ]
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tl_dynamics":
+            module = node.module.removeprefix("tl_dynamics").removeprefix(".")
+            found += [(module, alias.name) for alias in node.names]
     return found
+
+
+def private_imports(source: Path) -> list[str]:
+    """``module.name`` of every ``_``-prefixed name ``source`` imports from the package."""
+    return [
+        f"tl_dynamics.{module}.{name}"
+        for module, name in imported_names(source)
+        if name.startswith("_") and not name.endswith("__")  # __all__ is public
+    ]
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -48,13 +55,7 @@ def test_the_check_sees_a_private_import(tmp_path):
 
 def package_imports(source: Path) -> set[str]:
     """The package modules ``source`` imports (relative to ``tl_dynamics``), anywhere in it."""
-    found = set()
-    for node in ast.walk(ast.parse(source.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tl_dynamics."):
-            found.add(node.module.removeprefix("tl_dynamics."))
-        elif isinstance(node, ast.ImportFrom) and node.module == "tl_dynamics":
-            found |= {alias.name for alias in node.names}
-    return found
+    return {module or name for module, name in imported_names(source)}
 
 
 @pytest.mark.parametrize(("module", "forbidden"), sorted(NEVER_IMPORTS.items()))

@@ -81,13 +81,17 @@ from torch import Tensor
 
 from tl_dynamics._checks import check_int
 from tl_dynamics.metrics._validation import (
-    CHUNK_BYTES,
     STAT_DTYPE,
     check_choice,
     check_resid,
     chunk_slices,
 )
-from tl_dynamics.metrics.correlation import column_bytes, successive_correlation, unit_chunks
+from tl_dynamics.metrics.correlation import (
+    centred_columns,
+    column_bytes,
+    successive_correlation,
+    unit_chunks,
+)
 
 __all__ = [
     "MI_LOG_EPSILON",
@@ -346,10 +350,7 @@ def _kde_log_ratios(
     (the exact sums take float64 coordinates).
     """
     n = x.shape[0]
-    # Standard deviation (ddof=1), [sublayer, unit], units of x, from the centred columns'
-    # sum of squares (several times faster than torch.std along the batch).
-    centred = x - reduce(x, "batch s d -> 1 s d", "mean")
-    sd = reduce(centred.square(), "batch s d -> s d", "sum").sqrt_() / math.sqrt(n - 1)
+    sd = centred_columns(x)[1][0] / math.sqrt(n - 1)  # ddof=1, [sublayer, unit], units of x
     coordinate_dtype = BINNED_DTYPE if binned else STAT_DTYPE
     u = rearrange(  # mean 0, sd 1 (ddof=1)
         (z * math.sqrt(n - 1)).to(coordinate_dtype), "batch s d -> s d batch"
