@@ -19,7 +19,7 @@ from tl_dynamics.store import (
     DynamicsStore,
     collect_to_store,
     prepare_store,
-    write_texts,
+    append_to_store,
 )
 
 N_PROCESSES = 2
@@ -77,7 +77,7 @@ def test_two_ranks_resume_a_store_to_equal_a_single_process_run(
     started = prepare_store(
         llama, texts, out, CollectSettings(positions=[0, -1], shuffle=True, corpus=corpus)
     )
-    before = write_texts(llama, texts, started, [1, 4], CollectSettings(**settings))
+    before = append_to_store(llama, texts, started, [1, 4], CollectSettings(**settings))
 
     finished = torchrun(*run_arguments, "--out", str(out))
 
