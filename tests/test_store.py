@@ -25,10 +25,10 @@ from tl_dynamics.store import (
     TEMP_PREFIX,
     TEXTS_NAME,
     DynamicsStore,
+    append_to_store,
     collect_to_store,
     consolidate,
     prepare_store,
-    append_to_store,
 )
 from tl_dynamics.streaming import moments
 

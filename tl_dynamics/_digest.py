@@ -4,9 +4,12 @@ Internal: nothing here is part of the public API, and names may change.
 
 Example::
 
+    import tempfile
     from pathlib import Path
     from tl_dynamics._digest import file_digest
-    size, sha256 = file_digest([Path("manifest.json")])
+    path = Path(tempfile.mkdtemp()) / "numbers.txt"
+    path.write_text("1 2 3")
+    size, sha256 = file_digest([path])        # (5, 'a8e5...'): size in bytes, hex digest
 """
 
 from __future__ import annotations
