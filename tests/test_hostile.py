@@ -158,6 +158,13 @@ def test_second_report_on_a_locked_out_exits_2_before_the_model_loads(
     one_line_error(capsys, "another tl-dynamics run", str(held_lock))
 
 
+def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path):
+    (tmp_path / ".out.lock").write_text("4194305 tl-dynamics collect --out out\n")  # no flock
+    with _output.writer_lock(tmp_path / "out"):
+        assert (tmp_path / ".out.lock").read_text().startswith(f"{os.getpid()} ")
+    assert not list(tmp_path.iterdir())
+
+
 def test_writer_lock_is_released_and_removed(tmp_path):
     with _output.writer_lock(tmp_path / "out"):
         with _output.writer_lock(tmp_path / "out"):  # the same process may take it again
@@ -268,18 +275,24 @@ def test_cache_under_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize("command", ["report", "compare", "collect"])
 def test_disk_full_is_one_line(command, tmp_path, monkeypatch, capsys):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out"))
 
     import tl_dynamics.compare
     import tl_dynamics.report
+    import tl_dynamics.store
 
     monkeypatch.setattr(tl_dynamics.report, "run_report", full)
     monkeypatch.setattr(tl_dynamics.compare, "run_compare", full)
+    monkeypatch.setattr(tl_dynamics.store, "collect_to_store", full)
     monkeypatch.setattr(tl_dynamics.models, "load_model", lambda *args, **kwargs: None)
-    args = {"report": ["report", "--n", "2"], "compare": ["compare", str(tmp_path)]}[command]
+    args = {
+        "report": ["report", "--n", "2"],
+        "compare": ["compare", str(tmp_path)],
+        "collect": ["collect", "--first", "2"],
+    }[command]
     assert main([*args, "--out", str(tmp_path / "out")]) == EXIT_BAD_INPUT
     one_line_error(capsys, "No space left on device")
 
@@ -335,6 +348,25 @@ def test_overwrite_refuses_another_kind(tmp_path):
         with _output.atomic_folder(report, True, kind=_output.COMPARE_KIND) as staging:
             (staging / "compare.html").write_text("")
     assert (report / "metrics.json").exists()
+
+
+def test_compare_overwrite_onto_a_report_exits_2_before_any_work(
+    llama_report, tmp_path, monkeypatch, capsys
+):
+    import tl_dynamics.compare
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compare ran")
+
+    monkeypatch.setattr(tl_dynamics.compare, "run_compare", refuse)
+    report = tmp_path / "report"
+    shutil.copytree(llama_report, report)
+    (report / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in report.iterdir() if p.is_file()}
+    command = ["compare", str(llama_report), "--out", str(report), "--overwrite"]
+    assert main(command) == EXIT_BAD_INPUT
+    one_line_error(capsys, "holds a report, not a compare")
+    assert {p.name: p.read_bytes() for p in report.iterdir() if p.is_file()} == before
 
 
 def test_overwrite_refuses_a_folder_holding_a_users_file(tmp_path):
