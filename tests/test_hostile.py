@@ -410,3 +410,12 @@ def test_cache_refuses_text_index_of_another_type(text_index):
 def test_cache_root_expands_the_home_folder(monkeypatch):
     monkeypatch.setenv(presets.CACHE_ENV, "~/tld-cache")
     assert presets.cache_root() == presets.Path.home() / "tld-cache"
+
+
+def test_cache_files_expand_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cache = tld.DynamicsCache(torch.zeros(2, 1, 3), ("0_pre",), torch.arange(2), torch.arange(2))
+    assert cache.save("~/dyn") == tmp_path / "dyn.safetensors"
+    assert not (tmp_path / "~").exists()
+    assert torch.equal(tld.DynamicsCache.load("~/dyn").resid, cache.resid)

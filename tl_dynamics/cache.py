@@ -221,9 +221,10 @@ class DynamicsCache:
         """Write ``path`` (safetensors: resid, text_index, position) and its JSON sidecar.
 
         ``path`` gets the suffix ``.safetensors`` if it has none; the sidecar is the same
-        path with suffix ``.json``. Returns the safetensors path.
+        path with suffix ``.json``; a leading ``~`` is the home folder. Returns the
+        safetensors path.
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +255,7 @@ class DynamicsCache:
                 format, or a sidecar that contradicts the tensors (the message names the
                 file).
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         sidecar_path = path.with_suffix(".json")
