@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tl_dynamics as tld
-from tl_dynamics import beyond
+from tl_dynamics.report import beyond
 from tl_dynamics.cli import _parser
 from tl_dynamics.data import python_docs
 

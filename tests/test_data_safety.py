@@ -348,7 +348,7 @@ WRITE_STAGE_FLAG = "in-write-stage"
 
 INTERRUPTIBLE_COMPARE = f"""
 import pathlib, sys, time
-import tl_dynamics.compare as compare
+import tl_dynamics.report.compare as compare
 from tl_dynamics.cli import main
 
 write_json = compare.write_json

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tl_dynamics._inference import (
+from tl_dynamics.stats import (
     bootstrap_weights,
     holm,
     normal_p_value,

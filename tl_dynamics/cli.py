@@ -256,7 +256,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from tl_dynamics.compare import run_compare
+    from tl_dynamics.report.compare import run_compare
 
     out = run_compare(args.reports, out=args.out, overwrite=args.overwrite, dsa=not args.no_dsa)
     print(f"wrote {out / 'compare.html'}")

@@ -7,8 +7,8 @@ early and accelerates in the last third, information drops early (most at cross-
 steps), units rotate in phase space, and mid-layer perturbations are pulled back. Each
 function here turns one such sentence into a number, the *effect*, and tests it:
 
-* the effect's 95 % interval is a bootstrap over texts (:mod:`tl_dynamics._inference`:
-  texts drawn again with replacement, :data:`~tl_dynamics._inference.N_RESAMPLES`
+* the effect's 95 % interval is a bootstrap over texts (:mod:`tl_dynamics.stats`:
+  texts drawn again with replacement, :data:`~tl_dynamics.stats.N_RESAMPLES`
   resamples, seeded). Effects that are functions of per-sample means are recomputed from
   the resampled means; effects of per-unit correlations and mutual information use each
   sample's linearised share (its influence), the delta-method bootstrap;
@@ -18,7 +18,7 @@ function here turns one such sentence into a number, the *effect*, and tests it:
   Spearman rho, but its p-value tests the curve's least-squares slope (:func:`_trend`);
 * the p-values of one report are corrected together by Holm's method (:func:`decide`);
   the verdict is ``"yes"`` only if the null is rejected at family-wise
-  :data:`~tl_dynamics._inference.ALPHA` = 0.01 in the paper's direction *and* the effect
+  :data:`~tl_dynamics.stats.ALPHA` = 0.01 in the paper's direction *and* the effect
   is at least the finding's minimum size (named constants below, with their reason);
   ``"no"`` if the null is rejected in the opposite direction or the whole interval lies
   short of the minimum size; ``"undecided"`` otherwise, and below :data:`MIN_TEXTS`
@@ -44,22 +44,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from einops import rearrange
 from scipy.stats import rankdata
 from torch import Tensor
 
 from tl_dynamics import metrics
-from tl_dynamics._inference import (
+from tl_dynamics.stats import (
     ALPHA,
     N_RESAMPLES,
-    WEIGHT_CHUNK,
-    bootstrap_weights,
+    Resampler,
     holm,
     normal_p_value,
     percentile_interval,
+    standard_error,
 )
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.errors import DynamicsInputError
+from tl_dynamics.report.measures import MI_METHOD
 from tl_dynamics.metrics.correlation import unit_correlation_per_sample
 from tl_dynamics.metrics.information import mutual_information_per_sample
 
@@ -79,6 +79,7 @@ __all__ = [
     "CLAIMS",
     "Finding",
     "decide",
+    "tested",
     "activation_growth",
     "sign_persistence",
     "high_correlation",
@@ -130,7 +131,7 @@ MIN_LOG_PULL = 0.05
 # text unless units are negatively dependent, so the interval is typically wider
 # (conservative). 32 keeps the findings stage near 10 s at SmolLM2 size (benchmarks).
 BOOTSTRAP_UNITS = 32
-MI_BOOTSTRAP_METHOD = "binned"  # the report's estimator (report.MI_METHOD)
+MI_BOOTSTRAP_METHOD = MI_METHOD  # the report's estimator, so the bootstrap resamples its MI
 
 # The paper's findings in one sentence each, by key, in the paper's order.
 CLAIMS = {
@@ -289,7 +290,7 @@ def _undecided(key: str, claim: str, reason: str, null: str, min_effect: float, 
     )
 
 
-def _tested(
+def tested(
     key: str,
     claim: str,
     description: str,
@@ -305,14 +306,15 @@ def _tested(
     spread: float | None = None,
     p_value: float | None = None,
 ) -> Finding:
-    """A finding from its effect and bootstrap replicates, decided on its own.
+    """A finding from its effect and bootstrap replicates, decided on its own (the
+    builder of every claim here and of the report's "Beyond the paper" tests).
 
     ``spread`` is the standard error for the p-value (default: the replicates' std);
     ``p_value``, when given, is the p-value of a test computed by the caller instead.
     """
     ci = percentile_interval(replicates)
     if spread is None:
-        spread = _standard_error(replicates)
+        spread = standard_error(replicates)
     p = normal_p_value(effect, null_value, spread) if p_value is None else p_value
     observed = (
         f"{description}; {effect_unit} = {effect:+.3g} (95% CI {ci[0]:+.3g} to {ci[1]:+.3g}), "
@@ -324,36 +326,6 @@ def _tested(
         float(min_effect), direction, ALPHA, p, None, numbers or {},
     )
     return decide([finding])[0]
-
-
-def _standard_error(replicates: np.ndarray) -> float:
-    """Standard deviation (ddof 1) of the finite bootstrap replicates; NaN below two."""
-    finite = replicates[np.isfinite(replicates)]
-    return float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
-
-
-@dataclass(frozen=True)
-class _Resampler:
-    """Bootstrap-over-texts weights of one cache: ``[resample, sample]``, rows sum to 1."""
-
-    weights: Tensor
-
-    @classmethod
-    def of(cls, groups: Tensor, n_resamples: int, seed: int) -> _Resampler:
-        return cls(bootstrap_weights(groups, n_resamples, seed))
-
-    def means(self, terms: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``(point [k], replicates [resample, k])``: the mean of per-sample ``terms
-        [sample, k]`` and its bootstrap replicates, float64 numpy."""
-        terms = terms.detach().to("cpu", torch.float64)
-        return terms.mean(0).numpy(), (self.weights @ terms).numpy()
-
-    def mean_chunks(self, data: Tensor) -> Any:
-        """Resampled means of ``data [sample, ...]`` in chunks of resamples, float32."""
-        flat = rearrange(data.detach().cpu().float(), "sample ... -> sample (...)")
-        for start in range(0, len(self.weights), WEIGHT_CHUNK):
-            block = self.weights[start : start + WEIGHT_CHUNK].float() @ flat
-            yield block.reshape(-1, *data.shape[1:])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -404,8 +376,8 @@ def _trend(
         f"{name} {'tends to rise' if rho > 0 else 'tends to fall'} over {len(point)} steps "
         f"({point[0]:.3g} first, {point[-1]:.3g} last, range {point.min():.3g}-{point.max():.3g})"
     )
-    slope, spread = float(_depth_slopes(point)[0]), _standard_error(_depth_slopes(replicates))
-    return _tested(
+    slope, spread = float(_depth_slopes(point)[0]), standard_error(_depth_slopes(replicates))
+    return tested(
         key, claim, description, rho, _spearman_rows(replicates),
         effect_unit="Spearman rho with depth", null=null, null_value=0.0,
         min_effect=direction * MIN_TREND_RHO, direction=direction,
@@ -446,7 +418,7 @@ def _within_vs_cross(
     effect = float(np.mean(per_layer))
     holding = int((per_layer > 0).sum())
     description = f"the paper's direction in {holding}/{len(pairs)} layers"
-    return _tested(
+    return tested(
         key, claim, description, effect,
         contrast(replicates[:, within], replicates[:, cross]).mean(axis=1),
         effect_unit=effect_unit, null=null, null_value=0.0, min_effect=MIN_LOG_RATIO,
@@ -476,7 +448,7 @@ def _early(n_transitions: int) -> int:
 # --------------------------------------------------------------------------- Fig 1-2
 
 
-def activation_growth(dyn: DynamicsCache, resampler: _Resampler) -> Finding:
+def activation_growth(dyn: DynamicsCache, resampler: Resampler) -> Finding:
     """Fig 1B: mean |activation| (per sample, over units) rises with depth."""
     point, replicates = resampler.means(dyn.resid.abs().double().mean(-1))
     return _trend(
@@ -506,7 +478,7 @@ def _sign_kappa(means: Tensor) -> Tensor:
     return (observed - chance) / (1 - chance)
 
 
-def sign_persistence(dyn: DynamicsCache, resampler: _Resampler) -> Finding:
+def sign_persistence(dyn: DynamicsCache, resampler: Resampler) -> Finding:
     """Fig 1B: each unit's mean keeps its sign across depth, beyond chance."""
     claim = CLAIMS["sign_persistence"]
     null = (
@@ -518,7 +490,7 @@ def sign_persistence(dyn: DynamicsCache, resampler: _Resampler) -> Finding:
         return _undecided("sign_persistence", claim, "fewer than two sublayers", null, MIN_KAPPA, 1)
     kappa = float(_sign_kappa(dyn.resid.double().mean(0, keepdim=True))[0])
     replicates = torch.cat([_sign_kappa(m) for m in resampler.mean_chunks(dyn.resid)]).numpy()
-    return _tested(
+    return tested(
         "sign_persistence", claim,
         f"signs of unit means compared over all {dyn.resid.shape[1]} sublayers' pairs",
         kappa, replicates, effect_unit="Cohen's kappa of sign agreement", null=null,
@@ -530,7 +502,7 @@ def high_correlation(point: np.ndarray, replicates: np.ndarray) -> Finding:
     """Fig 1C: mean per-unit r over the first third of transitions is above 0.8."""
     early = _early(len(point))
     effect = float(point[:early].mean())
-    return _tested(
+    return tested(
         "high_correlation",
         CLAIMS["high_correlation"],
         f"mean per-unit r over the first {early} transitions",
@@ -569,7 +541,7 @@ def velocity_acceleration(point: np.ndarray, replicates: np.ndarray) -> Finding:
             return np.log(late / middle) - np.abs(np.log(middle / early))
 
     thirds = [float(point[s].mean()) for s in (slice(0, first), slice(first, cut), slice(cut, n))]
-    return _tested(
+    return tested(
         "velocity_acceleration", claim,
         f"mean velocity {thirds[0]:.3g} / {thirds[1]:.3g} / {thirds[2]:.3g} over the three thirds",
         float(contrast(point)), contrast(replicates),
@@ -601,7 +573,7 @@ def information_falls(point: np.ndarray, replicates: np.ndarray, kinds: list[str
     def drop(mi: np.ndarray) -> np.ndarray:
         return mi[..., first_layer].mean(-1) - mi[..., last_layer].mean(-1)
 
-    return _tested(
+    return tested(
         "information_falls", claim,
         f"mean MI {point[first_layer].mean():.3g} nats in layer 0, "
         f"{point[last_layer].mean():.3g} in layer {last}",
@@ -636,7 +608,7 @@ def information_drop_at_cross(point: np.ndarray, replicates: np.ndarray, kinds: 
     def contrast(mi: np.ndarray) -> np.ndarray:
         return ((mi[..., w] - mi[..., c]) - (mi[..., c] - mi[..., n])).mean(-1)
 
-    return _tested(
+    return tested(
         "information_drop_at_cross", claim,
         f"over the first {len(triples)} layers",
         float(contrast(point)), contrast(replicates),
@@ -646,7 +618,7 @@ def information_drop_at_cross(point: np.ndarray, replicates: np.ndarray, kinds: 
 
 
 def rotations_exceed_null(
-    dyn: DynamicsCache, null: metrics.RotationNull, resampler: _Resampler, seed: int = 0
+    dyn: DynamicsCache, null: metrics.RotationNull, resampler: Resampler, seed: int = 0
 ) -> Finding:
     """Fig 2: units rotate more in the true layer order than in layer-shuffled orders.
 
@@ -684,7 +656,7 @@ def rotations_exceed_null(
         replicates = (resampler.weights @ per_sample.double().cpu()).abs().mean(-1).numpy()
     replicates = replicates - float(null.observed[units.to(null.observed.device)].abs().mean())
     kind = "signed" if null.signed else "absolute"
-    return _tested(
+    return tested(
         "rotations_exceed_null",
         CLAIMS["rotations_exceed_null"],
         f"mean |{kind} rotations| per unit {observed:.2f} vs {shuffled.mean():.2f} under "
@@ -703,7 +675,7 @@ def rotations_exceed_null(
 
 
 def _information_terms(
-    dyn: DynamicsCache, mutual_information: Tensor | None, resampler: _Resampler, seed: int
+    dyn: DynamicsCache, mutual_information: Tensor | None, resampler: Resampler, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(point [transition], replicates)`` of the mean MI over units per transition."""
     if mutual_information is None:
@@ -764,7 +736,7 @@ def dynamics_findings(
     reason = _too_few_texts(dyn)
     if reason is not None:
         return [_undecided(key, CLAIMS[key], reason, "", math.nan, 1) for key in DYNAMICS_KEYS]
-    resampler = _Resampler.of(dyn.text_index, n_resamples, seed)
+    resampler = Resampler.of(dyn.text_index, n_resamples, seed)
     kinds = dyn.transition_kinds
     correlation = resampler.means(unit_correlation_per_sample(dyn.resid, unit_correlation))
     cosine = resampler.means(metrics.cosine_similarity(dyn.resid))
@@ -811,7 +783,7 @@ def dynamics_findings(
 # --------------------------------------------------------------------------- Fig 4
 
 
-def variance_concentrates_with_depth(pca: PCATrajectories, dyn: DynamicsCache, resampler: _Resampler) -> Finding:
+def variance_concentrates_with_depth(pca: PCATrajectories, dyn: DynamicsCache, resampler: Resampler) -> Finding:
     """Fig 4C: later sublayers are better explained by the shared principal components.
 
     Per sublayer, the variance the ``k`` components keep around the pooled mean,
@@ -831,7 +803,7 @@ def variance_concentrates_with_depth(pca: PCATrajectories, dyn: DynamicsCache, r
     )
 
 
-def steps_lengthen_in_pca_plane(pca: PCATrajectories, resampler: _Resampler) -> Finding:
+def steps_lengthen_in_pca_plane(pca: PCATrajectories, resampler: Resampler) -> Finding:
     """Fig 4A: trajectories take longer steps later in depth (PC1-PC2 plane)."""
     plane = pca.trajectories[..., :2].double()
     steps = (plane[:, 1:] - plane[:, :-1]).norm(dim=-1)
@@ -872,14 +844,14 @@ def mid_layers_attract(sweep: TeleportSweep, n_resamples: int = N_RESAMPLES, see
             "mid_layers_attract", claim,
             f"only {len(pull)} displaced grid points; at least {MIN_TEXTS} are needed", null, MIN_LOG_PULL, 1,
         )
-    resampler = _Resampler.of(torch.arange(len(pull)), n_resamples, seed)
+    resampler = Resampler.of(torch.arange(len(pull)), n_resamples, seed)
     point, replicates = resampler.means(pull)
 
     def contrast(p: np.ndarray) -> np.ndarray:
         return p[..., 1:-1].mean(-1) - np.maximum(p[..., 0], p[..., -1])
 
     listing = ", ".join(f"layer {r.layer}: {v:.3f}" for r, v in zip(results, point, strict=True))
-    return _tested(
+    return tested(
         "mid_layers_attract", claim, f"mean pull per sublayer {listing}",
         float(contrast(point)), contrast(replicates),
         effect_unit="middle minus strongest edge pull (log distance per sublayer)",
@@ -915,7 +887,7 @@ def trajectory_findings(
     if reason is not None:
         found = [_undecided(key, CLAIMS[key], reason, "", math.nan, 1) for key in TRAJECTORY_KEYS[:2]]
     else:
-        resampler = _Resampler.of(dyn.text_index, n_resamples, seed)
+        resampler = Resampler.of(dyn.text_index, n_resamples, seed)
         found = [
             variance_concentrates_with_depth(pca, dyn, resampler),
             steps_lengthen_in_pca_plane(pca, resampler),
