@@ -1,5 +1,9 @@
-"""The paper's findings as statistical tests: :mod:`tl_dynamics.report.findings` under its
-short, public name (every name of that module is importable from here).
+"""The paper's findings as statistical tests, under their short public name.
+
+Each qualitative sentence of the paper becomes an effect with a bootstrap interval over
+texts, a p-value and a verdict; the tests live in :mod:`tl_dynamics.report.findings`
+(with the report they serve) and every public name of that module is importable from
+here.
 
 Example::
 
