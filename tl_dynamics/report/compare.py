@@ -27,21 +27,14 @@ from typing import Any
 import plotly.graph_objects as go
 
 from tl_dynamics._output import COMPARE_KIND, atomic_folder, check_output
-from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.metrics import FINAL_LABEL
 from tl_dynamics.plot import dsa_matrix
 from tl_dynamics.report.figures import depth_curve_figures
 from tl_dynamics.report.findings import Finding
-from tl_dynamics.report.html import effect_html, render_html
-from tl_dynamics.report.record import (
-    SCHEMA_VERSION,
-    TWIN_FILE,
-    TWIN_TEXTS,
-    read_report,
-    write_json,
-)
+from tl_dynamics.report.html import effect_html, write_page
+from tl_dynamics.report.record import TWIN_FILE, TWIN_TEXTS, read_report, write_record
 from tl_dynamics.similarity import dynamical_similarity
 
 __all__ = [
@@ -262,13 +255,10 @@ def run_compare(
         sections = [("Findings", findings_table(labels, records), []), ("Curves", "", figures)]
         if dsa:
             sections.append(("Dynamical similarity", similarity_text, similarity_figures))
-        page = render_html("Transformer dynamics: model comparison", intro, sections)
-        (staging / "compare.html").write_text(page, encoding="utf-8")
-        write_json(
+        write_page(staging / "compare.html", "Transformer dynamics: model comparison", intro, sections)
+        write_record(
             staging / "compare.json",
             {
-                "schema_version": SCHEMA_VERSION,
-                "tl_dynamics_version": __version__,
                 "reports": reports,
                 "findings": {
                     label: record.get("findings", {})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
@@ -37,6 +38,7 @@ __all__ = [
     "BEYOND_TEXT",
     "effect_html",
     "render_html",
+    "write_page",
     "findings_table",
     "provenance_note",
     "beyond_section_html",
@@ -75,6 +77,13 @@ def render_html(title: str, intro: str, sections: Sequence[tuple[str, str, Seque
         f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
         "</head><body>" + "\n".join(body) + "</body></html>"
     )
+
+
+def write_page(
+    path: Path, title: str, intro: str, sections: Sequence[tuple[str, str, Sequence[go.Figure]]]
+) -> None:
+    """Write the page of :func:`render_html` to ``path`` (UTF-8)."""
+    path.write_text(render_html(title, intro, sections), encoding="utf-8")
 
 
 def effect_html(finding: Finding) -> str:

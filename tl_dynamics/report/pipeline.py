@@ -56,7 +56,7 @@ from tl_dynamics.report.html import (
     beyond_section_html,
     findings_table,
     provenance_note,
-    render_html,
+    write_page,
 )
 from tl_dynamics.report.measures import (
     ROTATION_SHUFFLES,
@@ -65,7 +65,7 @@ from tl_dynamics.report.measures import (
     trajectory_json,
     trajectory_measures,
 )
-from tl_dynamics.report.record import SCHEMA_VERSION, TWIN_FILE, TWIN_TEXTS, write_json
+from tl_dynamics.report.record import TWIN_FILE, TWIN_TEXTS, write_record
 from tl_dynamics.similarity import check_twin_model, random_weight_twin
 
 __all__ = [
@@ -252,13 +252,10 @@ def run_report(
             f"last token · seed {seed} · tl-dynamics {__version__}</p>"
             + provenance_note(meta.provenance)
         )
-        page = render_html("Transformer dynamics report", intro, sections)
-        (staging / "report.html").write_text(page, encoding="utf-8")
-        write_json(
+        write_page(staging / "report.html", "Transformer dynamics report", intro, sections)
+        write_record(
             staging / "metrics.json",
             {
-                "schema_version": SCHEMA_VERSION,
-                "tl_dynamics_version": __version__,
                 "model": meta.to_json() | {"texts": None},
                 "n_texts": len(texts),
                 "corpus": settings.corpus,

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from tl_dynamics._output import read_json_record
+from tl_dynamics._version import __version__
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "VERDICTS",
     "tensor_json",
     "write_json",
+    "write_record",
     "read_report",
 ]
 
@@ -91,6 +93,12 @@ def tensor_json(value: Any) -> Any:
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` as strict JSON (tensors as lists, non-finite numbers as ``null``)."""
     path.write_text(json.dumps(tensor_json(record), allow_nan=False))
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` (``metrics.json``, ``compare.json``) as :func:`write_json` does,
+    headed by ``schema_version`` (:data:`SCHEMA_VERSION`) and ``tl_dynamics_version``."""
+    write_json(path, {"schema_version": SCHEMA_VERSION, "tl_dynamics_version": __version__} | record)
 
 
 def read_report(folder: str | Path) -> dict[str, Any]:
