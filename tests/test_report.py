@@ -184,3 +184,17 @@ def test_finding_round_trips_through_json(minilm_report):
 def test_compare_refuses_a_folder_that_is_not_a_report(tmp_path, capsys):
     assert main(["compare", str(tmp_path), "--out", str(tmp_path / "c")]) == EXIT_BAD_INPUT
     assert "not a tl-dynamics report" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("settings", "keywords", "match"),
+    [
+        (pipeline.ReportSettings(), {"seed": 1}, "settings must be a ReportSettings"),
+        ({"seed": 1}, {}, "settings must be a ReportSettings"),
+        (None, {"n_texts": 5}, "fields of ReportSettings"),
+    ],
+)
+def test_run_report_takes_one_settings_object_or_its_keywords(tmp_path, settings, keywords, match):
+    with pytest.raises(ValueError, match=match):
+        run_report(object(), ["a text"], tmp_path / "never", settings, **keywords)
+    assert not (tmp_path / "never").exists()
