@@ -28,12 +28,13 @@ The three tests are decided together (Holm's correction within the section).
 Example::
 
     import tl_dynamics as tld
+    from tl_dynamics import findings
     from tl_dynamics.report import beyond
     from tl_dynamics.report.measures import trajectory_measures
 
     model = tld.models.load_model()
     dyn = tld.collect(model, tld.data.python_docs()[:200])
-    units = next(f for f in tld.findings.dynamics_findings(dyn) if f.key == "rotations_exceed_null")
+    units = next(f for f in findings.dynamics_findings(dyn) if f.key == "rotations_exceed_null")
     sweep = trajectory_measures(model, dyn, seed=0, progress=False).sweep
     section = beyond.beyond_measures(model, dyn, units, sweep, seed=0)
     [(f.key, f.verdict, f.effect, f.ci, f.p_adjusted) for f in section.findings]
