@@ -280,12 +280,12 @@ def test_disk_full_is_one_line(command, tmp_path, monkeypatch, capsys):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out"))
 
-    import tl_dynamics.compare
+    import tl_dynamics.report.compare
     import tl_dynamics.report
     import tl_dynamics.store
 
     monkeypatch.setattr(tl_dynamics.report, "run_report", full)
-    monkeypatch.setattr(tl_dynamics.compare, "run_compare", full)
+    monkeypatch.setattr(tl_dynamics.report.compare, "run_compare", full)
     monkeypatch.setattr(tl_dynamics.store, "collect_to_store", full)
     monkeypatch.setattr(tl_dynamics.models, "load_model", lambda *args, **kwargs: None)
     args = {
@@ -353,12 +353,12 @@ def test_overwrite_refuses_another_kind(tmp_path):
 def test_compare_overwrite_onto_a_report_exits_2_before_any_work(
     llama_report, tmp_path, monkeypatch, capsys
 ):
-    import tl_dynamics.compare
+    import tl_dynamics.report.compare
 
     def refuse(*args, **kwargs):
         raise AssertionError("compare ran")
 
-    monkeypatch.setattr(tl_dynamics.compare, "run_compare", refuse)
+    monkeypatch.setattr(tl_dynamics.report.compare, "run_compare", refuse)
     report = tmp_path / "report"
     shutil.copytree(llama_report, report)
     (report / "notes.txt").write_text("mine")

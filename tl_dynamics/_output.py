@@ -1,9 +1,9 @@
-"""Writing output folders safely: JSON with tensors, atomic folders, the overwrite rules.
+"""Writing output folders safely: atomic folders, the overwrite rules, versioned JSON files.
 
-What :mod:`tl_dynamics.report` and :mod:`tl_dynamics.compare` share when they write a
-folder: tensors become JSON lists (NaN as ``null``), ``metrics.json`` carries
-:data:`SCHEMA_VERSION`, and the folder is written to a temporary sibling that is renamed
-into place only when everything succeeded (the page itself: :mod:`tl_dynamics._html`).
+What :mod:`tl_dynamics.report` and :mod:`tl_dynamics.report.compare` share when they write a
+folder: the folder is written to a temporary sibling that is renamed into place only
+when everything succeeded (what goes in it: :mod:`tl_dynamics.report.record`,
+:mod:`tl_dynamics.report.html`).
 
 The rules that keep the user's data safe:
 
@@ -32,10 +32,9 @@ The rules that keep the user's data safe:
 
 Example::
 
-    import torch
-    from tl_dynamics._output import atomic_folder, write_json
+    from tl_dynamics._output import atomic_folder
     with atomic_folder("numbers", overwrite=False, kind="tl-dynamics-report") as staging:
-        write_json(staging / "numbers.json", {"x": torch.tensor([1.0, float("nan")])})
+        (staging / "numbers.txt").write_text("1.0")
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from tl_dynamics._version import __version__
 from tl_dynamics.errors import DynamicsInputError, OutputExistsError
@@ -64,8 +62,6 @@ __all__ = [
     "STORE_KIND",
     "LOCK_SUFFIX",
     "KINDS",
-    "SCHEMA_VERSION",
-    "TWIN_FILE",
     "PARTIAL_TAG",
     "RETIRED_TAG",
     "UMASK",
@@ -73,7 +69,6 @@ __all__ = [
     "FOLDER_MODE",
     "follow_umask",
     "read_json_record",
-    "tensor_json",
     "read_marker",
     "read_json_marker",
     "lock_path",
@@ -84,7 +79,6 @@ __all__ = [
     "temporary_name",
     "remove_stale_partials",
     "atomic_folder",
-    "write_json",
 ]
 
 MARKER_NAME = "tl-dynamics-output.json"
@@ -97,21 +91,6 @@ STORE_KIND = "tl-dynamics-store"
 """What wrote a store folder: its manifest's ``format`` (a store carries no output marker)."""
 
 LOCK_SUFFIX = ".lock"  # .<out>.lock: the writer's lock, beside the folder it guards
-
-TWIN_FILE = "dynamics_twin.safetensors"
-"""The random-weight twin's trajectories in a report folder (``report --random-twin``),
-beside ``dynamics.safetensors``; ``tl-dynamics compare`` reads it for its DSA control."""
-
-SCHEMA_VERSION = 2
-"""Version of the layout of ``metrics.json``; bumped when a key changes meaning.
-
-2: every entry of ``findings`` is a statistical test: ``effect``, ``effect_unit``, ``ci``
-(95 % bootstrap interval over texts), ``p_value``, ``p_adjusted`` (Holm across all
-findings of the condition), ``null``, ``null_value``, ``min_effect``, ``direction`` and
-``alpha`` join ``observed`` and ``numbers``; ``holds`` / ``verdict`` follow the rule of
-:mod:`tl_dynamics.findings`; ``high_correlation`` is split into ``high_correlation``
-and ``correlation_rises``. NaN numbers are ``null``.
-"""
 
 PARTIAL_TAG = "partial"  # .<out>.partial-<pid>-<random>: a folder being written
 RETIRED_TAG = "old"  # .<out>.old-<pid>-<random>: the replaced folder, until it is removed
@@ -183,25 +162,6 @@ def read_json_record(path: Path, version_key: str, newest: int, what: str) -> di
             f"({__version__}) reads; upgrade tl-dynamics"
         )
     return record
-
-
-def tensor_json(value: Any) -> Any:
-    """Tensors as nested lists of Python floats (NaN as ``None``: JSON has no NaN)."""
-    if isinstance(value, torch.Tensor):
-        return _nan_to_none(value.detach().cpu().tolist())
-    if isinstance(value, dict):
-        return {k: tensor_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [tensor_json(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def _nan_to_none(values: Any) -> Any:
-    if isinstance(values, list):
-        return [_nan_to_none(v) for v in values]
-    return None if isinstance(values, float) and values != values else values
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -519,7 +479,3 @@ def _replace(
     os.replace(staging, out)
     shutil.rmtree(retired)
 
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` as JSON (no NaN: they are ``null``)."""
-    path.write_text(json.dumps(tensor_json(record), allow_nan=False))

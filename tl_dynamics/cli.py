@@ -311,7 +311,7 @@ def _report(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from tl_dynamics._output import COMPARE_KIND, check_output, writer_lock
-    from tl_dynamics.compare import run_compare
+    from tl_dynamics.report.compare import run_compare
 
     check_output(args.out, args.overwrite, inputs=args.reports, kind=COMPARE_KIND)
     with writer_lock(args.out):
