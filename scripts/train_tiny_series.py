@@ -72,7 +72,7 @@ def train(out: str | Path, steps: tuple[int, ...] = STEPS, seed: int = 0) -> dic
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        record["train"].append(float(loss))
+        record["train"].append(loss.item())
         if step in steps:
             folder = out / f"step{step}"
             model.save_pretrained(folder)

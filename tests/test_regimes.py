@@ -185,3 +185,16 @@ def test_bad_input_is_refused_before_work(call, error, words):
     trajectories, _ = planted_switching(n=8, t=6, seed=3)
     with pytest.raises(error, match=words):
         call(trajectories)
+
+
+def test_regime_figures_and_report_section(planted):
+    _, _, result = planted
+    strip = tld.plot.regime_strip(result, n_texts=5)
+    assert strip.data[0].z.shape == (5, result.states.shape[1])
+    assert strip.layout.xaxis.title.text and strip.layout.yaxis.title.text
+    matrix = tld.plot.regime_transitions(result)
+    assert np.allclose(np.asarray(matrix.data[0].z), result.transition.numpy())
+    title, text, figures = tld.plot.regimes_section(result)
+    assert title and "control" in text and len(figures) == 2
+    with pytest.raises(InputTypeError, match="result must be a Regimes"):
+        tld.plot.regime_strip(None)

@@ -46,8 +46,8 @@ Example::
     texts = tld.data.python_docs()[:64]
     dyn = tld.collect(model, texts, positions="all")
     shuffled = tld.collect(model, texts, positions="all", shuffle=True)
-    tokens = tld.token_trajectories(dyn, "3_mid", n_tokens=24)   # [text, 24, d_model]
-    control = tld.token_trajectories(shuffled, "3_mid", n_tokens=24)
+    tokens = tld.token_trajectories(dyn, "3_mid", n_tokens=16)   # [text, 16, d_model]
+    control = tld.token_trajectories(shuffled, "3_mid", n_tokens=16)
     result = tld.regimes(tokens, rank=8, control=control, seed=0)
     result.n_regimes, result.r2_heldout, result.r2_single, result.control.r2_heldout
 """

@@ -64,6 +64,7 @@ from tl_dynamics._output import (
     tensor_json,
     write_json,
 )
+from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
@@ -73,7 +74,7 @@ from tl_dynamics.errors import DynamicsInputError, OutputExistsError
 from tl_dynamics.findings import Finding
 from tl_dynamics.hooks import SITES, model_provenance
 from tl_dynamics.models import load_model
-from tl_dynamics.report import condition_measures, measures_json
+from tl_dynamics.report import ROTATION_SHUFFLES, condition_measures, measures_json
 from tl_dynamics.similarity import dynamical_similarity
 
 __all__ = [
@@ -243,7 +244,7 @@ def _run_checkpoint(
     record: dict[str, Any] = {"label": folder.name, "step": checkpoint_step(folder.name), "source": source,
                               "revision": revision, "provenance": model_provenance(model)}
     for name, dyn in conditions.items():
-        measures = condition_measures(dyn, seed, progress=False)
+        measures = condition_measures(dyn, seed, progress=False, n_shuffles=settings["n_shuffles"])
         found = findings_module.dynamics_findings(
             dyn, measures["mutual_information"], measures["rotation_null"],
             unit_correlation=measures["unit_correlation"], seed=seed,
@@ -314,6 +315,7 @@ def run_series(
     seed: int = 0,
     device: str = "cpu",
     sites: Sequence[str] = SITES,
+    n_shuffles: int = ROTATION_SHUFFLES,
     dsa: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -331,6 +333,7 @@ def run_series(
         seed: Seed of the shuffled control, the bootstrap and DSA.
         device: Torch device of the models.
         sites: ``("pre", "mid")``, or ``("pre",)`` for parallel-attention models (Pythia).
+        n_shuffles: Layer-order shuffles of the rotation null (the report's 1000).
         dsa: Compute the DSA distances (needs dsa-metric); NaN when False.
         overwrite: Replace an ``out`` that tl-dynamics wrote (another series, a report).
         progress: A progress bar over checkpoints.
@@ -350,7 +353,8 @@ def run_series(
             raise DynamicsInputError(f"checkpoint folder must exist; got {str(folder)!r}")
     texts = list(python_docs()[:n_texts] if texts is None else texts)
     settings = {"checkpoints": [str(c) for c in checkpoints], "model": model, "texts": texts,
-                "seed": seed, "device": device, "sites": list(sites)}
+                "seed": check_int(seed, "seed", 0), "device": device, "sites": list(sites),
+                "n_shuffles": check_int(n_shuffles, "n_shuffles")}
     out = Path(out)
     _prepare(out, settings, overwrite, inputs)
     folders = [out / CHECKPOINTS / label for label in labels]

@@ -16,11 +16,11 @@ regimes_section            the report's section: a table of R2 against one
 Example::
 
     import tl_dynamics as tld
-    from tl_dynamics.plot import regimes as regime_plots
 
-    result = tld.regimes(trajectories, seed=0)
-    regime_plots.regime_strip(result).show()
-    regime_plots.regime_transitions(result).show()
+    dyn = tld.collect(tld.models.load_model(), tld.data.python_docs()[:64])
+    result = tld.regimes(dyn, n_regimes=2, rank=4, seed=0)    # over depth
+    tld.plot.regime_strip(result).show()
+    tld.plot.regime_transitions(result).show()
 """
 
 from __future__ import annotations
