@@ -424,7 +424,7 @@ def _fit(steps: np.ndarray, k: int, seed: int) -> AutoregressiveHMM:
     best, best_score = None, -np.inf
     logger = logging.getLogger("hmmlearn.base")
     level = logger.level
-    logger.setLevel(logging.ERROR)  # the ridge, floor and pseudocounts make EM's bound dip by ~1e-5
+    logger.setLevel(logging.ERROR)  # the ridge, floor and pseudocounts let EM's unpenalised likelihood dip
     try:
         for restart in range(N_INIT if k > 1 else 1):
             model = AutoregressiveHMM(k, random_state=seed + restart).fit(rows, lengths)
