@@ -214,7 +214,10 @@ def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, inputs: list[
     """Start ``out`` (marker and settings) or check that it is this series to resume."""
     marker = read_marker(out) if out.is_dir() else None
     if marker is not None and marker.get("series") and not overwrite:
-        recorded = json.loads((out / SETTINGS_FILE).read_text())
+        try:
+            recorded = json.loads((out / SETTINGS_FILE).read_text())
+        except (OSError, ValueError):  # killed before its settings were written
+            recorded = None
         if recorded != settings:
             raise OutputExistsError(
                 f"output folder {str(out)!r} holds another series (other checkpoints or settings); "
