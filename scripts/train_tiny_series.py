@@ -10,7 +10,7 @@ the steps of :data:`STEPS` (0 is the random initialisation), with ``OUT/losses.j
 the training loss at every step (nats per token) and the held-out loss at every
 checkpoint (the last :data:`HELDOUT_TEXTS` texts, never trained on).
 
-Run from the repository root (about 20 s on one core), then the series::
+Run from the repository root (82 s on one thread of this shared machine), then the series::
 
     python scripts/train_tiny_series.py runs/tiny-llama
     tl-dynamics series --checkpoints runs/tiny-llama/step0,runs/tiny-llama/step4,... --out runs/series
