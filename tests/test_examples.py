@@ -28,6 +28,8 @@ NOT_RUN = {
     "tl_dynamics.cli": "a shell example; tests/test_report.py runs the commands",
     "tl_dynamics.report.compare": "needs two report folders; tests/test_report.py compares reports",
     "tl_dynamics.distributed": "runs inside torchrun; tests/test_distributed.py starts it",
+    "tl_dynamics.report.series": "needs trained checkpoints; tests/test_series.py trains some and runs a series",
+    "tl_dynamics.plot.series": "draws a series; tests/test_series.py checks series.html",
 }
 SLOW = {
     "tl_dynamics.interventions",

@@ -34,6 +34,7 @@ from tl_dynamics.embed import (
 from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import TLModel, sublayer_hook_name
 from tl_dynamics.jpca import JPCAResult, jpca
+from tl_dynamics.regimes import Regimes, regimes, token_trajectories
 from tl_dynamics.similarity import DynamicalSimilarity, dynamical_similarity, random_weight_twin
 from tl_dynamics.stability import JacobianSpectrum, JacobianSweep, jacobian_spectrum, jacobian_sweep
 from tl_dynamics.store import DynamicsStore, collect_to_store
@@ -93,6 +94,7 @@ __all__ = [
     "MomentSummary",
     "PCATrajectories",
     "Recovery",
+    "Regimes",
     "TeleportGrid",
     "TeleportResult",
     "TeleportSweep",
@@ -116,6 +118,7 @@ __all__ = [
     "plot",
     "presets",
     "random_weight_twin",
+    "regimes",
     "streaming",
     "sublayer_hook_name",
     "swap_activations",
@@ -124,4 +127,5 @@ __all__ = [
     "teleport_hook",
     "teleport_layers",
     "teleport_sweep",
+    "token_trajectories",
 ]

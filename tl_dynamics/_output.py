@@ -59,6 +59,7 @@ __all__ = [
     "MARKER_NAME",
     "REPORT_KIND",
     "COMPARE_KIND",
+    "SERIES_KIND",
     "STORE_KIND",
     "LOCK_SUFFIX",
     "KINDS",
@@ -86,7 +87,8 @@ MARKER_NAME = "tl-dynamics-output.json"
 
 REPORT_KIND = "tl-dynamics-report"
 COMPARE_KIND = "tl-dynamics-compare"
-KINDS = (REPORT_KIND, COMPARE_KIND)
+SERIES_KIND = "tl-dynamics-series"  # a checkpoint series and each of its checkpoint folders
+KINDS = (REPORT_KIND, COMPARE_KIND, SERIES_KIND)
 STORE_KIND = "tl-dynamics-store"
 """What wrote a store folder: its manifest's ``format`` (a store carries no output marker)."""
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -171,7 +172,40 @@ def _parser() -> argparse.ArgumentParser:
         "--no-dsa", action="store_true",
         help="skip the dynamical similarity (DSA) matrix of the reports' trajectories",
     )
+    _add_series_parser(commands)
     return parser
+
+
+def _add_series_parser(commands: Any) -> None:
+    series = commands.add_parser(
+        "series", help="run the report's measures at every training checkpoint of a model"
+    )
+    source = series.add_mutually_exclusive_group(required=True)
+    source.add_argument("--revisions", help="hub revisions of --model, comma-separated (step0,step1000,...)")
+    source.add_argument("--checkpoints", help="local checkpoint folders, comma-separated, in training order")
+    series.add_argument("--model", default=None, help="hub name whose --revisions are read (e.g. EleutherAI/pythia-160m)")
+    series.add_argument("--sample", dest="n", metavar="N", type=positive_int, default=128, help="texts of the bundled corpus")
+    series.add_argument("--pre-only", action="store_true", help="read only resid_pre (parallel-attention models: Pythia)")
+    series.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    series.add_argument("--seed", type=int, default=0, help="seed of the control, bootstrap and DSA")
+    series.add_argument("--no-dsa", action="store_true", help="skip the DSA between checkpoints")
+    series.add_argument("--out", required=True, help="series folder (rerun the same command to resume)")
+    series.add_argument("--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote")
+    series.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _series(args: argparse.Namespace) -> None:
+    from tl_dynamics.report.series import SERIES_HTML, run_series
+
+    if args.revisions is not None and args.model is None:
+        raise DynamicsInputError("--model must name the hub model whose --revisions are read; got none")
+    checkpoints = (args.revisions or args.checkpoints).split(",")
+    series = run_series(
+        checkpoints, args.out, model=args.model if args.revisions else None, n_texts=args.n,
+        seed=args.seed, device=args.device, sites=("pre",) if args.pre_only else ("pre", "mid"),
+        dsa=not args.no_dsa, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    print(f"wrote {series.out / SERIES_HTML} ({len(series.labels)} checkpoints)")
 
 
 def parse_positions(value: str) -> str | list[int]:
@@ -332,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tl-dynamics`` and ``python -m tl_dynamics``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        {"report": _report, "compare": _compare, "collect": _collect}[args.command](args)
+        {"report": _report, "compare": _compare, "collect": _collect, "series": _series}[args.command](args)
     except DynamicsInputError as error:  # only bad input: a bug keeps its traceback
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -340,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {_system_error(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        resume = " (run the same command again to resume)" if args.command == "collect" else ""
+        resume = " (run the same command again to resume)" if args.command in ("collect", "series") else ""
         print(f"{PROG}: interrupted; nothing half-written was left{resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0

@@ -48,6 +48,7 @@ from tl_dynamics.hooks import (
     TrajectoryHook,
     check_model,
     model_name,
+    model_provenance,
     trajectory_hooks,
     validate_sites,
 )
@@ -316,7 +317,7 @@ def collect_metadata(
         seed=settings.seed,
         model_dtype=str(next(iter(model.parameters())).dtype).removeprefix("torch."),
         texts=tuple(texts) if settings.keep_texts else None,
-        provenance=getattr(model, "tl_dynamics_provenance", None),
+        provenance=model_provenance(model),
         interventions=intervention_names(fwd_hooks),
     )
 

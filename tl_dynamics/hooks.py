@@ -50,6 +50,7 @@ __all__ = [
     "StopForward",
     "TrajectoryHook",
     "model_name",
+    "model_provenance",
     "check_model",
     "validate_sites",
     "trajectory_hooks",
@@ -109,6 +110,19 @@ def model_name(model: Any) -> str:
     """A readable name for ``model``: its config's ``model_name`` or its class name."""
     cfg = getattr(model, "cfg", None)
     return str(getattr(cfg, "model_name", None) or type(model).__name__)
+
+
+def model_provenance(model: Any) -> dict[str, Any] | None:
+    """Where ``model``'s weights came from: its ``tl_dynamics_provenance`` (set by
+    :func:`tl_dynamics.models.load_model`) with the config's training checkpoint
+    (``checkpoint_index``, ``checkpoint_value``: TransformerLens sets them for checkpointed
+    families such as Pythia) added when set; ``None`` when neither is known."""
+    provenance = dict(getattr(model, "tl_dynamics_provenance", None) or {})
+    cfg = getattr(model, "cfg", None)
+    for key in ("checkpoint_index", "checkpoint_value"):
+        if getattr(cfg, key, None) is not None:
+            provenance[key] = int(getattr(cfg, key))
+    return provenance or None
 
 
 def check_model(model: Any) -> None:

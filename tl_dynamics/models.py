@@ -203,6 +203,7 @@ def load_model(
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
     progress: bool = True,
+    revision: str | None = None,
 ) -> TLModel:
     """Boot a ``TransformerBridge`` in eval mode.
 
@@ -214,10 +215,14 @@ def load_model(
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``. Half types on a CPU are
             refused: many CPU kernels lack them, and fp16 overflows silently.
         progress: Show transformers' progress bars while converting and loading.
+        revision: A hub revision of a hub name (a branch, tag or commit; Pythia's
+            training checkpoints are ``"step0"`` ... ``"step143000"``), recorded in the
+            provenance as ``{"model": name, "revision": revision}``.
 
     Returns:
         The model, with ``tl_dynamics_provenance`` (a dict: preset, source package and file,
-        sha256, quantisation) set for presets and ``None`` otherwise.
+        sha256, quantisation) set for presets, the revision for a hub revision, and
+        ``None`` otherwise.
 
     Raises:
         ValueError: an unsupported dtype or device, or a half dtype on CPU.
@@ -233,19 +238,25 @@ def load_model(
         raise DynamicsInputError(f"dtype {dtype!r} is not supported on CPU; use dtype='float32'")
     name = DEFAULT_MODEL if name is None else str(name)
     provenance = None
+    local = name in PRESETS or Path(name).expanduser().exists() or Path(name).suffix or name.startswith((".", "/", "~"))
+    if revision is not None and (local or not isinstance(revision, str)):
+        raise DynamicsInputError(
+            f"revision must be None for a preset or a local folder, and a str for a hub name; got {revision!r}"
+        )
     if name in PRESETS:
         with _transformers_progress(progress):
             source = str(preset_folder(name))
-    elif Path(name).expanduser().exists() or Path(name).suffix or name.startswith((".", "/", "~")):
+    elif local:
         source = _local_source(name)
     else:
         source = name
         if not hub_available(source):
             raise HubUnreachableError(_unreachable(source))
+    hub_revision = {} if revision is None else {"revision": revision}
     try:
         with _transformers_progress(progress):
             model = TransformerBridge.boot_transformers(
-                source, device=str(torch_device), dtype=torch_dtype
+                source, device=str(torch_device), dtype=torch_dtype, **hub_revision
             )
     except OSError as error:
         raise HubUnreachableError(_unreachable(source)) from error
@@ -261,6 +272,8 @@ def load_model(
         model.cfg.model_name = PRESETS[name].model_name  # not the cache folder it was read from
     elif Path(source).is_dir():
         model.cfg.model_name = Path(source).resolve().name  # a folder's name, not its path
+    elif revision is not None:
+        provenance = {"model": name, "revision": revision}
     model.tl_dynamics_provenance = provenance
     return model.eval()
 

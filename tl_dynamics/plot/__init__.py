@@ -12,9 +12,11 @@ Example::
 
 from tl_dynamics.plot.beyond import *  # noqa: F401,F403
 from tl_dynamics.plot.beyond import __all__ as _beyond_all
+from tl_dynamics.plot.regimes import *  # noqa: F401,F403
+from tl_dynamics.plot.regimes import __all__ as _regimes_all
 from tl_dynamics.plot.dynamics import *  # noqa: F401,F403
 from tl_dynamics.plot.dynamics import __all__ as _dynamics_all
 from tl_dynamics.plot.trajectories import *  # noqa: F401,F403
 from tl_dynamics.plot.trajectories import __all__ as _trajectories_all
 
-__all__ = [*_dynamics_all, *_trajectories_all, *_beyond_all]
+__all__ = [*_dynamics_all, *_trajectories_all, *_beyond_all, *_regimes_all]

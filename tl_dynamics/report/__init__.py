@@ -7,6 +7,8 @@ imports what is above it):
   :class:`ReportSettings` (:func:`run_report`);
 * :mod:`~tl_dynamics.report.compare`: several reports' records overlaid
   (``tl-dynamics compare``);
+* :mod:`~tl_dynamics.report.series`: one model's checkpoints in training order, the
+  measures and findings of each (``tl-dynamics series``);
 * :mod:`~tl_dynamics.report.html` and :mod:`~tl_dynamics.report.figures`: the page's
   text and its figures per section;
 * :mod:`~tl_dynamics.report.beyond`: the tests the paper does not run;
