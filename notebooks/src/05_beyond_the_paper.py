@@ -17,7 +17,7 @@
 #
 # **Time:** about 45 minutes, no exercises. The solved notebook runs in a few minutes on a laptop CPU (SmolLM2, with Gemma-3 where it is cheap).
 
-# %% [setup]
+# %% [setup] gemma dsa
 
 # %% [markdown]
 # ## Set-up
@@ -32,7 +32,7 @@ import tl_dynamics as tld
 from tl_dynamics.metrics import rotation_null
 
 MODEL = "smollm2-135m"                          # or "gemma-3-270m", "minilm"
-model = tld.models.load_model(MODEL)
+model = tld.models.load_model(MODEL, device=DEVICE)
 texts = tld.data.python_docs()[:64]
 dyn = tld.collect(model, texts, batch_size=32, progress=False)
 shuffled = tld.collect(model, texts, batch_size=32, shuffle=True, progress=False)
@@ -128,7 +128,7 @@ tld.plot.dsa_matrix(similarity)
 
 # %%
 OTHER = "gemma-3-270m" if MODEL != "gemma-3-270m" else "smollm2-135m"
-other = tld.models.load_model(OTHER)
+other = tld.models.load_model(OTHER, device=DEVICE)
 other_dyn = tld.collect(other, texts, batch_size=32, progress=False)
 other_twin = tld.collect(tld.random_weight_twin(other, seed=0), texts, batch_size=32, progress=False)
 other_jpca = tld.jpca(other_dyn, k=6, n_shuffles=200, seed=0)
