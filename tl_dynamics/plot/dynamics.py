@@ -75,6 +75,7 @@ __all__ = [
     "phase_portrait",
     "rotations",
     "rotation_null",
+    "log_facets",
 ]
 
 
@@ -160,6 +161,23 @@ def spans_decades(curve: Float[Tensor, " point"], decades: float = LOG_AXIS_DECA
     if finite.numel() < 2 or bool((finite <= 0).any()):
         return False
     return bool(torch.log10(finite.max() / finite.min()) > decades)
+
+
+def log_facets(figure: go.Figure, decades: float = LOG_AXIS_DECADES) -> go.Figure:
+    """Put on a log scale every y axis of ``figure`` whose traces, pooled, :func:`spans_decades`.
+
+    For faceted figures (``plotly.express`` with ``facet_col``), where one quantity (a norm,
+    a velocity) spans decades and the next (a cosine) does not. Returns ``figure``, changed
+    in place.
+    """
+    pooled: dict[str, list[float]] = {}
+    for trace in figure.data:
+        if getattr(trace, "y", None) is not None:
+            pooled.setdefault(trace.yaxis or "y", []).extend(float(v) for v in trace.y if v is not None)
+    for axis, values in pooled.items():
+        if spans_decades(torch.tensor(values, dtype=torch.float64), decades):
+            figure.layout[axis.replace("y", "yaxis", 1)].type = "log"
+    return figure
 
 
 def symmetric_colour_range(
