@@ -82,3 +82,14 @@ def test_curves_spanning_decades_get_a_log_axis(dyn):
     grown = dataclasses.replace(dyn, resid=resid)
     assert tld.plot.velocity(grown).layout.yaxis.type == "log"
     assert tld.plot.cosine_similarity(grown).layout.yaxis.type == "linear"  # bounded, not positive
+
+
+def test_log_facets_puts_only_facets_spanning_decades_on_a_log_axis():
+    import pandas as pd
+    import plotly.express as px
+
+    frame = pd.DataFrame({"depth": [0, 1, 2] * 2, "value": [1.0, 30.0, 1000.0, 0.5, 0.6, 0.7],
+                          "quantity": ["norm"] * 3 + ["cosine"] * 3})
+    figure = px.line(frame, x="depth", y="value", facet_col="quantity")
+    tld.plot.dynamics.log_facets(figure)
+    assert figure.layout.yaxis.type == "log" and figure.layout.yaxis2.type != "log"

@@ -336,7 +336,7 @@ figure = px.line(long, x="transition", y="value", color="condition", line_dash="
                  title="Original vs shuffled tokens, per transition (mean over texts, or median over units)")
 figure.update_yaxes(matches=None, showticklabels=True)
 figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-tld.plot.log_facets(figure)                  # a log axis for a measure that spans decades
+tld.plot.dynamics.log_facets(figure)                  # a log axis for a measure that spans decades
 
 # %% [markdown]
 # **Recap.** Whatever is the same in both conditions depends neither on word order nor on the

@@ -179,7 +179,7 @@ figure = px.line(curves, x="normalised depth", y="value", color="model", line_da
                  title="Three model families on normalised depth · solid: original texts, dotted: shuffled tokens")
 figure.update_yaxes(matches=None, showticklabels=True)
 figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-tld.plot.log_facets(figure)
+tld.plot.dynamics.log_facets(figure)
 
 # %% [markdown]
 # Read the norm facet: which model's norm grows by less than one decade (ten-fold) over depth?

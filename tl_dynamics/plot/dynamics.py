@@ -75,7 +75,6 @@ __all__ = [
     "phase_portrait",
     "rotations",
     "rotation_null",
-    "log_facets",
 ]
 
 
