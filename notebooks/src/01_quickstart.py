@@ -276,7 +276,7 @@ print(f"mean norm: {norms[0]:.1f} at {dyn.labels[0]} -> {norms[-1]:.1f} at {dyn.
 for m in ("velocity", "cosine", "median r"):
     print(f"{m}: thirds {early[m].mean():.3f} / {middle[m].mean():.3f} / {late[m].mean():.3f}; "
           f"Spearman with depth {depth_rho[m]:+.2f} (from transition 3 on {settled_rho[m]:+.2f})")
-print(f"cosine at transitions 0-2: {frame['cosine'].iloc[:3].round(3).tolist()}; "
+print(f"cosine at transitions 0-2: {', '.join(f'{c:.3f}' for c in frame['cosine'].iloc[:3])}; "
       f"from 3 on between {settled['cosine'].min():.3f} and {settled['cosine'].max():.3f}")
 assert norms[-1] > 10 * norms[0]
 assert late["velocity"].mean() > max(early["velocity"].mean(), middle["velocity"].mean())

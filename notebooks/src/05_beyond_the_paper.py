@@ -17,7 +17,7 @@
 # 4. measure local stability with matrix-free Jacobian spectra, beside teleports;
 # 5. compare dynamics across conditions with Dynamical Similarity Analysis.
 #
-# **Time:** about 60 minutes (two exercises of 5-20 minutes and a bonus). The solved notebook runs in a few minutes on a laptop CPU (SmolLM2, with Gemma-3 where it is cheap).
+# **Time:** about 60 minutes (two exercises of 5-20 minutes and a bonus). The solved notebook runs in about 11 minutes on a shared 2-core CPU (SmolLM2, with Gemma-3 where it is cheap); the others take 1-3 minutes.
 
 # %% [setup] gemma dsa
 
