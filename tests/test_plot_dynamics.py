@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import plotly.graph_objects as go
 import pytest
+import torch
 
 import tl_dynamics as tld
 
@@ -50,3 +53,43 @@ def test_phase_portrait_units_are_checked(dyn):
 def test_plots_refuse_a_tensor(dyn):
     with pytest.raises(TypeError, match="dyn must be a DynamicsCache"):
         tld.plot.velocity(dyn.resid)
+
+
+def test_mean_activation_colours_ignore_a_massive_unit_and_name_it(dyn):
+    resid = dyn.resid.clone()
+    resid[:, :, 3] += 500.0  # one "massive activation" unit, far beyond the rest
+    planted = dataclasses.replace(dyn, resid=resid)
+    figure = tld.plot.mean_activation(planted)
+    heatmap = figure.data[0]
+    means = tld.metrics.mean_activation(resid)
+    assert heatmap.zmax == -heatmap.zmin < 50.0 < means[:, 3].abs().max()
+    caption = figure.layout.annotations[0].text
+    beyond = int((means.abs().amax(0) > heatmap.zmax).sum())  # MiniLM has large units of its own
+    assert caption.split("; ")[1].startswith(f"{beyond} units clipped: unit 3 (")  # largest first
+    full = tld.plot.mean_activation(planted, percentile=100)
+    assert full.data[0].zmax == pytest.approx(float(means.abs().max()), rel=1e-6)
+    assert "no unit beyond it" in full.layout.annotations[0].text
+
+
+def test_mean_activation_refuses_a_bad_percentile(dyn):
+    with pytest.raises(ValueError, match="percentile must be a number in"):
+        tld.plot.mean_activation(dyn, percentile=40)
+
+
+def test_curves_spanning_decades_get_a_log_axis(dyn):
+    assert tld.plot.velocity(dyn).layout.yaxis.type == "linear"  # MiniLM: within one decade
+    resid = dyn.resid * torch.logspace(0, 4, dyn.resid.shape[1]).view(1, -1, 1)
+    grown = dataclasses.replace(dyn, resid=resid)
+    assert tld.plot.velocity(grown).layout.yaxis.type == "log"
+    assert tld.plot.cosine_similarity(grown).layout.yaxis.type == "linear"  # bounded, not positive
+
+
+def test_log_facets_puts_only_facets_spanning_decades_on_a_log_axis():
+    import pandas as pd
+    import plotly.express as px
+
+    frame = pd.DataFrame({"depth": [0, 1, 2] * 2, "value": [1.0, 30.0, 1000.0, 0.5, 0.6, 0.7],
+                          "quantity": ["norm"] * 3 + ["cosine"] * 3})
+    figure = px.line(frame, x="depth", y="value", facet_col="quantity")
+    tld.plot.dynamics.log_facets(figure)
+    assert figure.layout.yaxis.type == "log" and figure.layout.yaxis2.type != "log"

@@ -9,6 +9,7 @@ must raise AssertionError with a message that says what differs.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -151,3 +152,113 @@ def test_teleport_against_transformer_lens_hooks(minilm):
     testing.check_teleport(mine, minilm, layer=layer, point=point)
     with pytest.raises(AssertionError, match=r"first at sublayer 4 \(2_pre\)"):
         testing.check_teleport(control, minilm, layer=layer, point=point)
+
+
+def test_norms_and_transition_kinds_name_the_first_difference(dyn, capsys):
+    testing.check_norms(dyn.resid.norm(dim=-1), dyn)
+    testing.check_transition_kinds(["within", "cross"] * 2 + ["within"], dyn)
+    assert capsys.readouterr().out.count("Passed") == 2
+    with pytest.raises(AssertionError, match=r"first at sample 0, sublayer 0 \(0_pre\)"):
+        testing.check_norms(dyn.resid.abs().sum(dim=-1), dyn)
+    with pytest.raises(AssertionError, match=r"first at transition 1: expected 'cross', got 'within'"):
+        testing.check_transition_kinds(["within"] * 5, dyn)
+    with pytest.raises(AssertionError, match="expected 5 entries"):
+        testing.check_transition_kinds(["within"] * 6, dyn)
+
+
+def test_normalised_depth_is_the_compare_axis(dyn):
+    labels = list(dyn.labels)
+    testing.check_normalised_depth([s / 6 for s in range(6)], labels)
+    with pytest.raises(AssertionError, match=r"sublayer 1 \(0_mid\)"):
+        testing.check_normalised_depth([s / 5 for s in range(6)], labels)
+
+
+def test_read_tokens_follow_collect_in_both_conditions(minilm):
+    texts = ["The cat sat on the mat.", "Dogs bark at night, mostly."]
+    testing.check_read_tokens(["[SEP]", "[SEP]"], minilm, texts)
+    testing.check_read_tokens(["[SEP]", "[SEP]"], minilm, texts, shuffle=True, seed=0)  # specials stay
+    with pytest.raises(AssertionError, match=r"first at text 0: expected '\[SEP\]', got '\.'"):
+        testing.check_read_tokens([".", "."], minilm, texts)
+    with pytest.raises(AssertionError, match="expected a list of strings"):
+        testing.check_read_tokens("[SEP]", minilm, texts)
+
+
+def test_recovery_is_the_teleports_normalised_distance(minilm):
+    from tl_dynamics.interventions import teleport
+
+    points = torch.randn(3, minilm.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 10
+    result = teleport(minilm, layer=2, points=points)
+    runs = result.trajectories[:, result.injection :].double()
+    distance = (runs - result.control[result.injection :].double()).norm(dim=-1)
+    testing.check_recovery(distance / distance[:, :1], result)
+    with pytest.raises(AssertionError, match=r"normalised distance to the control: .* first at run 0, step 0 \(2_pre\)"):
+        testing.check_recovery(distance / distance[:, -1:], result)
+
+
+def _order_p_value(values, n_shuffles, seed):
+    """A right answer: covariance with the position against random orders, observed counted."""
+    generator = torch.Generator().manual_seed(seed)
+    position = torch.arange(len(values), dtype=torch.float64)
+    position = position - position.mean()
+    values = values.double()
+    orders = torch.stack([torch.randperm(len(values), generator=generator) for _ in range(n_shuffles)])
+    null = (values[orders] - values.mean()) @ position
+    return float((1 + (null >= (values - values.mean()) @ position).sum()) / (1 + n_shuffles))
+
+
+def test_order_null_passes_a_right_test_and_names_what_a_wrong_one_gets_wrong(capsys):
+    testing.check_order_null(_order_p_value)
+    assert capsys.readouterr().out.startswith("Passed: order null")
+    without_correction = lambda v, n, s: (round(_order_p_value(v, n, s) * (1 + n)) - 1) / n  # noqa: E731
+    wrong = [
+        (lambda v, n, s: 0.5, "strictly rising sequence should get p <= 0.01"),
+        (without_correction, "a p-value of 0 claims more"),
+        (lambda v, n, s: _order_p_value(-v, n, s) if v[0] > v[-1] else _order_p_value(v, n, s), "one-sided"),
+        (lambda v, n, s: 0.005 if v[0] < v[-1] else 0.95, "spread evenly"),  # ignores the data's order
+        (lambda v, n, s: "0.5", "expected a float p-value"),
+    ]
+    for p_value, message in wrong:
+        with pytest.raises(AssertionError, match=message):
+            testing.check_order_null(p_value)
+
+
+def test_order_only_shuffle_keeps_the_read_token():
+    def right(tokens, generator):
+        shuffled = tokens.clone()
+        shuffled[1:-1] = tokens[torch.randperm(len(tokens) - 2, generator=generator) + 1]
+        return shuffled
+
+    testing.check_order_only_shuffle(right)
+    every_token = lambda tokens, g: tokens[torch.randperm(len(tokens), generator=g)]  # noqa: E731
+    with pytest.raises(AssertionError, match="the first and the last token must stay"):
+        testing.check_order_only_shuffle(every_token)
+    with pytest.raises(AssertionError, match="came back in their original order"):
+        testing.check_order_only_shuffle(lambda tokens, g: tokens.clone())
+    seeds = itertools.count()
+    with pytest.raises(AssertionError, match="same generator seed"):  # ignores the generator it is given
+        testing.check_order_only_shuffle(lambda tokens, g: right(tokens, torch.Generator().manual_seed(next(seeds))))
+
+
+def test_prediction_must_be_written_down_and_is_then_compared(capsys):
+    choices = ("within", "cross")
+    for missing in (..., None, "", "maybe"):
+        with pytest.raises(AssertionError, match="write one of"):
+            testing.check_prediction(missing, choices)
+    testing.check_prediction(" Cross ", choices)
+    testing.check_prediction("cross", choices, outcome="cross")
+    testing.check_prediction("within", choices, outcome="cross")  # a wrong prediction is no error
+    out = capsys.readouterr().out
+    assert "written down" in out and "the run agrees" in out and "the run says 'cross'" in out
+    with pytest.raises(TypeError, match="outcome must be one of"):
+        testing.check_prediction("cross", choices, outcome="both")
+
+
+def test_answer_in_words_against_accepted_answers(capsys):
+    testing.check_answer(" The Last third. ", ["last", "the last third"], question="where")
+    assert capsys.readouterr().out.startswith("Passed: where")
+    for wrong, message in (("", "write your answer"), (None, "write your answer"), ("first", "not one of")):
+        with pytest.raises(AssertionError, match=message):
+            testing.check_answer(wrong, ["last", "the last third"], question="where")
+    with pytest.raises(AssertionError) as error:
+        testing.check_answer("middle", ["last"], question="where")
+    assert "last" not in str(error.value).replace("look", "")  # the accepted answers stay hidden

