@@ -60,7 +60,7 @@ from torch import Tensor
 from tl_dynamics._batching import tokenize
 from tl_dynamics._checks import check_int
 from tl_dynamics.cache import DynamicsCache
-from tl_dynamics.compare import normalised_depth
+from tl_dynamics.report.compare import normalised_depth
 from tl_dynamics.errors import InputTypeError
 from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_PROMPT, TeleportResult, teleport
@@ -352,7 +352,7 @@ def check_norms(mine: Float[Tensor, "sample sublayer"], dyn: DynamicsCache | Ten
 
 def check_normalised_depth(mine: Sequence[float] | Tensor, labels: Sequence[str]) -> None:
     """Check the normalised depth of every sublayer ``labels`` names, as
-    :func:`tl_dynamics.compare.normalised_depth` places it (``tl-dynamics compare``'s axis).
+    :func:`tl_dynamics.report.compare.normalised_depth` places it (``tl-dynamics compare``'s axis).
 
     ``mine``: one number per label, a list or a ``[sublayer]`` tensor. Prints a success line,
     or raises AssertionError naming the first sublayer that differs.
