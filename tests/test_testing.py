@@ -262,3 +262,31 @@ def test_answer_in_words_against_accepted_answers(capsys):
     with pytest.raises(AssertionError) as error:
         testing.check_answer("middle", ["last"], question="where")
     assert "last" not in str(error.value).replace("look", "")  # the accepted answers stay hidden
+
+
+def test_single_system_r2_is_checked_against_numpy_least_squares():
+    import tl_dynamics as tld
+
+    rng = np.random.default_rng(0)
+    states = np.zeros((40, 12, 6))
+    states[:, 0] = rng.normal(size=(40, 6))
+    for t in range(1, 12):  # one stable linear system with noise
+        states[:, t] = 0.8 * states[:, t - 1] + 0.3 * rng.normal(size=(40, 6))
+    trajectories = torch.from_numpy(states).float()
+    result = tld.regimes(trajectories, n_regimes=1, rank=4, seed=0)
+    z = (trajectories.double().numpy() - result.mean.numpy()) @ result.components.numpy().T
+    held = result.heldout.numpy()
+
+    def pairs(rows):
+        inputs = np.concatenate([rows[:, :-1], np.ones_like(rows[:, :-1, :1])], axis=-1)
+        return inputs.reshape(-1, inputs.shape[-1]), rows[:, 1:].reshape(-1, rows.shape[-1])
+
+    x, y = pairs(z[~held])
+    weights = np.linalg.lstsq(x, y, rcond=None)[0]
+    x_test, y_test = pairs(z[held])
+    r2 = 1 - ((y_test - x_test @ weights) ** 2).sum() / ((y_test - y_test.mean(0)) ** 2).sum()
+    testing.check_regime_single_r2(r2, result)
+    with pytest.raises(AssertionError, match="held-out R2 of one linear system"):
+        testing.check_regime_single_r2(r2 - 0.05, result)
+    with pytest.raises(TypeError, match="result must be a Regimes"):
+        testing.check_regime_single_r2(r2, trajectories)

@@ -60,10 +60,11 @@ from torch import Tensor
 from tl_dynamics._batching import tokenize
 from tl_dynamics._checks import check_int
 from tl_dynamics.cache import DynamicsCache
-from tl_dynamics.report.compare import normalised_depth
 from tl_dynamics.errors import InputTypeError
 from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_PROMPT, TeleportResult, teleport
+from tl_dynamics.regimes import Regimes
+from tl_dynamics.report.compare import normalised_depth
 from tl_dynamics.metrics import (
     cosine_similarity,
     default_labels,
@@ -106,6 +107,7 @@ __all__ = [
     "check_prediction",
     "check_read_tokens",
     "check_recovery",
+    "check_regime_single_r2",
     "check_rotations",
     "check_teleport",
     "check_transition_kinds",
@@ -548,3 +550,16 @@ def check_answer(answer: Any, accepted: Sequence[str], *, question: str) -> None
             "(the first hint says where)"
         )
     print(f"{PASS_MARK}: {question}: {answer!r} is right.")
+
+
+def check_regime_single_r2(mine: float | Tensor, result: Any) -> None:
+    """Check a held-out one-step R2 of one linear system against ``result.r2_single``.
+
+    ``result`` is a :class:`~tl_dynamics.Regimes`: the student projects every state with its
+    PCA (``(x - result.mean) @ result.components.T``), fits ``z_{t+1} = A z_t + b`` by least
+    squares on the training texts (``~result.heldout``) and scores the held-out ones with
+    ``R2 = 1 - sum ||z_{t+1} - z_hat||^2 / sum ||z_{t+1} - mean||^2``.
+    """
+    if not isinstance(result, Regimes):
+        raise InputTypeError(f"result must be a Regimes; got {type(result).__name__}")
+    _compare(mine, torch.tensor(result.r2_single, dtype=torch.float64), what="held-out R2 of one linear system", dims=())
