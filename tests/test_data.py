@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tl_dynamics import data
-from tl_dynamics.collect import validate_texts
+from tl_dynamics.data import validate_texts
 
 
 def test_python_docs_is_distinct_prose_within_the_papers_filter():

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from tl_dynamics.data import shuffle_tokens
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
-from tl_dynamics.hooks import StopForward, TrajectoryHook
+from tl_dynamics.hooks import StopForward, TLModel, TrajectoryHook
 
 __all__ = [
     "tokenize",
@@ -40,7 +40,7 @@ __all__ = [
 
 
 def tokenize(
-    model: Any, texts: Sequence[str], *, shuffle: bool = False, seed: int = 0
+    model: TLModel, texts: Sequence[str], *, shuffle: bool = False, seed: int = 0
 ) -> list[Int[Tensor, " pos"]]:
     """Token ids of each text as the model would see it alone (BOS as it prepends it).
 
@@ -63,7 +63,7 @@ def tokenize(
 
 
 def _iter_tokens(
-    model: Any, texts: Sequence[str], *, shuffle: bool, seed: int
+    model: TLModel, texts: Sequence[str], *, shuffle: bool, seed: int
 ) -> Iterator[tuple[Int[Tensor, " pos"], bool]]:
     """``(token ids, truncated)`` of each text in turn, as :func:`tokenize` makes them."""
     n_ctx = getattr(model.cfg, "n_ctx", None)
@@ -92,7 +92,7 @@ def _truncate(
     return torch.cat([tokens[: n_ctx - trailing], tokens[len(tokens) - trailing :]])
 
 
-def _warn_truncated(model: Any, truncated: int, n_texts: int) -> None:
+def _warn_truncated(model: TLModel, truncated: int, n_texts: int) -> None:
     """One warning counting the texts cut to the model's context (stack: the caller's caller)."""
     if truncated:
         n_ctx = model.cfg.n_ctx
@@ -113,7 +113,7 @@ class PackedTokens:
     in int32 (vocabularies have fewer than 2^31 entries); a text comes out as int64.
     """
 
-    def __init__(self, model: Any, texts: Sequence[str], *, shuffle: bool, seed: int):
+    def __init__(self, model: TLModel, texts: Sequence[str], *, shuffle: bool, seed: int):
         ids, self.starts, self.lengths = array("i"), array("q"), array("q")
         truncated = 0
         for tokens, cut in _iter_tokens(model, texts, shuffle=shuffle, seed=seed):
@@ -130,7 +130,7 @@ class PackedTokens:
         return self.flat[self.starts[i] : self.starts[i] + self.lengths[i]].long()
 
 
-def pad_token_id(model: Any) -> int:
+def pad_token_id(model: TLModel) -> int:
     """The tokenizer's padding id (0 when it has none: the mask hides padding anyway)."""
     return getattr(model.tokenizer, "pad_token_id", None) or 0
 
@@ -167,7 +167,7 @@ def _capture(
 
 
 def forward_trajectories(
-    model: Any,
+    model: TLModel,
     tokens: Int[Tensor, "batch pos"],
     attention_mask: Int[Tensor, "batch pos"],
     rows: tuple[Int[Tensor, " row"], Int[Tensor, " row"]],
@@ -226,7 +226,7 @@ def forward_trajectories(
     return out.to("cpu"), output
 
 
-def prompt_tokens(model: Any, prompt: Any) -> Int[Tensor, " pos"]:
+def prompt_tokens(model: TLModel, prompt: Any) -> Int[Tensor, " pos"]:
     """The token ids of one prompt (:func:`tokenize`), 1-D int64; a non-string or blank
     prompt, or one the tokenizer refuses, is bad input naming the prompt."""
     if not isinstance(prompt, str):

@@ -28,7 +28,7 @@ Example::
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -42,9 +42,11 @@ from tl_dynamics._batching import PackedTokens, forward_trajectories, pad_token_
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
-from tl_dynamics.errors import DynamicsInputError, InputTypeError
+from tl_dynamics.data import validate_texts
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import (
     SITES,
+    TLModel,
     TrajectoryHook,
     check_model,
     model_name,
@@ -57,8 +59,6 @@ __all__ = [
     "Positions",
     "CollectedBatch",
     "CollectSettings",
-    "validate_texts",
-    "check_eval",
     "iter_batches",
     "collect_metadata",
     "collect",
@@ -87,29 +87,6 @@ class CollectedBatch:
     position: Int[Tensor, " row"]
 
 
-def validate_texts(texts: Any) -> list[str]:
-    """Return ``texts`` as a list, or raise ``TypeError``/``ValueError`` naming the problem."""
-    if isinstance(texts, str):
-        raise InputTypeError("texts must be a list of strings, got a single str; wrap it: [text]")
-    if isinstance(texts, Mapping):
-        raise InputTypeError(
-            "texts must be a list of strings, got a dict (iterating it gives its keys); "
-            "pass list(texts.values()) or the list itself"
-        )
-    try:
-        texts = list(texts)
-    except TypeError as error:
-        raise InputTypeError(
-            f"texts must be a list of strings, got {type(texts).__name__}"
-        ) from error
-    if not texts:
-        raise DynamicsInputError("texts is empty; pass at least one text")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise DynamicsInputError(f"texts[{i}] is empty or only whitespace")
-    return texts
 
 
 def _validate_positions(positions: Positions) -> str | list[int]:
@@ -217,7 +194,7 @@ class CollectSettings:
         object.__setattr__(self, "sites", validate_sites(self.sites))
 
 
-def _check_finite(resid: Tensor, hooks: list[TrajectoryHook], text_index: Tensor, model: Any):
+def _check_finite(resid: Tensor, hooks: list[TrajectoryHook], text_index: Tensor, model: TLModel):
     finite = torch.isfinite(resid).all(dim=-1)  # [row, sublayer]
     if bool(finite.all()):
         return
@@ -231,17 +208,8 @@ def _check_finite(resid: Tensor, hooks: list[TrajectoryHook], text_index: Tensor
     )
 
 
-def check_eval(model: Any) -> None:
-    """Raise ``ValueError`` if ``model`` is in training mode (dropout would be active)."""
-    if getattr(model, "training", False):
-        raise DynamicsInputError(
-            f"model {model_name(model)!r} is in training mode, so dropout would make its "
-            "residual stream random: call model.eval() first"
-        )
-
-
 def iter_batches(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     settings: CollectSettings = CollectSettings(),
     *,
@@ -257,10 +225,9 @@ def iter_batches(
     (a resumed or data-parallel run equals a whole one). Each text run appears in
     exactly one batch; rows of the same text are contiguous and in position order.
     """
-    check_model(model)
+    check_model(model, require_eval=True)
     texts = validate_texts(texts)
     fwd_hooks = _validate_fwd_hooks(fwd_hooks)
-    check_eval(model)
     hooks = trajectory_hooks(model, settings.sites, settings.include_final)
     tokens = PackedTokens(model, texts, shuffle=settings.shuffle, seed=settings.seed)
     for i, length in enumerate(tokens.lengths):  # a bad position fails before any pass
@@ -299,7 +266,7 @@ def intervention_names(fwd_hooks: Sequence[tuple[Any, Callable]]) -> tuple[str, 
 
 
 def collect_metadata(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     settings: CollectSettings = CollectSettings(),
     fwd_hooks: Sequence[tuple[Any, Callable]] = (),
@@ -323,7 +290,7 @@ def collect_metadata(
 
 
 def collect(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     *,
     batch_size: int = 16,

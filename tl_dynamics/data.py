@@ -63,6 +63,7 @@ __all__ = [
     "python_docs",
     "wikitext",
     "read_texts",
+    "validate_texts",
     "shuffle_tokens",
     "CORPORA",
     "load_corpus",
@@ -367,3 +368,29 @@ def sample_texts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(texts), generator=generator)[:n].sort().values
     return [texts[i] for i in chosen.tolist()]
+
+
+def validate_texts(texts: Any) -> list[str]:
+    """Return ``texts`` as a list of non-empty strings, or raise ``TypeError``/``ValueError``
+    naming the problem (every function that reads texts checks them here first)."""
+    if isinstance(texts, str):
+        raise InputTypeError("texts must be a list of strings, got a single str; wrap it: [text]")
+    if isinstance(texts, Mapping):
+        raise InputTypeError(
+            "texts must be a list of strings, got a dict (iterating it gives its keys); "
+            "pass list(texts.values()) or the list itself"
+        )
+    try:
+        texts = list(texts)
+    except TypeError as error:
+        raise InputTypeError(
+            f"texts must be a list of strings, got {type(texts).__name__}"
+        ) from error
+    if not texts:
+        raise DynamicsInputError("texts is empty; pass at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        if not text.strip():
+            raise DynamicsInputError(f"texts[{i}] is empty or only whitespace")
+    return texts

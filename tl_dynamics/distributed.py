@@ -73,8 +73,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from tl_dynamics.collect import CollectSettings
 from tl_dynamics._output import refuse_symlink, writer_lock
+from tl_dynamics.collect import CollectSettings
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.store import DynamicsStore, append_to_store, consolidate, prepare_store
 
 __all__ = [
@@ -133,7 +134,7 @@ def _all_succeeded(succeeded: bool) -> bool:
 
 
 def collect_distributed(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     out: str | Path,
     settings: CollectSettings = CollectSettings(),

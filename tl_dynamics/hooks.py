@@ -125,12 +125,14 @@ def model_provenance(model: Any) -> dict[str, Any] | None:
     return provenance or None
 
 
-def check_model(model: Any) -> None:
-    """Raise ``TypeError`` unless ``model`` looks like a TransformerLens model.
+def check_model(model: Any, *, require_eval: bool = False) -> None:
+    """Raise ``TypeError`` unless ``model`` looks like a TransformerLens model, and, with
+    ``require_eval`` (every function that measures the model's stream), ``ValueError`` if it
+    is in training mode, where dropout would make the stream random.
 
-    Duck-typed: a ``TransformerBridge`` (TL 3, 4) or ``HookedTransformer`` (TL 3) has a
-    ``cfg`` with ``n_layers``, a ``hook_dict`` of hook points, ``to_tokens`` and
-    ``run_with_hooks``.
+    Duck-typed: a ``TransformerBridge`` (TransformerLens 3, 4) or ``HookedTransformer``
+    (TransformerLens 3) has a ``cfg`` with ``n_layers``, a ``hook_dict`` of hook points,
+    ``to_tokens`` and ``run_with_hooks``.
     """
     missing = [
         attr
@@ -142,6 +144,11 @@ def check_model(model: Any) -> None:
             f"model must be a TransformerLens model (TransformerBridge or HookedTransformer); "
             f"got {type(model).__name__} without {', '.join(missing) or 'cfg.n_layers'}. "
             "Load one with transformer_lens.model_bridge.TransformerBridge.boot_transformers(...)."
+        )
+    if require_eval and getattr(model, "training", False):
+        raise DynamicsInputError(
+            f"model {model_name(model)!r} is in training mode, so dropout would make its "
+            "residual stream random: call model.eval() first"
         )
 
 

@@ -85,10 +85,11 @@ from tqdm.auto import tqdm
 from tl_dynamics._batching import forward_trajectories, pad_token_id, pad_tokens, prompt_tokens
 from tl_dynamics._checks import check_finite, check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.collect import check_eval, collect, validate_texts
+from tl_dynamics.collect import collect
+from tl_dynamics.data import validate_texts
 from tl_dynamics.embed import PCATrajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
-from tl_dynamics.hooks import SITES, TrajectoryHook, check_model, model_name, trajectory_hooks
+from tl_dynamics.hooks import SITES, TLModel, TrajectoryHook, check_model, model_name, trajectory_hooks
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -409,7 +410,7 @@ def _check_norms(points: Float[Tensor, "point d_model"], stream: Float[Tensor, "
         )
 
 
-def _keeps_logits(model: Any) -> bool:
+def _keeps_logits(model: TLModel) -> bool:
     """Whether ``model`` runs a Hugging Face model whose forward takes ``logits_to_keep``
     (TransformerBridge over a decoder; not BERT, not TransformerLens's own classes)."""
     original = getattr(model, "original_model", None)
@@ -508,10 +509,9 @@ def _check_position(position: Any) -> int:
     return int(position)
 
 
-def _check_point(model: Any, layer: Any, site: Any) -> tuple[int, str]:
+def _check_point(model: TLModel, layer: Any, site: Any) -> tuple[int, str]:
     """``(layer, site)`` of a residual-stream hook point of ``model`` (in eval mode), checked."""
-    check_model(model)
-    check_eval(model)
+    check_model(model, require_eval=True)
     n_layers = int(model.cfg.n_layers)
     layer = check_int(
         layer, "layer", 0, n_layers - 1, f" (model {model_name(model)!r} has {n_layers} layers)"
@@ -525,7 +525,7 @@ def _check_point(model: Any, layer: Any, site: Any) -> tuple[int, str]:
 class _Injection:
     """A checked (model, prompt, hook point, position): runs the prompt, with or without writes."""
 
-    model: Any
+    model: TLModel
     prompt: str
     tokens: Int[Tensor, " pos"]
     layer: int
@@ -535,7 +535,7 @@ class _Injection:
     injection: int
 
     @classmethod
-    def check(cls, model: Any, prompt: Any, layer: Any, site: Any, position: Any) -> _Injection:
+    def check(cls, model: TLModel, prompt: Any, layer: Any, site: Any, position: Any) -> _Injection:
         layer, site = _check_point(model, layer, site)
         tokens = prompt_tokens(model, prompt)
         n_tokens = len(tokens)
@@ -619,7 +619,7 @@ class _Injection:
 
 
 def teleport(
-    model: Any,
+    model: TLModel,
     prompt: str = DEFAULT_PROMPT,
     *,
     layer: int,
@@ -628,7 +628,7 @@ def teleport(
     position: int = -1,
     batch_size: int = DEFAULT_BATCH_SIZE,
     pca: PCATrajectories | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> TeleportResult:
     """Overwrite the residual stream with each point in turn and record the runs (Fig 4D).
 
@@ -721,7 +721,7 @@ class TeleportSweep:
 
 
 def teleport_sweep(
-    model: Any,
+    model: TLModel,
     pca: PCATrajectories,
     *,
     layers: Sequence[int] | None = None,
@@ -836,7 +836,7 @@ def noise_hook(scale: float, *, seed: int = 0, position: int = -1) -> HookFn:
 
 
 def _donor_states(
-    model: Any, donors: Any, layer: int, site: str, batch_size: int
+    model: TLModel, donors: Any, layer: int, site: str, batch_size: int
 ) -> Float[Tensor, "donor d_model"]:
     """The donors' states at ``blocks.{layer}.hook_resid_{site}``, at each one's last token."""
     try:
@@ -847,7 +847,7 @@ def _donor_states(
 
 
 def swap_hook(
-    model: Any,
+    model: TLModel,
     donors: Sequence[str],
     *,
     layer: int,
@@ -879,7 +879,7 @@ def swap_hook(
 
 
 def inject_noise(
-    model: Any,
+    model: TLModel,
     prompt: str = DEFAULT_PROMPT,
     *,
     layer: int,
@@ -917,7 +917,7 @@ def inject_noise(
 
 
 def swap_activations(
-    model: Any,
+    model: TLModel,
     prompt: str = DEFAULT_PROMPT,
     *,
     layer: int,

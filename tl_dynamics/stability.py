@@ -61,7 +61,6 @@ from tqdm.auto import tqdm
 from tl_dynamics._batching import prompt_tokens
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
-from tl_dynamics.collect import check_eval
 from tl_dynamics.hooks import StopForward, TLModel, check_model, model_name, trajectory_hooks
 from tl_dynamics.interventions import DEFAULT_PROMPT, teleport_hook
 
@@ -284,8 +283,7 @@ class JacobianSpectrum:
 
 def _sublayer_map(model: TLModel, prompt: Any, start: Any, stop: Any, position: Any):
     """Validated ``(map, hooks)`` for :func:`jacobian_spectrum`."""
-    check_model(model)
-    check_eval(model)
+    check_model(model, require_eval=True)
     hooks = trajectory_hooks(model, include_final=True)
     last = len(hooks) - 1
     start = check_int(start, "start", 0, last - 1, f" (sublayer index; {model_name(model)!r} "

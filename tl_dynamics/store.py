@@ -98,10 +98,10 @@ from tl_dynamics.collect import (
     CollectSettings,
     collect_metadata,
     iter_batches,
-    validate_texts,
 )
+from tl_dynamics.data import validate_texts
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
-from tl_dynamics.hooks import check_model, trajectory_hooks
+from tl_dynamics.hooks import TLModel, check_model, trajectory_hooks
 
 __all__ = [
     "STORE_FORMAT",
@@ -604,7 +604,7 @@ class DynamicsStore:
 
 
 def _run_settings(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     settings: CollectSettings,
     fwd_hooks: Sequence[tuple[Any, Callable]] = (),
@@ -676,7 +676,7 @@ def consolidate(path: str | Path, *, verify: bool = True) -> DynamicsStore:
 
 
 def prepare_store(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     out: str | Path,
     settings: CollectSettings = CollectSettings(),
@@ -790,7 +790,7 @@ def _write_shard(
 
 
 def append_to_store(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     store: DynamicsStore,
     indices: Sequence[int],
@@ -855,7 +855,7 @@ def append_to_store(
 
 
 def collect_to_store(
-    model: Any,
+    model: TLModel,
     texts: Sequence[str],
     out: str | Path,
     settings: CollectSettings = CollectSettings(),
