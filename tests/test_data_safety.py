@@ -1,6 +1,6 @@
 """Data safety of the `tl-dynamics` command: what it replaces, where it writes, what it leaves.
 
-Each test is a case of issue 12 tried as a careless user would; most call the CLI's
+Each test is a data-safety case tried as a careless user would; most call the CLI's
 ``main`` in-process (exit status and stderr as the shell sees them), the ones about
 signals and the umask run it as a subprocess.
 """

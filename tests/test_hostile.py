@@ -1,4 +1,4 @@
-"""Hostile and careless input (issue 24): crafted stores, concurrent runs, damaged caches.
+"""Hostile and careless input: crafted stores, concurrent runs, damaged caches.
 
 One test (or a few) per case of the issue: each ends in one line and exit 2, or in the
 right result, with nothing outside the output folder written and nothing of the user's
