@@ -1,6 +1,6 @@
 """Hostile and careless input: crafted stores, concurrent runs, damaged caches.
 
-One test (or a few) per case of the issue: each ends in one line and exit 2, or in the
+One test (or a few) per hostile case: each ends in one line and exit 2, or in the
 right result, with nothing outside the output folder written and nothing of the user's
 deleted.
 """
