@@ -1,6 +1,6 @@
 """Mutual information: the vectorised estimator against the paper's loop over unit pairs.
 
-The paper (PAPER.md, metric 5) estimates, for every unit and pair of successive
+The paper (docs/paper.md, metric 5) estimates, for every unit and pair of successive
 sublayers, ``MI = mean_i log((p(x_i, y_i) + 1e-10) / (p(x_i) p(y_i) + 1e-10))`` with
 three Gaussian kernel density estimates (``scipy.stats.gaussian_kde``, Scott's
 bandwidth: one joint, two marginals) evaluated at the samples themselves. Written
@@ -23,7 +23,7 @@ ms per pair) and ``tl_dynamics`` on all pairs of the shape in one call, as a rep
 calls it; both run interleaved for :data:`REPEATS` rounds and the script prints the
 median time per pair of each, the per-round speed ratios (median and range) and the mean
 and max relative difference of the binned MI from the scipy values on the shared pairs.
-Target (issue 11): >= 100x at <= 2 % mean relative error on every shape.
+Target: >= 100x at <= 2 % mean relative error on every shape.
 
 Run from the repository root::
 
@@ -56,7 +56,7 @@ from tl_dynamics import metrics
 N_SAMPLES = 1000  # the paper's N
 SCIPY_PAIRS = 48  # (transition, unit) pairs timed with the scipy loop per shape
 REPEATS = 3  # interleaved rounds
-LOG_EPSILON = 1e-10  # inside both logs (PAPER.md, metric 5)
+LOG_EPSILON = 1e-10  # inside both logs (docs/paper.md, metric 5)
 TARGET_SPEEDUP = 100
 TARGET_ERROR = 0.02
 

@@ -1,6 +1,6 @@
 """Layer-shuffle null of rotation counts: vectorised against per-unit Python loops.
 
-The paper's null (PAPER.md, metric 6) permutes the sublayer order of every unit 1000
+The paper's null (docs/paper.md, metric 6) permutes the sublayer order of every unit 1000
 times and counts the rotations of each permuted phase portrait ``(a_l, da_l/dl)``. For
 Llama-3.1-8B that is 4096 units x 1000 shuffles x 64 sublayers.
 ``tl_dynamics.metrics.rotation_null`` does it at once in torch, in chunks of shuffles.
@@ -43,7 +43,7 @@ REPEATS = 2  # interleaved rounds; the best of each is kept
 
 
 def turns(a: np.ndarray) -> np.ndarray:
-    """Rotation count of ``(a_l, da_l/dl)`` along the last axis, PAPER.md's formula."""
+    """Rotation count of ``(a_l, da_l/dl)`` along the last axis, the formula of docs/paper.md, metric 6."""
     derivative = np.gradient(a, axis=-1)
     tangent_x, tangent_y = np.diff(a, axis=-1), np.diff(derivative, axis=-1)
     theta = np.arctan2(tangent_y, tangent_x)

@@ -1,6 +1,6 @@
 """Independent references and synthetic data for the tests of ``tl_dynamics.metrics``.
 
-Nothing here imports ``tl_dynamics``: the references are written straight from PAPER.md
+Nothing here imports ``tl_dynamics``: the references are written straight from docs/paper.md
 with numpy and scipy, one unit at a time, so that the vectorised torch code is checked
 against code that shares none of its tricks. Importable from any test module
 (``from metrics_reference import kde_mutual_information_reference``), e.g. to compare
@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from scipy.stats import gaussian_kde
 
-MI_LOG_EPSILON = 1e-10  # PAPER.md section 5
+MI_LOG_EPSILON = 1e-10  # docs/paper.md, metric 5
 
 
 def kde_mutual_information_reference(x: np.ndarray, y: np.ndarray) -> float:
-    """PAPER.md section 5, verbatim with scipy: MI in nats of one unit, samples ``x``, ``y``.
+    """docs/paper.md, metric 5, verbatim with scipy: MI in nats of one unit, samples ``x``, ``y``.
 
     Joint ``gaussian_kde(vstack([x, y]))`` and marginals ``gaussian_kde(x)``,
     ``gaussian_kde(y)`` (Scott's bandwidth), evaluated at the samples themselves.
@@ -53,7 +53,7 @@ def kde_mutual_information_table(resid: torch.Tensor) -> np.ndarray:
 def paper_rotations(
     activation: np.ndarray, gradient: str = "central", signed: bool = True
 ) -> float:
-    """Rotation count of one trajectory ``a_l`` (1-D), exactly as PAPER.md section 6 writes it.
+    """Rotation count of one trajectory ``a_l`` (1-D), exactly as docs/paper.md, metric 6 writes it.
 
     Points ``(a_l, da_l/dl)`` with ``numpy.gradient`` (``"central"``) or forward
     differences with the last repeated (``"forward"``); centre on the first point; tangent

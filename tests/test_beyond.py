@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import tl_dynamics as tld
-from tl_dynamics import beyond
+from tl_dynamics import findings
+from tl_dynamics.report import beyond
 from tl_dynamics.cli import _parser
 from tl_dynamics.data import python_docs
 
@@ -59,7 +60,7 @@ def test_jacobian_columns_are_the_spectra_at_the_teleported_layers(tiny_models):
     dyn = tld.collect(model, python_docs()[:40], progress=False)
     pca = tld.pca_trajectories(dyn, n_components=2, seed=0)
     sweep = tld.teleport_sweep(model, pca, n=2, progress=False)
-    units = tld.findings.dynamics_findings(dyn)[-1]
+    units = findings.dynamics_findings(dyn)[-1]
     section = beyond.beyond_measures(model, dyn, units, sweep, seed=0, jacobian=True)
     table = beyond.contraction_table(section)
     assert [row["layer"] for row in table] == [r.layer for r in sweep.results]

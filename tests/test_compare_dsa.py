@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import tl_dynamics as tld
-from tl_dynamics import report as report_module
+from tl_dynamics.report import pipeline
 from tl_dynamics.cli import main
-from tl_dynamics.compare import DSA_SAMPLES, dsa_conditions
+from tl_dynamics.report.compare import DSA_SAMPLES, dsa_conditions
+from tl_dynamics.report.record import TWIN_FILE
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def twin_report(tmp_path_factory, tiny_model_folders):
 
 @pytest.mark.slow
 def test_random_twin_is_saved_from_a_twin_of_the_same_architecture(twin_report, tiny_models):
-    twin = tld.DynamicsCache.load(twin_report / report_module.TWIN_FILE)
+    twin = tld.DynamicsCache.load(twin_report / TWIN_FILE)
     original = tld.DynamicsCache.load(twin_report / "dynamics.safetensors")
     assert twin.resid.shape == original.resid.shape  # 30 texts < TWIN_TEXTS: all of them
     assert twin.metadata.texts == original.metadata.texts
@@ -73,7 +74,7 @@ def test_a_random_twin_of_a_model_without_hf_weights_is_refused_before_any_work(
     class NotABridge(torch.nn.Module):
         cfg = None
 
-    monkeypatch.setattr(report_module, "collect", lambda *a, **k: pytest.fail("collected"))
+    monkeypatch.setattr(pipeline, "collect", lambda *a, **k: pytest.fail("collected"))
     with pytest.raises(TypeError, match="model"):
         run_report(NotABridge(), ["a text"], out=tmp_path / "never", random_twin=True, progress=False)
     assert not (tmp_path / "never").exists()

@@ -348,17 +348,17 @@ WRITE_STAGE_FLAG = "in-write-stage"
 
 INTERRUPTIBLE_COMPARE = f"""
 import pathlib, sys, time
-import tl_dynamics.compare as compare
+import tl_dynamics.report.compare as compare
 from tl_dynamics.cli import main
 
-write_json = compare.write_json
+write_record = compare.write_record
 
-def slow_write_json(path, record):
-    write_json(path, record)
+def slow_write_record(path, record):
+    write_record(path, record)
     pathlib.Path(sys.argv[1], {WRITE_STAGE_FLAG!r}).touch()
     time.sleep({RUN_TIMEOUT_S})
 
-compare.write_json = slow_write_json
+compare.write_record = slow_write_record
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -9,17 +9,20 @@ import sys
 
 import pytest
 import torch
+import torch.distributed as dist
 
+import tl_dynamics as tld
 from tl_dynamics.__main__ import main
+from tl_dynamics._output import writer_lock
 from tl_dynamics.collect import CollectSettings
 from tl_dynamics.distributed import collect_distributed, init_distributed
 from tl_dynamics.store import (
     MANIFEST_NAME,
     TEXTS_NAME,
     DynamicsStore,
+    append_to_store,
     collect_to_store,
     prepare_store,
-    write_texts,
 )
 
 N_PROCESSES = 2
@@ -77,7 +80,7 @@ def test_two_ranks_resume_a_store_to_equal_a_single_process_run(
     started = prepare_store(
         llama, texts, out, CollectSettings(positions=[0, -1], shuffle=True, corpus=corpus)
     )
-    before = write_texts(llama, texts, started, [1, 4], CollectSettings(**settings))
+    before = append_to_store(llama, texts, started, [1, 4], CollectSettings(**settings))
 
     finished = torchrun(*run_arguments, "--out", str(out))
 
@@ -110,6 +113,37 @@ def test_a_refused_store_stops_every_rank_without_hanging(
     finished = torchrun(*run_arguments, "--out", str(out))
     assert finished.returncode != 0
     assert "holds a store of another run" in finished.stderr
+
+
+def test_a_locked_store_stops_every_rank_naming_the_holder(tmp_path, run_arguments):
+    out = tmp_path / "store"
+    with writer_lock(out):  # this test's process holds it: another run is writing
+        finished = torchrun(*run_arguments, "--out", str(out))
+    assert finished.returncode != 0
+    assert f"another tl-dynamics run (process {os.getpid()}" in finished.stderr
+    assert not out.exists()
+
+
+def add_one(activation, hook):
+    """An intervention: add 1 to every unit."""
+    return activation + 1.0
+
+
+def test_collect_distributed_takes_fwd_hooks(tiny_models, texts, tmp_path):
+    llama = tiny_models["llama"]
+    hooks = [(tld.sublayer_hook_name(llama, 2), add_one)]
+    settings = CollectSettings(batch_size=2, progress=False)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    try:
+        store = collect_distributed(llama, texts[:4], tmp_path / "store", settings, fwd_hooks=hooks)
+    finally:
+        dist.destroy_process_group()
+    expected = tld.collect(llama, texts[:4], batch_size=2, progress=False, fwd_hooks=hooks)
+    loaded = store.load()
+    assert loaded.metadata == expected.metadata and loaded.metadata.interventions
+    assert (loaded.resid - expected.resid).abs().max() <= TOLERANCE
 
 
 def test_collect_distributed_needs_a_process_group(tiny_models, texts, tmp_path, monkeypatch):

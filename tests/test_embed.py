@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
@@ -194,14 +195,14 @@ def test_widths_follow_the_papers_geometric_progression():
     ratio = (2 / 4096) ** (1 / 9)
     paper = [4096, *(round(4096 * ratio**i) for i in range(10))]
     assert paper[:2] == [4096, 4096] and paper[-1] == 2 and len(paper) == 11
-    assert CompressingAutoencoder(4096, min_width=1).widths == paper
-    floored = CompressingAutoencoder(4096).widths  # hidden widths floored at CAE_MIN_WIDTH
+    assert CompressingAutoencoder(min_width=1).widths(4096) == paper
+    floored = CompressingAutoencoder().widths(4096)  # hidden widths floored at CAE_MIN_WIDTH
     assert floored == [*(max(w, CAE_MIN_WIDTH) for w in paper[:-1]), 2]
-    assert CompressingAutoencoder(4, n_layers=3).widths == [4, 4, 4, 2]  # floor capped by d_in
+    assert CompressingAutoencoder(n_layers=3).widths(4) == [4, 4, 4, 2]  # floor capped by d_in
 
 
 def test_every_layer_but_the_last_is_linear_layernorm_relu():
-    cae = CompressingAutoencoder(32, n_layers=3, epochs=1, progress=False).fit(torch.randn(20, 32))
+    cae = CompressingAutoencoder(n_layers=3, epochs=1, progress=False).fit(torch.randn(20, 32))
     for network, widths in ((cae.encoder_, [32, 32, 8, 2]), (cae.decoder_, [2, 8, 32, 32])):
         kinds = [type(layer) for layer in network]
         assert kinds == [nn.Linear, nn.LayerNorm, nn.ReLU] * 2 + [nn.Linear]
@@ -213,7 +214,7 @@ def test_every_layer_but_the_last_is_linear_layernorm_relu():
 
 def test_autoencoder_reconstructs_a_two_dimensional_manifold():
     data = sheet(1000, 32)
-    cae = CompressingAutoencoder(32, n_layers=3, epochs=20, batch_size=32, progress=False).fit(data)
+    cae = CompressingAutoencoder(n_layers=3, epochs=20, batch_size=32, progress=False).fit(data)
     explained = float(cae.held_out_.explained_variance[0])
     assert explained > 0.95, explained
     assert cae.history_.val_loss[-1] < cae.history_.val_loss[0]
@@ -224,7 +225,7 @@ def test_autoencoder_reconstructs_a_two_dimensional_manifold():
 def test_autoencoder_is_deterministic_for_a_seed():
     data = sheet(200, 16)
     fits = [
-        CompressingAutoencoder(16, n_layers=3, epochs=2, random_state=s, progress=False).fit(data)
+        CompressingAutoencoder(n_layers=3, epochs=2, random_state=s, progress=False).fit(data)
         for s in (1, 1, 2)
     ]
     same = [list(f.encoder_.state_dict().values()) for f in fits]
@@ -248,7 +249,7 @@ def test_max_vectors_trains_on_a_seeded_subset_and_keeps_the_held_out_samples(mo
     monkeypatch.setattr(CompressingAutoencoder, "_train", record)
     fits = [
         CompressingAutoencoder(
-            16, n_layers=3, epochs=1, val_fraction=0.25, max_vectors=m, random_state=0, progress=False
+            n_layers=3, epochs=1, val_fraction=0.25, max_vectors=m, random_state=0, progress=False
         ).fit(data)
         for m in (None, 50, 50, 10_000)
     ]
@@ -260,8 +261,8 @@ def test_max_vectors_trains_on_a_seeded_subset_and_keeps_the_held_out_samples(mo
 
 def test_standardisation_makes_training_blind_to_scale():
     data = sheet(200, 16)
-    small = CompressingAutoencoder(16, n_layers=3, epochs=3, progress=False).fit(data)
-    large = CompressingAutoencoder(16, n_layers=3, epochs=3, progress=False).fit(data * 1000)
+    small = CompressingAutoencoder(n_layers=3, epochs=3, progress=False).fit(data)
+    large = CompressingAutoencoder(n_layers=3, epochs=3, progress=False).fit(data * 1000)
     train = torch.ones(200, dtype=torch.bool)
     train[small.validation_index_] = False
     torch.testing.assert_close(small.mean_, data[train].mean(0), atol=1e-3, rtol=1e-5)
@@ -272,7 +273,7 @@ def test_standardisation_makes_training_blind_to_scale():
 
 
 def test_autoencoder_reports_trajectories_of_held_out_samples(minilm_dyn):
-    cae = CompressingAutoencoder(384, n_layers=4, epochs=1, val_fraction=0.25, progress=False).fit(
+    cae = CompressingAutoencoder(n_layers=4, epochs=1, val_fraction=0.25, progress=False).fit(
         minilm_dyn
     )
     held_out = cae.held_out_
@@ -296,15 +297,13 @@ def test_autoencoder_reports_trajectories_of_held_out_samples(minilm_dyn):
 @pytest.mark.parametrize(
     ("build", "fit_kwargs", "error", "match"),
     [
-        ({"d_in": 8, "d_bottleneck": 9}, {}, ValueError, "d_bottleneck"),
-        ({"d_in": 8, "n_layers": 1}, {}, ValueError, "n_layers"),
-        ({"d_in": 8, "min_width": 0}, {}, ValueError, "min_width"),
-        ({"d_in": 0}, {}, ValueError, "d_in"),
-        ({"d_in": 7}, {}, ValueError, "d_in=7"),
-        ({"d_in": 8}, {"val_fraction": 1.0}, ValueError, "val_fraction"),
-        ({"d_in": 8}, {"epochs": 0}, ValueError, "epochs"),
-        ({"d_in": 8}, {"lr": -1.0}, ValueError, "lr"),
-        ({"d_in": 8}, {"max_vectors": 0}, ValueError, "max_vectors"),
+        ({"d_bottleneck": 9}, {}, ValueError, "d_in=8"),
+        ({"n_layers": 1}, {}, ValueError, "n_layers"),
+        ({"min_width": 0}, {}, ValueError, "min_width"),
+        ({}, {"val_fraction": 1.0}, ValueError, "val_fraction"),
+        ({}, {"epochs": 0}, ValueError, "epochs"),
+        ({}, {"lr": -1.0}, ValueError, "lr"),
+        ({}, {"max_vectors": 0}, ValueError, "max_vectors"),
     ],
 )
 def test_bad_autoencoder_settings_are_refused(build, fit_kwargs, error, match):
@@ -317,9 +316,74 @@ def test_explained_variance_refuses_an_unknown_baseline():
         explained_variance(torch.ones(2, 1, 3), torch.ones(2, 1, 3), around="global")
 
 
-def test_unfitted_autoencoder_refuses_to_transform():
-    with pytest.raises(RuntimeError, match="not fitted"):
-        CompressingAutoencoder(8).transform(torch.randn(2, 8))
+def test_unfitted_autoencoder_raises_sklearns_not_fitted_error():
+    from sklearn.exceptions import NotFittedError
+
+    for method in ("transform", "inverse_transform"):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            getattr(CompressingAutoencoder(), method)(torch.randn(2, 8))
+
+
+def test_autoencoder_transforms_what_it_fits():
+    data = sheet(60, 16)
+    cae = CompressingAutoencoder(n_layers=3, epochs=1, progress=False).fit(data.numpy())
+    assert cae.n_features_in_ == 16
+    codes = cae.transform(data.numpy())  # an array in, an array out
+    assert isinstance(codes, np.ndarray) and codes.shape == (60, 2)
+    np.testing.assert_array_equal(codes, cae.transform(data).numpy())
+    trajectories = rearrange(data, "(b s) d -> b s d", s=2)
+    assert cae.transform(trajectories).shape == (30, 2, 2)
+    with pytest.raises(ValueError, match="d_in"):
+        cae.transform(torch.randn(4, 15))
+    with pytest.raises(ValueError, match=r"\[n, d_in\]"):
+        cae.transform(torch.randn(16))
+    with pytest.raises(ValueError, match="finite"):
+        cae.transform(torch.full((2, 16), float("nan")))
+
+
+def test_autoencoder_transforms_a_cache(minilm_dyn):
+    cae = CompressingAutoencoder(n_layers=3, epochs=1, progress=False).fit(minilm_dyn)
+    assert cae.transform(minilm_dyn).shape == (N_TEXTS, 12, 2)
+
+
+# sklearn.utils.estimator_checks that do not apply, and why. The autoencoder's data are
+# residual-stream states: dense floating tensors or arrays, encoded by a float32 network.
+NOT_APPLICABLE = {
+    # integer, object and complex data are no residual stream: refused as not floating
+    "check_estimators_dtypes": "integer inputs are refused",
+    "check_dtype_object": "object arrays are refused",
+    "check_complex_data": "complex data are refused, in the project's one error wording",
+    # array-likes that are neither tensors nor arrays (lists, _NotAnArray) are refused
+    "check_transformer_data_not_an_array": "takes a cache, a tensor or an array only",
+    # sparse input: the network takes dense tensors
+    "check_estimator_sparse_tag": "dense input only",
+    "check_estimator_sparse_array": "dense input only",
+    "check_estimator_sparse_matrix": "dense input only",
+    # the codes are float32 (the network's dtype) whatever the input's dtype
+    "check_transformer_preserve_dtypes": "codes are float32 by design",
+    # errors are raised, but worded by the project's rule, not sklearn's message patterns
+    "check_estimators_empty_data_messages": "refused with the project's wording",
+    "check_n_features_in_after_fitting": "refused with the project's wording",
+    "check_fit2d_predict1d": "1-D input is refused with the project's wording",
+    # one feature cannot hold a 2-D code: a compressing autoencoder needs d_in >= d_bottleneck
+    "check_fit2d_1feature": "d_bottleneck=2 exceeds one feature; refused as such",
+}
+
+
+def test_autoencoder_passes_sklearns_estimator_checks_that_apply():
+    import warnings
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    estimator = CompressingAutoencoder(n_layers=2, epochs=1, val_fraction=0.0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(estimator, on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    assert failed <= set(NOT_APPLICABLE), failed - set(NOT_APPLICABLE)
+    assert {"check_estimators_unfitted", "check_set_params", "check_fit_idempotent",
+            "check_estimator_cloneable", "check_transformer_general"} <= passed
 
 
 def test_pca_warns_when_it_fits_fewer_components_than_asked(minilm_dyn):
@@ -333,11 +397,13 @@ def test_autoencoder_follows_the_scikit_learn_estimator_contract():
     from sklearn.base import clone
 
     data = sheet(60, 16)
-    cae = CompressingAutoencoder(16, n_layers=3, epochs=2, random_state=3, progress=False)
+    cae = CompressingAutoencoder(n_layers=3, epochs=2, random_state=3, progress=False)
     assert cae.get_params()["random_state"] == 3 and cae.get_params()["epochs"] == 2
     twin = clone(cae).set_params(epochs=1)
     assert twin.epochs == 1 and not hasattr(twin, "encoder_")
-    lazy = CompressingAutoencoder(16, epochs=0)  # settings are validated by fit, not __init__
+    lazy = CompressingAutoencoder(epochs=0)  # settings are validated by fit, not __init__
+    assert clone(lazy).get_params() == lazy.get_params()
+    assert clone(lazy).set_params(epochs=2, d_bottleneck=3).get_params()["d_bottleneck"] == 3
     with pytest.raises(ValueError, match="epochs"):
         lazy.fit(data)
     assert cae.fit(data) is cae
@@ -358,7 +424,7 @@ def test_autoencoder_clips_each_gradient_before_the_adam_step(monkeypatch):
         return clip(parameters, max_norm, *args, **kwargs)
 
     monkeypatch.setattr(nn.utils, "clip_grad_norm_", record)
-    cae = CompressingAutoencoder(16, n_layers=3, epochs=2, batch_size=20, progress=False).fit(sheet(60, 16))
+    cae = CompressingAutoencoder(n_layers=3, epochs=2, batch_size=20, progress=False).fit(sheet(60, 16))
     n_parameters = len(list(cae.encoder_.parameters())) + len(list(cae.decoder_.parameters()))
     assert calls == [(n_parameters, CAE_MAX_GRAD_NORM)] * (2 * 3)  # 51 training vectors: 3 batches
 
@@ -372,6 +438,6 @@ def test_autoencoder_learning_rate_decays_to_zero_by_a_cosine(monkeypatch):
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", record)
-    CompressingAutoencoder(16, n_layers=3, epochs=2, batch_size=20, lr=0.01, progress=False).fit(sheet(60, 16))
+    CompressingAutoencoder(n_layers=3, epochs=2, batch_size=20, lr=0.01, progress=False).fit(sheet(60, 16))
     expected = [0.005 * (1 + math.cos(math.pi * t / 6)) for t in range(6)]  # 2 epochs x 3 batches
     assert rates == pytest.approx(expected, rel=1e-6)

@@ -26,13 +26,15 @@ NOT_RUN = {
     "tl_dynamics.__main__": "the entry point; no example",
     "tl_dynamics._version": "a version string; no example",
     "tl_dynamics.cli": "a shell example; tests/test_report.py runs the commands",
-    "tl_dynamics.compare": "needs two report folders; tests/test_report.py compares reports",
+    "tl_dynamics.report.compare": "needs two report folders; tests/test_report.py compares reports",
     "tl_dynamics.distributed": "runs inside torchrun; tests/test_distributed.py starts it",
 }
 SLOW = {
     "tl_dynamics.interventions",
     "tl_dynamics.plot.trajectories",
     "tl_dynamics.report",
+    "tl_dynamics.report.beyond",
+    "tl_dynamics.report.pipeline",
     "tl_dynamics.similarity",
     "tl_dynamics.stability",
 }

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 import tl_dynamics as tld
-from tl_dynamics import findings, metrics
+from tl_dynamics import metrics
+from tl_dynamics.report import findings
+from tl_dynamics.stats import Resampler
 from tl_dynamics.metrics import default_labels
 
 N_SHUFFLES = 200  # layer shuffles of the rotation null in these tests (the report: 1000)
@@ -161,7 +163,7 @@ def test_resampled_mean_trajectories_turn_more_than_the_observed_one():
     resid = wave + torch.randn(60, 32, 16, generator=g, dtype=torch.float64)
     noise_free = float(metrics.rotations(wave, trajectory="mean").abs().mean())
     observed = float(metrics.rotations(resid, trajectory="mean").abs().mean())
-    resampler = findings._Resampler.of(torch.arange(60), 1000, 0)
+    resampler = Resampler.of(torch.arange(60), 1000, 0)
     replicates = torch.cat(
         [metrics.rotations(m.double(), trajectory="sample").abs().mean(-1) for m in resampler.mean_chunks(resid)]
     ).numpy()
@@ -179,7 +181,7 @@ def test_texts_not_tokens_are_resampled():
     # 40 texts of 5 tokens each: enough texts; weights are equal within a text
     resid = noise(0, n=200)
     text_index = torch.arange(40).repeat_interleave(5)
-    weights = findings._Resampler.of(text_index, 50, 0).weights
+    weights = Resampler.of(text_index, 50, 0).weights
     assert torch.equal(weights.reshape(50, 40, 5).amin(-1), weights.reshape(50, 40, 5).amax(-1))
     dyn = cache_of(resid, text_index)
     assert findings._too_few_texts(dyn) is None
@@ -188,7 +190,7 @@ def test_texts_not_tokens_are_resampled():
 
 def test_linearised_correlation_bootstrap_matches_full_recomputation():
     resid = chain([0.5, 0.9, 0.3, 0.8], n=60, d=6, seed=3)
-    resampler = findings._Resampler.of(torch.arange(60), 400, seed=1)
+    resampler = Resampler.of(torch.arange(60), 400, seed=1)
     point, replicates = resampler.means(metrics.correlation.unit_correlation_per_sample(resid))
     assert point == pytest.approx(metrics.unit_correlation(resid).mean(-1).numpy())
     full = []
@@ -250,7 +252,7 @@ def fig4_findings(resid):
     """The two PCA findings of ``resid`` (2 components), each decided alone."""
     dyn = cache_of(resid)
     pca = tld.pca_trajectories(dyn, n_components=2, seed=0)
-    resampler = findings._Resampler.of(dyn.text_index, 1000, 0)
+    resampler = Resampler.of(dyn.text_index, 1000, 0)
     variance = findings.variance_concentrates_with_depth(pca, dyn, resampler)
     return variance, findings.steps_lengthen_in_pca_plane(pca, resampler)
 
@@ -281,7 +283,7 @@ def test_noise_gives_no_yes_for_the_pca_findings(seed):
 def test_pca_findings_use_the_pca_numbers():
     dyn = cache_of(walk([0.2 * (k + 1) for k in range(7)], n=80, d=12))
     pca = tld.pca_trajectories(dyn, n_components=4, seed=0)
-    resampler = findings._Resampler.of(dyn.text_index, 200, 0)
+    resampler = Resampler.of(dyn.text_index, 200, 0)
     finding = findings.variance_concentrates_with_depth(pca, dyn, resampler)
     assert finding.numbers["values"] == pytest.approx(pca.variance_per_sublayer_pooled.tolist(), rel=1e-4)
     both = findings.trajectory_findings(pca, sweep_of([0.5, 0.5, 0.5], [3, 2, 1]), dyn)
@@ -301,10 +303,10 @@ def test_findings_on_minilm_are_complete_and_json_ready(minilm):
 
 
 def test_report_table_shows_effect_interval_and_p_for_both_conditions():
-    from tl_dynamics.report import _findings_table
+    from tl_dynamics.report.html import findings_table
 
     original, control = list(run(noise(0)).values()), list(run(noise(1)).values())
-    table = _findings_table(original, control)
+    table = findings_table(original, control)
     assert table.count("<small>p = ") == 2 * len(original)
     first = original[0]
     assert f"[{first.ci[0]:+.3g}, {first.ci[1]:+.3g}]" in table and first.null in table
@@ -327,7 +329,7 @@ def test_verdict_needs_significance_direction_and_minimum_size(effect, ci, p, ex
 
 
 def test_holm_decides_across_the_family():
-    single = findings._tested(
+    single = findings.tested(
         "k", "claim", "built", 0.9, np.random.default_rng(0).normal(0.9, 0.3, 1000),
         effect_unit="x", null="x = 0", null_value=0.0, min_effect=0.5, direction=1,
     )
@@ -345,7 +347,7 @@ def test_trend_p_values_hold_their_level_on_flat_noise():
     p_values = []
     for seed in range(200):
         terms = torch.randn(60, 12, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-        resampler = findings._Resampler.of(torch.arange(60), 1000, seed)
+        resampler = Resampler.of(torch.arange(60), 1000, seed)
         trend = findings._trend("k", "a claim", *resampler.means(terms.cumsum(1)), "a measure", 1)
         p_values.append(trend.p_value)
     p_values = np.array(p_values)

@@ -201,7 +201,7 @@ def test_rotation_null_per_sample_averages_over_samples(resid):
 
 
 def test_shuffle_null_of_a_smooth_oscillation_turns_more_not_zero():
-    """What is true (PAPER.md section 6, Caution): the null is *not* centred near 0.
+    """What is true (docs/paper.md, metric 6, Caution): the null is *not* centred near 0.
 
     Three smooth oscillations over 64 sublayers turn -3 times. Shuffled, the sequence
     jumps up and down from one sublayer to the next and its (a, da/dl) portrait circles

@@ -27,7 +27,7 @@ def llama_pca(llama_dyn):
 
 @pytest.fixture(scope="module")
 def cae(llama_dyn):
-    return CompressingAutoencoder(64, n_layers=3, epochs=1, val_fraction=0.25, progress=False).fit(
+    return CompressingAutoencoder(n_layers=3, epochs=1, val_fraction=0.25, progress=False).fit(
         llama_dyn
     )
 
@@ -125,7 +125,7 @@ def test_plots_refuse_what_they_cannot_draw(tiny_models, llama_dyn, llama_pca):
         plots.teleport_quiver([])
     with pytest.raises(ValueError, match="steps"):
         plots.teleport_quiver(bare, pca=llama_pca, steps=0)
-    no_held_out = CompressingAutoencoder(64, n_layers=2, epochs=1, val_fraction=0, progress=False).fit(
+    no_held_out = CompressingAutoencoder(n_layers=2, epochs=1, val_fraction=0, progress=False).fit(
         llama_dyn
     )
     with pytest.raises(ValueError, match="val_fraction > 0"):

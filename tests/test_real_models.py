@@ -75,9 +75,9 @@ def test_null_teleport_reproduces_the_control(real_decoder):
 
 
 def test_report_header_says_the_weights_are_quantised(smollm2):
-    from tl_dynamics.report import _provenance_note
+    from tl_dynamics.report.html import provenance_note
 
-    note = _provenance_note(smollm2.tl_dynamics_provenance)
+    note = provenance_note(smollm2.tl_dynamics_provenance)
     assert "Q4_1 GGUF, dequantised to float32" in note and "4-bit quantisation noise" in note
-    assert "4-bit" not in _provenance_note(tld.presets.PRESETS["minilm"].provenance())
-    assert _provenance_note(None) == ""
+    assert "4-bit" not in provenance_note(tld.presets.PRESETS["minilm"].provenance())
+    assert provenance_note(None) == ""

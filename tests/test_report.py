@@ -11,23 +11,24 @@ import pytest
 import torch
 
 import tl_dynamics as tld
-from tl_dynamics import report as report_module
+from tl_dynamics.report import pipeline, run_report
 from tl_dynamics.cli import EXIT_BAD_INPUT, main
-from tl_dynamics.compare import CURVES
+from tl_dynamics.report.compare import CURVES
+from tl_dynamics.report.record import SCHEMA_VERSION
 from tl_dynamics.data import python_docs, sample_texts
 
 from conftest import REPORT_TEXTS as N_TEXTS
 
 def test_report_writes_every_file(minilm_report):
     names = {p.name for p in minilm_report.iterdir()}
-    assert set(report_module.REPORT_FILES) <= names
+    assert set(pipeline.REPORT_FILES) <= names
     assert {"dynamics_shuffled.safetensors", "dynamics_shuffled.json"} <= names
     assert not [p for p in minilm_report.parent.iterdir() if ".partial-" in p.name]
 
 
 def test_metrics_json_holds_the_numbers_of_every_figure(minilm_report, minilm):
     record = json.loads((minilm_report / "metrics.json").read_text())
-    assert record["schema_version"] == report_module.SCHEMA_VERSION
+    assert record["schema_version"] == SCHEMA_VERSION
     assert set(record["conditions"]) == {"original", "shuffled"}
     n_sublayers = 2 * minilm.cfg.n_layers
     for numbers in record["conditions"].values():
@@ -92,9 +93,9 @@ def test_interrupted_report_leaves_nothing_behind(tmp_path, minilm, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report_module.DynamicsCache, "save", interrupted)
+    monkeypatch.setattr(pipeline.DynamicsCache, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        report_module.run_report(minilm, python_docs()[:6], out=tmp_path / "cut", progress=False)
+        run_report(minilm, python_docs()[:6], tmp_path / "cut", pipeline.ReportSettings(progress=False))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -183,3 +184,17 @@ def test_finding_round_trips_through_json(minilm_report):
 def test_compare_refuses_a_folder_that_is_not_a_report(tmp_path, capsys):
     assert main(["compare", str(tmp_path), "--out", str(tmp_path / "c")]) == EXIT_BAD_INPUT
     assert "not a tl-dynamics report" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("settings", "keywords", "match"),
+    [
+        (pipeline.ReportSettings(), {"seed": 1}, "settings must be a ReportSettings"),
+        ({"seed": 1}, {}, "settings must be a ReportSettings"),
+        (None, {"n_texts": 5}, "fields of ReportSettings"),
+    ],
+)
+def test_run_report_takes_one_settings_object_or_its_keywords(tmp_path, settings, keywords, match):
+    with pytest.raises(ValueError, match=match):
+        run_report(object(), ["a text"], tmp_path / "never", settings, **keywords)
+    assert not (tmp_path / "never").exists()

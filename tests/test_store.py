@@ -25,10 +25,10 @@ from tl_dynamics.store import (
     TEMP_PREFIX,
     TEXTS_NAME,
     DynamicsStore,
+    append_to_store,
     collect_to_store,
     consolidate,
     prepare_store,
-    write_texts,
 )
 from tl_dynamics.streaming import moments
 
@@ -99,7 +99,7 @@ def test_shards_are_in_text_order_and_hold_every_text_once(llama, texts, tmp_pat
 
 def test_resume_runs_only_the_missing_texts(llama, texts, tmp_path):
     store = prepare_store(llama, texts, tmp_path)
-    first = write_texts(
+    first = append_to_store(
         llama, texts, store, [7, 2, 9], CollectSettings(batch_size=2, progress=False), shard_size=2
     )
     assert len(first) == 2 and sorted(t for r in first for t in r.text_index) == [2, 7, 9]
@@ -174,7 +174,7 @@ def test_sigkill_then_rerun_gives_every_text_exactly_once(
 def test_partial_manifests_are_read_then_consolidated(llama, texts, tmp_path):
     store = prepare_store(llama, texts, tmp_path)
     one = CollectSettings(batch_size=1, progress=False)
-    write_texts(llama, texts, store, [0, 3], one, rank=1, shard_size=1)
+    append_to_store(llama, texts, store, [0, 3], one, rank=1, shard_size=1)
     assert (tmp_path / "manifest-r0001.json").is_file()
     assert DynamicsStore.open(tmp_path).text_indices() == [0, 3]
     assert json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"] == []
@@ -209,7 +209,7 @@ def test_resuming_with_other_texts_or_model_is_refused(llama, tiny_models, texts
         collect_to_store(tiny_models["gpt2"], texts[:3], tmp_path, QUIET)
     store = DynamicsStore.open(tmp_path)
     with pytest.raises(ValueError, match="another run"):
-        write_texts(llama, texts[1:4], store, [0], QUIET)
+        append_to_store(llama, texts[1:4], store, [0], QUIET)
     renamed = CollectSettings(corpus="renamed", progress=False)
     corpus_renamed = collect_to_store(llama, texts[:3], tmp_path, renamed)
     assert corpus_renamed.complete  # corpus, texts kept or not, version: not checked

@@ -44,8 +44,10 @@ def tokenize(
 ) -> list[Int[Tensor, " pos"]]:
     """Token ids of each text as the model would see it alone (BOS as it prepends it).
 
-    Texts longer than the model's context ``cfg.n_ctx`` are truncated to their first
-    ``n_ctx`` tokens with one warning that counts them. With ``shuffle``, the tokens
+    Texts longer than the model's context ``cfg.n_ctx`` are truncated to ``n_ctx``
+    tokens with one warning that counts them: their first tokens, then the special tokens
+    the tokenizer ends every text with (BERT's ``[SEP]``), so that a model read at its
+    last token (MiniLM at ``[SEP]``) is read there whatever the text's length. With ``shuffle``, the tokens
     between the leading and trailing special tokens are permuted, reproducibly from
     ``seed`` and independently of batching.
 
@@ -73,10 +75,21 @@ def _iter_tokens(
             raise DynamicsInputError(f"texts[{i}] tokenizes to no tokens")
         truncated = n_ctx is not None and len(tokens) > n_ctx
         if truncated:
-            tokens = tokens[:n_ctx]
+            tokens = _truncate(tokens, n_ctx, special_ids)
         if shuffle:
             tokens = shuffle_tokens(tokens, special_ids, generator)
         yield tokens, truncated
+
+
+def _truncate(
+    tokens: Int[Tensor, " pos"], n_ctx: int, special_ids: Sequence[int]
+) -> Int[Tensor, " keep"]:
+    """The first tokens of ``tokens`` and its trailing special tokens, ``n_ctx`` in all."""
+    special = torch.isin(tokens, torch.as_tensor(special_ids, dtype=tokens.dtype))
+    trailing = 0
+    while trailing < min(len(tokens), n_ctx - 1) and special[len(tokens) - 1 - trailing]:
+        trailing += 1
+    return torch.cat([tokens[: n_ctx - trailing], tokens[len(tokens) - trailing :]])
 
 
 def _warn_truncated(model: Any, truncated: int, n_texts: int) -> None:
@@ -85,7 +98,8 @@ def _warn_truncated(model: Any, truncated: int, n_texts: int) -> None:
         n_ctx = model.cfg.n_ctx
         warnings.warn(
             f"{truncated} of {n_texts} texts are longer than the model's context of "
-            f"{n_ctx} tokens and were truncated to their first {n_ctx} tokens",
+            f"{n_ctx} tokens and were truncated to {n_ctx} tokens (their first ones, then "
+            "the special tokens that end every text)",
             stacklevel=4,
         )
 

@@ -1,4 +1,5 @@
-"""The one integer check every public function runs on its integer arguments (private).
+"""The one integer check every public function runs on its integer arguments, and the
+one finite check of tensors handed in (private).
 
 Counts, sizes, indices and seeds are all checked here, so that every bad one is refused
 with the same words before any work starts: a non-integer (or a bool) raises
@@ -19,10 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 
-__all__ = ["check_int"]
+__all__ = ["check_int", "check_finite"]
 
 
 def check_int(
@@ -44,3 +46,10 @@ def check_int(
     if value < minimum or (maximum is not None and value > maximum):
         raise DynamicsInputError(f"{name} must be an int {expected}{why}; got {value!r}")
     return int(value)
+
+
+def check_finite(values: torch.Tensor, name: str) -> None:
+    """Raise :class:`~tl_dynamics.errors.DynamicsInputError` naming ``name`` when
+    ``values`` holds an infinity or a NaN."""
+    if not bool(torch.isfinite(values).all()):
+        raise DynamicsInputError(f"{name} holds non-finite values (inf or nan)")

@@ -41,7 +41,7 @@ from torch import Tensor
 from tl_dynamics import metrics
 from tl_dynamics._output import follow_umask, read_json_record
 from tl_dynamics._version import __version__
-from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
+from tl_dynamics.errors import DynamicsInputError, InputNotFoundError, InputTypeError
 
 __all__ = ["FORMAT_VERSION", "FILE_FORMAT", "TENSOR_NAMES", "DynamicsMetadata", "DynamicsCache"]
 
@@ -121,6 +121,14 @@ def _on_resid(metric: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
+def _check_index_tensor(value: Any, name: str) -> None:
+    """Raise ``InputTypeError`` unless ``value`` is a tensor of integers (bools refused)."""
+    if not isinstance(value, Tensor):
+        raise InputTypeError(f"{name} must be an integer tensor [sample]; got {type(value).__name__}")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise InputTypeError(f"{name} must be an integer tensor [sample]; got a {value.dtype} tensor")
+
+
 @dataclass(frozen=True)
 class DynamicsCache:
     """Residual-stream trajectories, one per sample, over the sublayers of a model.
@@ -146,6 +154,10 @@ class DynamicsCache:
             raise DynamicsInputError(
                 f"resid must be a [sample, sublayer, d_model] tensor; got {got}"
             )
+        if not self.resid.is_floating_point():
+            raise InputTypeError(f"resid must be a floating tensor; got a {self.resid.dtype} tensor")
+        for name in ("text_index", "position"):
+            _check_index_tensor(getattr(self, name), name)
         object.__setattr__(self, "labels", tuple(self.labels))
         n_samples, n_sublayers, _ = self.resid.shape
         if len(self.labels) != n_sublayers:
@@ -209,9 +221,10 @@ class DynamicsCache:
         """Write ``path`` (safetensors: resid, text_index, position) and its JSON sidecar.
 
         ``path`` gets the suffix ``.safetensors`` if it has none; the sidecar is the same
-        path with suffix ``.json``. Returns the safetensors path.
+        path with suffix ``.json``; a leading ``~`` is the home folder. Returns the
+        safetensors path.
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +255,7 @@ class DynamicsCache:
                 format, or a sidecar that contradicts the tensors (the message names the
                 file).
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         sidecar_path = path.with_suffix(".json")

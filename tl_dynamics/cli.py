@@ -13,8 +13,12 @@ corpus, a half dtype on CPU, an existing output folder, an ``--out`` that cannot
 written, an optional package the input needs but that is not installed) raises
 :class:`~tl_dynamics.errors.DynamicsInputError`, which prints one line starting with
 ``tl-dynamics: error:`` (for a missing package: the ``pip install`` that adds it) and
-exits with status 2, writing nothing; every such check runs before the model is loaded.
-Any other exception is a bug and keeps its traceback. ``--overwrite``
+exits with status 2, writing nothing; every such check runs before the model is loaded
+(arguments such as ``--seed``, in ``[0, 2^32)``, are checked by the parser itself). A
+failure of the system (a read-only or full disk, a path through a file) is one line and
+status 2 too. Any other exception is a bug and keeps its traceback. One run at a time
+writes a folder: a second ``collect`` on the same store, or ``report``/``compare`` on the
+same ``--out``, exits with status 2 at once, naming the run that holds it. ``--overwrite``
 replaces only a folder tl-dynamics wrote, never an input of the command or the working
 directory (see :mod:`tl_dynamics._output`). Ctrl-C prints one line and exits with status
 130, leaving no temporary folder (an interrupted ``collect`` keeps its complete shards:
@@ -47,7 +51,10 @@ __all__ = [
     "DEFAULT_N",
     "EXIT_BAD_INPUT",
     "EXIT_INTERRUPTED",
+    "SEED_LIMIT",
     "positive_int",
+    "seed_int",
+    "device_name",
     "parse_positions",
     "add_collect_arguments",
     "main",
@@ -57,6 +64,7 @@ PROG = "tl-dynamics"
 DEFAULT_N = 1000  # the paper's number of texts (section 2.1)
 EXIT_BAD_INPUT = 2  # argparse's own status for bad arguments
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+SEED_LIMIT = 2**32  # seeds are in [0, 2^32): what numpy's and scikit-learn's generators take
 
 
 def positive_int(value: str) -> int:
@@ -68,6 +76,30 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {value!r}")
     return number
+
+
+def seed_int(value: str) -> int:
+    """An ``argparse`` type: an integer seed in ``[0, 2^32)``."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, {SEED_LIMIT}); got {value!r}"
+        )
+    return number
+
+
+def device_name(value: str) -> str:
+    """An ``argparse`` type: a torch device this machine has (``cpu``, ``cuda:1``, ...)."""
+    from tl_dynamics.models import resolve_device
+
+    try:
+        resolve_device(value)
+    except DynamicsInputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,9 +132,13 @@ def _parser() -> argparse.ArgumentParser:
         "text of a smaller corpus; --n is the old name)",
     )
     report.add_argument("--batch-size", type=positive_int, default=16, help="texts per forward pass")
-    report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    report.add_argument(
+        "--device", type=device_name, default="cpu", help="torch device, e.g. cpu or cuda"
+    )
     report.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    report.add_argument("--seed", type=int, default=0, help="seed of sampling and shuffles")
+    report.add_argument(
+        "--seed", type=seed_int, default=0, help="seed of sampling and shuffles, in [0, 2^32)"
+    )
     report.add_argument("--out", default="tl-dynamics-report", help="output folder")
     report.add_argument(
         "--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote"
@@ -168,13 +204,18 @@ def add_collect_arguments(collect: argparse.ArgumentParser) -> None:
     option("--batch-size", type=positive_int, default=16, help="texts per forward pass")
     option("--positions", type=parse_positions, default="last", help="last, all, or e.g. 0,-1")
     option("--shuffle", action="store_true", help="the control: shuffle tokens after BOS")
-    option("--seed", type=int, default=0, help="seed of the shuffle")
+    option("--seed", type=seed_int, default=0, help="seed of the shuffle, in [0, 2^32)")
     option("--include-final", action="store_true", help="append the last block's resid_post")
     option("--sites", nargs="+", default=list(SITES), choices=SITES, help="read points per block")
     option(
         "--shard-size", type=positive_int, default=None, help="samples per shard (default ~256 MiB)"
     )
-    option("--device", default=None, help="default: cuda (cuda:LOCAL_RANK) if any, else cpu")
+    option(
+        "--device",
+        type=device_name,
+        default=None,
+        help="default: cuda (cuda:LOCAL_RANK) if any, else cpu",
+    )
     option("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype")
     option("--no-texts", action="store_true", help="do not keep the texts in the metadata")
     option("--quiet", action="store_true", help="no progress bar")
@@ -182,10 +223,12 @@ def add_collect_arguments(collect: argparse.ArgumentParser) -> None:
 
 def _collect(args: argparse.Namespace) -> None:
     """The ``collect`` command: single-process, or one rank of a ``torchrun`` job."""
+    from contextlib import ExitStack
+
     import torch
     import torch.distributed as dist
 
-    from tl_dynamics._output import check_writable
+    from tl_dynamics._output import check_writable, refuse_symlink, writer_lock
     from tl_dynamics.collect import CollectSettings
     from tl_dynamics.data import load_corpus
     from tl_dynamics.distributed import collect_distributed, init_distributed, world_size
@@ -197,6 +240,7 @@ def _collect(args: argparse.Namespace) -> None:
         rank, _, default_device = init_distributed()
     else:
         rank, default_device = 0, "cuda" if torch.cuda.is_available() else "cpu"
+    refuse_symlink(args.out)
     check_writable(args.out)
     texts = load_corpus(args.texts)[: args.limit]
     settings = CollectSettings(
@@ -210,15 +254,21 @@ def _collect(args: argparse.Namespace) -> None:
         keep_texts=not args.no_texts,
         progress=not args.quiet,
     )
-    model = load_model(
-        args.model, device=args.device or default_device, dtype=args.dtype, progress=not args.quiet
-    )
-    try:
-        run = collect_distributed if parallel else collect_to_store
-        store = run(model, texts, args.out, settings, shard_size=args.shard_size)
-    finally:
-        if parallel:
-            dist.destroy_process_group()
+    with ExitStack() as held:
+        if not parallel:  # before the model loads; under torchrun, rank 0 takes it
+            held.enter_context(writer_lock(args.out))
+        model = load_model(
+            args.model,
+            device=args.device or default_device,
+            dtype=args.dtype,
+            progress=not args.quiet,
+        )
+        try:
+            run = collect_distributed if parallel else collect_to_store
+            store = run(model, texts, args.out, settings, shard_size=args.shard_size)
+        finally:
+            if parallel:
+                dist.destroy_process_group()
     if rank == 0:
         print(store)
 
@@ -229,37 +279,53 @@ def _local_inputs(*sources: str) -> list[Path]:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from tl_dynamics._output import check_output
+    from tl_dynamics._output import REPORT_KIND, check_output, writer_lock
     from tl_dynamics.data import load_corpus, sample_texts
     from tl_dynamics.models import load_model
     from tl_dynamics.report import run_report
 
-    check_output(args.out, args.overwrite, inputs=_local_inputs(args.model, args.texts))
+    inputs = _local_inputs(args.model, args.texts)
+    check_output(args.out, args.overwrite, inputs=inputs, kind=REPORT_KIND)
     corpus = load_corpus(args.texts)
     n = min(DEFAULT_N, len(corpus)) if args.n is None else args.n
     texts = sample_texts(corpus, n, seed=args.seed)
-    model = load_model(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet)
-    seconds = run_report(
-        model,
-        texts,
-        out=args.out,
-        corpus=str(args.texts),
-        batch_size=args.batch_size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        jacobian=args.jacobian,
-        random_twin=args.random_twin,
-    )
+    with writer_lock(args.out):
+        model = load_model(
+            args.model, device=args.device, dtype=args.dtype, progress=not args.quiet
+        )
+        seconds = run_report(
+            model,
+            texts,
+            out=args.out,
+            corpus=str(args.texts),
+            batch_size=args.batch_size,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            jacobian=args.jacobian,
+            random_twin=args.random_twin,
+        )
     timings = ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
     print(f"wrote {Path(args.out) / 'report.html'} ({len(texts)} texts; {timings})")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from tl_dynamics.compare import run_compare
+    from tl_dynamics._output import COMPARE_KIND, check_output, writer_lock
+    from tl_dynamics.report.compare import run_compare
 
-    out = run_compare(args.reports, out=args.out, overwrite=args.overwrite, dsa=not args.no_dsa)
+    check_output(args.out, args.overwrite, inputs=args.reports, kind=COMPARE_KIND)
+    with writer_lock(args.out):
+        out = run_compare(
+            args.reports, out=args.out, overwrite=args.overwrite, dsa=not args.no_dsa
+        )
     print(f"wrote {out / 'compare.html'}")
+
+
+def _system_error(error: OSError) -> str:
+    """One line for an ``OSError``: what failed, on which path."""
+    what = error.strerror or str(error) or type(error).__name__
+    paths = [p for p in (error.filename, error.filename2) if p is not None]
+    return f"{what}: {' -> '.join(repr(str(p)) for p in paths)}" if paths else what
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"report": _report, "compare": _compare, "collect": _collect}[args.command](args)
     except DynamicsInputError as error:  # only bad input: a bug keeps its traceback
         print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:  # the system's refusal (read-only, full, a file on the way)
+        print(f"{PROG}: error: {_system_error(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         resume = " (run the same command again to resume)" if args.command == "collect" else ""

@@ -339,7 +339,7 @@ def collect(
     """Residual-stream trajectories of ``texts`` through ``model``.
 
     Args:
-        model: A TransformerLens ``TransformerBridge`` (or TL 2 ``HookedTransformer``) in
+        model: A TransformerLens ``TransformerBridge`` (or TransformerLens 3's ``HookedTransformer``) in
             eval mode.
         texts: Non-empty texts.
         batch_size: Texts per forward pass.

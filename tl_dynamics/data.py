@@ -210,7 +210,9 @@ def read_texts(path: str | Path) -> list[str]:
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is empty or not UTF-8, or an item of a JSON file is neither
-            a string nor an object with a string ``"text"`` (the message says where).
+            a string nor an object with a string ``"text"``, or holds a text that cannot
+            be encoded as UTF-8 (a lone surrogate escaped as ``\\ud800``); the message
+            says where (the line of a ``.jsonl`` file).
     """
     path = Path(path)
     if not path.is_file():
@@ -232,6 +234,19 @@ def read_texts(path: str | Path) -> list[str]:
     return texts
 
 
+def _encodable(text: str, where: str) -> str:
+    """``text``, unless it cannot be written as UTF-8 (a lone surrogate such as JSON's
+    ``"\\ud800"``): then a ``ValueError`` saying where."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DynamicsInputError(
+            f"{where} has a text that cannot be encoded as UTF-8 ({error.reason} at "
+            f"character {error.start}: {text[error.start]!r}); fix or remove that text"
+        ) from error
+    return text
+
+
 def _object_text(item: Any, where: str) -> str:
     """The string ``"text"`` field of a decoded JSON object, or a ``ValueError`` saying where."""
     if not isinstance(item, dict) or "text" not in item:
@@ -242,7 +257,7 @@ def _object_text(item: Any, where: str) -> str:
         raise DynamicsInputError(
             f"{where} has a 'text' that is {_json_type(item['text'])}, not a string"
         )
-    return item["text"]
+    return _encodable(item["text"], where)
 
 
 def _jsonl_texts(content: str, path: Path) -> list[str]:
@@ -268,10 +283,11 @@ def _json_array_texts(content: str, path: Path) -> list[str]:
             f"texts file {str(path)!r} must hold a JSON array of strings or of objects with "
             f"a 'text' field; got {_json_type(items)}"
         )
-    return [
-        item if isinstance(item, str) else _object_text(item, f"item {number} of {str(path)!r}")
-        for number, item in enumerate(items)
-    ]
+    texts = []
+    for number, item in enumerate(items):
+        where = f"item {number} of {str(path)!r}"
+        texts.append(_encodable(item, where) if isinstance(item, str) else _object_text(item, where))
+    return texts
 
 
 def _json_type(value: Any) -> str:

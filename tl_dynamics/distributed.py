@@ -6,7 +6,8 @@ on its own. With ``K`` processes (``torchrun`` starts them and numbers them by *
 in the store, keeping their indices into the whole list, and streams them to the same
 :class:`~tl_dynamics.store.DynamicsStore`:
 
-1. rank 0 creates the store, or checks that the one there is of the same run, and tidies
+1. rank 0 takes the store's lock (:func:`tl_dynamics._output.writer_lock`), held until
+   the job ends, so that no other run writes the store meanwhile; it creates the store, or checks that the one there is of the same run, and tidies
    what a killed run left, checking every shard's SHA-256 so that the texts of a damaged
    one are collected again (:func:`~tl_dynamics.store.prepare_store`); the others wait;
 2. every rank writes its own shards (``shard-r0003-000000.safetensors``) and its own
@@ -64,7 +65,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,8 @@ import torch
 import torch.distributed as dist
 
 from tl_dynamics.collect import CollectSettings
-from tl_dynamics.store import DynamicsStore, consolidate, prepare_store, write_texts
+from tl_dynamics._output import refuse_symlink, writer_lock
+from tl_dynamics.store import DynamicsStore, append_to_store, consolidate, prepare_store
 
 __all__ = [
     "BARRIER_TIMEOUT",
@@ -136,42 +139,52 @@ def collect_distributed(
     settings: CollectSettings = CollectSettings(),
     *,
     shard_size: int | None = None,
+    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
 ) -> DynamicsStore:
     """:func:`~tl_dynamics.store.collect_to_store`, shared by the ranks of a process group.
 
     Every rank calls it with its own copy of the model and the same texts and
     :class:`~tl_dynamics.collect.CollectSettings` (arguments as
-    :func:`~tl_dynamics.store.collect_to_store`; only rank 0 shows a progress bar). Needs
-    an initialised process group (:func:`init_distributed`).
+    :func:`~tl_dynamics.store.collect_to_store`, ``fwd_hooks`` included: every rank
+    passes the same interventions; only rank 0 shows a progress bar). Rank 0 holds the
+    store's lock from start to end. Needs an initialised process group
+    (:func:`init_distributed`).
 
     Returns:
         The complete store, on every rank.
 
     Raises:
         RuntimeError: no process group, or another rank failed to prepare the store.
-        TypeError, ValueError: as ``collect_to_store`` (raised on rank 0).
+        TypeError, ValueError: as ``collect_to_store`` (raised on rank 0), and when
+            another run holds the store's lock.
     """
     if not dist.is_initialized():
         raise RuntimeError(
             "collect_distributed needs a process group: call init_distributed() first"
         )
     rank, size = dist.get_rank(), dist.get_world_size()
-    failure: Exception | None = None
-    if rank == 0:
-        try:
-            prepare_store(model, texts, out, settings)
-        except Exception as error:  # re-raised below once the other ranks know
-            failure = error
-    if not _all_succeeded(failure is None):
-        raise failure or RuntimeError(
-            f"rank 0 could not prepare the store {str(out)!r}; see its error"
+    with ExitStack() as held:
+        failure: Exception | None = None
+        if rank == 0:
+            try:
+                refuse_symlink(out)
+                held.enter_context(writer_lock(out))
+                prepare_store(model, texts, out, settings, fwd_hooks)
+            except Exception as error:  # re-raised below once the other ranks know
+                failure = error
+        if not _all_succeeded(failure is None):
+            raise failure or RuntimeError(
+                f"rank 0 could not prepare the store {str(out)!r}; see its error"
+            )
+        store = DynamicsStore.open(out)
+        rank_settings = dataclasses.replace(settings, progress=settings.progress and rank == 0)
+        indices = store.missing_texts()[rank::size]
+        append_to_store(
+            model, texts, store, indices, rank_settings, rank=rank, shard_size=shard_size,
+            fwd_hooks=fwd_hooks,
         )
-    store = DynamicsStore.open(out)
-    rank_settings = dataclasses.replace(settings, progress=settings.progress and rank == 0)
-    indices = store.missing_texts()[rank::size]
-    write_texts(model, texts, store, indices, rank_settings, rank=rank, shard_size=shard_size)
-    dist.barrier()
-    if rank == 0:
-        consolidate(out, verify=False)  # checked when prepared; each shard since, when written
-    dist.barrier()
-    return DynamicsStore.open(out)
+        dist.barrier()
+        if rank == 0:
+            consolidate(out, verify=False)  # checked when prepared; each shard since, when written
+        dist.barrier()
+        return DynamicsStore.open(out)

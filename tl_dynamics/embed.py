@@ -45,10 +45,10 @@ Example::
     pca = pca_trajectories(dyn, n_components=100)
     pca.trajectories.shape                                 # (128, 60, 100)
     pca.cumulative_variance[:3], pca.variance_per_sublayer
-    cae = CompressingAutoencoder(d_in=576, random_state=0).fit(dyn)
+    cae = CompressingAutoencoder(random_state=0).fit(dyn)
     cae.held_out_.mean_trajectory.shape                    # (60, 2): Fig 3B
     cae.held_out_.explained_variance                       # Fig 3D, per sublayer
-    codes = CompressingAutoencoder(576, epochs=5).fit_transform(dyn)  # (128, 60, 2)
+    codes = CompressingAutoencoder(epochs=5).fit_transform(dyn)  # (128, 60, 2)
 """
 
 from __future__ import annotations
@@ -57,14 +57,15 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import einops
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 from sklearn.decomposition import PCA
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -190,6 +191,19 @@ def explained_variance(
     error = einops.reduce((data - reconstruction) ** 2, "b s d -> s", "sum")
     spread = einops.reduce((data - mean) ** 2, "b s d -> s", "sum")
     return torch.where(spread > 0, 1 - error / spread, torch.nan)
+
+
+Trajectories = Union[DynamicsCache, Float[Tensor, "... d_in"], Float[np.ndarray, "... d_in"]]
+"""What the compressing autoencoder fits and transforms: a cache, or ``[n, d_in]`` /
+``[n, sublayer, d_in]`` vectors as a tensor or a numpy array."""
+
+
+def _as_tensor(data: Any) -> Any:
+    """A numpy array as a tensor (sharing its memory when it is writable, else a copy);
+    anything else as it is."""
+    if not isinstance(data, np.ndarray):
+        return data
+    return torch.from_numpy(data) if data.flags.writeable else torch.tensor(data)
 
 
 def _check_width(tensor: Any, width: int, name: str, axis_name: str) -> Tensor:
@@ -452,11 +466,12 @@ def _stack(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CompressingAutoencoder(BaseEstimator):
+class CompressingAutoencoder(TransformerMixin, BaseEstimator):
     """The paper's compressing autoencoder (CAE, section 2.7), a scikit-learn estimator.
 
     The encoder has ``n_layers`` linear layers whose output widths follow the geometric
-    progression ``d_i = d_in * r**i``, ``i = 0 .. n_layers - 1``, with
+    progression ``d_i = d_in * r**i`` (``d_in``: the data's width, learned in
+    :meth:`fit`), ``i = 0 .. n_layers - 1``, with
     ``r = (d_bottleneck / d_in) ** (1 / (n_layers - 1))``: the first layer keeps the
     width ``d_in`` and the last outputs the ``d_bottleneck``-wide code. Hidden widths
     are rounded and floored at ``min(min_width, d_in)`` (see :data:`CAE_MIN_WIDTH`; the
@@ -472,11 +487,13 @@ class CompressingAutoencoder(BaseEstimator):
 
     It follows scikit-learn's estimator contract: every setting is an ``__init__``
     argument stored as given and validated by :meth:`fit` (so ``get_params``,
-    ``set_params`` and ``sklearn.base.clone`` work), :meth:`fit` returns ``self``, and
-    :meth:`fit_transform` fits and returns the codes.
+    ``set_params`` and ``sklearn.base.clone`` work), the data's width is learned by
+    :meth:`fit` (``n_features_in_``), :meth:`fit` takes ``(X, y=None)`` and returns
+    ``self``, :meth:`transform` takes what :meth:`fit` takes (a cache, ``[n, d_in]`` or
+    ``[n, sublayer, d_in]``, as a tensor or a numpy array, answered in kind), and an
+    unfitted estimator raises ``sklearn.exceptions.NotFittedError``.
 
     Args:
-        d_in: Width of the vectors (``d_model``).
         d_bottleneck: Width of the code, 2 in the paper.
         n_layers: Layers of the encoder and of the decoder, each (``k``; 10 in the
             paper), at least 2.
@@ -496,6 +513,7 @@ class CompressingAutoencoder(BaseEstimator):
         progress: Show a tqdm bar over epochs with the current losses.
 
     Attributes (after :meth:`fit`):
+        n_features_in_: ``d_in``, the width of the vectors fitted on (``d_model``).
         encoder_, decoder_: The trained ``torch.nn.Sequential`` networks (float32, CPU).
         mean_: ``[d_in]`` float32 per-unit training mean.
         scale_: Overall training scale, in the input's units.
@@ -507,7 +525,6 @@ class CompressingAutoencoder(BaseEstimator):
 
     def __init__(
         self,
-        d_in: int,
         d_bottleneck: int = CAE_BOTTLENECK,
         n_layers: int = CAE_LAYERS,
         min_width: int = CAE_MIN_WIDTH,
@@ -520,7 +537,6 @@ class CompressingAutoencoder(BaseEstimator):
         random_state: int = 0,
         progress: bool = True,
     ):
-        self.d_in = d_in
         self.d_bottleneck = d_bottleneck
         self.n_layers = n_layers
         self.min_width = min_width
@@ -532,24 +548,24 @@ class CompressingAutoencoder(BaseEstimator):
         self.random_state = random_state
         self.progress = progress
 
-    @property
-    def widths(self) -> list[int]:
-        """Widths from the input to the code: ``[d_in, d_0, d_1, ..., d_{k-1}]``."""
-        self._check_architecture()
-        ratio = (self.d_bottleneck / self.d_in) ** (1 / (self.n_layers - 1))
-        floor = max(self.d_bottleneck, min(self.min_width, self.d_in))
-        hidden = [max(floor, round(self.d_in * ratio**i)) for i in range(self.n_layers - 1)]
-        return [self.d_in, *hidden, self.d_bottleneck]
+    def widths(self, d_in: int) -> list[int]:
+        """Widths from the input to the code for vectors of width ``d_in``:
+        ``[d_in, d_0, d_1, ..., d_{k-1}]``."""
+        self._check_architecture(d_in)
+        ratio = (self.d_bottleneck / d_in) ** (1 / (self.n_layers - 1))
+        floor = max(self.d_bottleneck, min(self.min_width, d_in))
+        hidden = [max(floor, round(d_in * ratio**i)) for i in range(self.n_layers - 1)]
+        return [d_in, *hidden, self.d_bottleneck]
 
-    def _check_architecture(self) -> None:
-        check_int(self.d_in, "d_in", 1)
+    def _check_architecture(self, d_in: int) -> None:
+        check_int(d_in, "d_in", 1)
         check_int(self.d_bottleneck, "d_bottleneck", 1)
         check_int(self.n_layers, "n_layers", 2)
         check_int(self.min_width, "min_width", 1)
-        if self.d_bottleneck > self.d_in:
+        if self.d_bottleneck > d_in:
             raise DynamicsInputError(
-                f"d_bottleneck must not exceed d_in={self.d_in} for a compressing autoencoder; "
-                f"got {self.d_bottleneck}"
+                f"d_bottleneck must not exceed d_in={d_in} (the data's width) for a "
+                f"compressing autoencoder; got {self.d_bottleneck}"
             )
 
     def _check_training(self) -> None:
@@ -564,9 +580,7 @@ class CompressingAutoencoder(BaseEstimator):
         if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
             raise DynamicsInputError(f"val_fraction must be a number in [0, 1); got {val_fraction!r}")
 
-    def fit(
-        self, dyn: DynamicsCache | Float[Tensor, "batch sublayer d_in"] | Float[Tensor, "n d_in"]
-    ) -> CompressingAutoencoder:
+    def fit(self, X: Trajectories, y: None = None) -> CompressingAutoencoder:
         """Train with Adam on the mean squared reconstruction error of single vectors.
 
         Every residual-stream vector (any sample, any sublayer) is one training example.
@@ -576,30 +590,27 @@ class CompressingAutoencoder(BaseEstimator):
         checked before training starts.
 
         Args:
-            dyn: A :class:`~tl_dynamics.DynamicsCache`, a ``[batch, sublayer, d_in]``
-                tensor, or ``[n, d_in]`` loose vectors (each its own sample).
+            X: A :class:`~tl_dynamics.DynamicsCache`, a ``[batch, sublayer, d_in]``
+                tensor or array, or ``[n, d_in]`` loose vectors (each its own sample).
+            y: Ignored (scikit-learn's signature for unsupervised estimators).
 
         Returns:
             ``self``, fitted.
         """
-        widths = self.widths  # checks the architecture
+        resid, labels = as_trajectories(_as_tensor(X), "X")
+        widths = self.widths(resid.shape[-1])  # checks the architecture
         self._check_training()
-        resid, labels = as_trajectories(dyn)
-        if resid.shape[-1] != self.d_in:
-            raise DynamicsInputError(
-                f"dyn must have d_in={self.d_in} units on its last axis; got shape "
-                f"{tuple(resid.shape)}"
-            )
         n_samples = resid.shape[0]
         val_fraction = self.val_fraction
         n_val = max(1, round(val_fraction * n_samples)) if val_fraction > 0 else 0
         if n_samples - n_val < 1:
             raise DynamicsInputError(
-                f"val_fraction={val_fraction} holds out all {n_samples} samples of dyn; "
+                f"val_fraction={val_fraction} holds out all {n_samples} samples of X; "
                 "pass more samples or a smaller val_fraction"
             )
         generator = torch.Generator().manual_seed(int(self.random_state))
         order = torch.randperm(n_samples, generator=generator)
+        self.n_features_in_ = resid.shape[-1]
         self.validation_index_: Int[Tensor, " n_val"] = order[:n_val].sort().values
         train = einops.rearrange(resid[order[n_val:]], "b s d -> (b s) d")
         self.mean_ = train.mean(0).float()
@@ -615,17 +626,14 @@ class CompressingAutoencoder(BaseEstimator):
         self.held_out_ = self._report(resid[self.validation_index_], labels) if n_val else None
         return self
 
-    def fit_transform(
-        self, dyn: DynamicsCache | Float[Tensor, "batch sublayer d_in"] | Float[Tensor, "n d_in"]
-    ) -> Float[Tensor, "... bottleneck"]:
-        """:meth:`fit` on ``dyn``, then the bottleneck codes of all of it.
+    def fit_transform(self, X: Trajectories, y: None = None) -> Tensor | np.ndarray:
+        """:meth:`fit` on ``X``, then the bottleneck codes of all of it (:meth:`transform`).
 
         Returns:
             ``[batch, sublayer, d_bottleneck]`` (or ``[n, d_bottleneck]`` for loose
-            vectors) float32 on CPU.
+            vectors) float32 on CPU; a numpy array when ``X`` is one.
         """
-        vectors = dyn.resid if isinstance(dyn, DynamicsCache) else dyn
-        return self.fit(dyn).transform(vectors)
+        return self.fit(X).transform(X)
 
     def _train(self, train: Tensor, val: Tensor, generator: torch.Generator) -> TrainingHistory:
         network = nn.Sequential(self.encoder_, self.decoder_).train()
@@ -658,20 +666,29 @@ class CompressingAutoencoder(BaseEstimator):
     def _standardise(self, vectors: Tensor) -> Tensor:
         return ((vectors - self.mean_.double()) / self.scale_).float()
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "encoder_"):
-            raise RuntimeError("this CompressingAutoencoder is not fitted yet; call fit(dyn) first")
-
-    def transform(self, vectors: Float[Tensor, "... d_in"]) -> Float[Tensor, "... bottleneck"]:
-        """Bottleneck codes of vectors of width ``d_in``.
+    def transform(self, X: Trajectories) -> Tensor | np.ndarray:
+        """Bottleneck codes of ``X``: a cache, or vectors of width ``d_in`` (``[n, d_in]``,
+        ``[n, sublayer, d_in]``, any leading axes) as a tensor or a numpy array.
 
         Returns:
-            ``[..., d_bottleneck]`` float32 on CPU.
+            ``[..., d_bottleneck]`` float32 on CPU (a cache's ``[batch, sublayer,
+            d_bottleneck]``); a numpy array when ``X`` is one.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before :meth:`fit`.
         """
-        self._check_fitted()
-        vectors = _check_width(vectors, self.d_in, "vectors", "d_in")
+        check_is_fitted(self, "encoder_")
+        vectors = X.resid if isinstance(X, DynamicsCache) else _as_tensor(X)
+        vectors = _check_width(vectors, self.n_features_in_, "X", "d_in")
+        if vectors.ndim not in (2, 3):
+            raise DynamicsInputError(
+                f"X must have shape [n, d_in] or [n, sublayer, d_in]; got shape {tuple(vectors.shape)}"
+            )
+        if not bool(torch.isfinite(vectors).all()):
+            raise DynamicsInputError("X must hold finite values; got inf or nan")
         with torch.no_grad():
-            return self.encoder_(self._standardise(vectors))
+            codes = self.encoder_(self._standardise(vectors))
+        return codes.numpy() if isinstance(X, np.ndarray) else codes
 
     def inverse_transform(
         self, codes: Float[Tensor, "... bottleneck"]
@@ -681,7 +698,7 @@ class CompressingAutoencoder(BaseEstimator):
         Returns:
             ``[..., d_in]`` float32 on CPU.
         """
-        self._check_fitted()
+        check_is_fitted(self, "encoder_")
         codes = _check_width(codes, self.d_bottleneck, "codes", "d_bottleneck").float()
         with torch.no_grad():
             return self.decoder_(codes) * self.scale_ + self.mean_
@@ -697,7 +714,7 @@ class CompressingAutoencoder(BaseEstimator):
         Returns:
             An :class:`AutoencoderTrajectories`.
         """
-        return self._report(*as_trajectories(dyn))
+        return self._report(*as_trajectories(_as_tensor(dyn)))
 
     def _report(
         self, resid: Float[Tensor, "batch sublayer d_in"], labels: tuple[str, ...]

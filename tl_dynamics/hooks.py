@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
-from tl_dynamics.metrics import FINAL_LABEL
+from tl_dynamics.labels import FINAL_LABEL
 
 __all__ = [
     "SITES",

@@ -83,7 +83,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_dynamics._batching import forward_trajectories, pad_token_id, pad_tokens, prompt_tokens
-from tl_dynamics._checks import check_int
+from tl_dynamics._checks import check_finite, check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.collect import check_eval, collect, validate_texts
 from tl_dynamics.embed import PCATrajectories
@@ -94,6 +94,7 @@ __all__ = [
     "DEFAULT_PROMPT",
     "DEFAULT_GRID",
     "DEFAULT_BATCH_SIZE",
+    "NORM_LIMIT",
     "TELEPORT_FRACTIONS",
     "HookFn",
     "teleport_layers",
@@ -115,6 +116,10 @@ DEFAULT_PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."  # the paper's p
 DEFAULT_GRID = 10  # points per axis of the paper's teleport grid ("n ~ 10", section 2.9)
 DEFAULT_BATCH_SIZE = 32  # perturbed runs per forward pass
 TELEPORT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+NORM_LIMIT = 1e3
+"""Teleported points may have norms of at most this many times the largest norm of the
+prompt's own residual stream (any sublayer): far beyond it, float32 overflows on the way
+through the model and the recovery is NaN, not a measurement."""
 """Depths of the paper's teleport layers 0, 7, 15, 23, 31 of 32 (Fig 4D): the first layer
 and the last layer of the first quarter, half, three quarters and whole model."""
 
@@ -387,9 +392,21 @@ def _points(points: Any, d_model: int) -> tuple[Tensor, Tensor | None]:
         )
     if points.shape[0] == 0:
         raise DynamicsInputError("points is empty; pass at least one point")
-    if not bool(torch.isfinite(points).all()):
-        raise DynamicsInputError("points holds non-finite values (inf or nan)")
+    check_finite(points, "points")
     return points.detach().to("cpu", torch.float32), plane
+
+
+def _check_norms(points: Float[Tensor, "point d_model"], stream: Float[Tensor, "..."]) -> None:
+    """Refuse points whose norm exceeds :data:`NORM_LIMIT` times the stream's largest."""
+    largest = float(stream.double().norm(dim=-1).max())
+    norms = points.double().norm(dim=-1)
+    worst = int(norms.argmax())
+    if not float(norms[worst]) <= NORM_LIMIT * largest:
+        raise DynamicsInputError(
+            f"points must have norms of at most {NORM_LIMIT * largest:.4g} ({NORM_LIMIT:g} x "
+            f"{largest:.4g}, the largest norm of the prompt's residual stream); got point "
+            f"{worst} of norm {float(norms[worst]):.4g}"
+        )
 
 
 def _keeps_logits(model: Any) -> bool:
@@ -451,8 +468,7 @@ def _check_values(values: Any) -> Float[Tensor, "row d_model"]:
         raise DynamicsInputError(
             f"values must have shape [d_model] or [batch, d_model]; got {tuple(values.shape)}"
         )
-    if not bool(torch.isfinite(values).all()):
-        raise DynamicsInputError("values holds non-finite values (inf or nan)")
+    check_finite(values, "values")
     return values if values.ndim == 2 else values[None]
 
 
@@ -579,6 +595,7 @@ class _Injection:
         points, plane = _points(points, d_model)
         batch_size = check_int(batch_size, "batch_size", 1)
         control_resid, control_logits = control or self.run(None)
+        _check_norms(points, control_resid)
         chunks = tqdm(
             points.split(batch_size), desc=f"teleport L{self.layer}", disable=not progress
         )
@@ -644,7 +661,8 @@ def teleport(
         TypeError: not a TransformerLens model; ``points``, ``prompt`` or ``pca`` of the
             wrong type.
         ValueError: ``layer``, ``site``, ``position`` or ``batch_size`` out of range;
-            ``points`` of the wrong width, empty or non-finite; an empty prompt; a
+            ``points`` of the wrong width, empty, non-finite or with a norm beyond
+            :data:`NORM_LIMIT` times the stream's largest; an empty prompt; a
             ``pca`` fitted on another width; a model in training mode.
     """
     setup = _Injection.check(model, prompt, layer, site, position)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import pickle
 import socket
 import urllib.parse
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = [
     "HUB_PROBE_SECONDS",
     "HUB_PORT",
     "WEIGHT_PATTERNS",
+    "SAFE_WEIGHT_PATTERNS",
+    "PICKLED_WEIGHTS",
     "TINY_ARCHITECTURES",
     "TINY_VOCAB_SIZE",
     "TINY_CONTEXT",
@@ -63,7 +66,9 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 HUB_PROBE_SECONDS = 3  # one quick connection test instead of the hub client's minute of retries
 HUB_PORT = 443
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.gguf")
+SAFE_WEIGHT_PATTERNS = ("*.safetensors", "*.gguf")
+PICKLED_WEIGHTS = "pytorch_model*.bin"  # pickle: refused, never loaded
+WEIGHT_PATTERNS = (*SAFE_WEIGHT_PATTERNS, PICKLED_WEIGHTS)
 
 TINY_ARCHITECTURES = ("llama", "gemma2", "gpt2")
 TINY_VOCAB_SIZE = 512  # small enough to train in a second, large enough for real words
@@ -137,6 +142,14 @@ def _check_model_folder(folder: Path) -> None:
         raise InputNotFoundError(
             f"model folder {str(folder)!r} has no config.json; pass a folder written by "
             "save_pretrained, or a preset: " + ", ".join(sorted(PRESETS))
+        )
+    if any(folder.glob(PICKLED_WEIGHTS)) and not any(
+        any(folder.glob(pattern)) for pattern in SAFE_WEIGHT_PATTERNS
+    ):
+        raise DynamicsInputError(
+            f"model folder {str(folder)!r} holds only pickled weights ({PICKLED_WEIGHTS}), "
+            "which tl-dynamics never loads (unpickling can run any code); save the model "
+            "as safetensors: model.save_pretrained(folder, safe_serialization=True)"
         )
     if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
         raise InputNotFoundError(
@@ -236,6 +249,13 @@ def load_model(
             )
     except OSError as error:
         raise HubUnreachableError(_unreachable(source)) from error
+    except DynamicsInputError:
+        raise
+    except (ValueError, KeyError, pickle.UnpicklingError) as error:  # a folder it cannot read
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise DynamicsInputError(
+            f"could not load model {name!r}: {type(error).__name__}: {reason}"
+        ) from error
     if name in PRESETS:
         provenance = preset_provenance(name, Path(source))
         model.cfg.model_name = PRESETS[name].model_name  # not the cache folder it was read from

@@ -21,10 +21,15 @@ dequantised weights and saves a plain safetensors folder that
 per GGUF file into ``$TL_DYNAMICS_CACHE`` (default: the platform's user cache directory):
 
 * keyed by the sha256 of the GGUF bytes, so a changed file converts again;
-* written atomically (a temporary sibling folder renamed into place), so an interrupted
-  conversion never leaves a folder that loads;
-* checked on every load (marker, key and the size of every file), so a damaged or
-  half-deleted folder is detected and rebuilt.
+* written atomically (every file flushed to disk, then a temporary sibling folder renamed
+  into place), so an interrupted conversion or a crash never leaves a folder that loads;
+* checked on every load: the marker records every file's size, modification time and
+  SHA-256; a file whose size or time changed is hashed again, and a damaged or
+  half-deleted folder (zeroed bytes of the same size included) is rebuilt. A folder
+  converted before the marker recorded hashes is rebuilt once.
+
+The cache folder must be writable when a conversion is needed: one that is not (read-only,
+under a file) is refused in one line before the conversion starts.
 
 These are the real trained networks *with 4-bit quantisation noise*, not the original
 bf16 checkpoints; :attr:`Preset.provenance` records the package, file, sha256 and
@@ -39,7 +44,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -54,7 +58,15 @@ from typing import Any
 
 import torch
 
-from tl_dynamics._output import PARTIAL_TAG, follow_umask, remove_stale_partials, temporary_name
+from tl_dynamics._digest import HASH_BLOCK, file_digest
+from tl_dynamics._output import (
+    PARTIAL_TAG,
+    check_writable,
+    follow_umask,
+    read_json_marker,
+    remove_stale_partials,
+    temporary_name,
+)
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError, MissingDependencyError
 
 __all__ = [
@@ -62,7 +74,6 @@ __all__ = [
     "MARKER_NAME",
     "MARKER_KIND",
     "KEY_CHARS",
-    "HASH_BLOCK",
     "Preset",
     "PRESETS",
     "weights_path",
@@ -83,7 +94,6 @@ CACHE_ENV = "TL_DYNAMICS_CACHE"
 MARKER_NAME = "tl-dynamics-model.json"
 MARKER_KIND = "tl-dynamics-converted-gguf"
 KEY_CHARS = 16  # hex digits of the GGUF sha256 in the cache folder's name
-HASH_BLOCK = 2**20  # bytes read at a time while hashing
 
 
 @dataclass(frozen=True)
@@ -226,41 +236,69 @@ def cache_root() -> Path:
     """Folder of converted models: ``$TL_DYNAMICS_CACHE`` or the user cache directory."""
     import platformdirs
 
-    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("tl-dynamics"))
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("tl-dynamics")).expanduser()
 
 
 def sha256_of(paths: list[Path]) -> str:
     """Hex sha256 of the concatenated bytes of ``paths``."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as handle:
-            while block := handle.read(HASH_BLOCK):
-                digest.update(block)
-    return digest.hexdigest()
+    return file_digest(paths)[1]
 
 
 def _read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        marker = json.loads((folder / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("kind") == MARKER_KIND else None
+    return read_json_marker(folder / MARKER_NAME, (MARKER_KIND,))
+
+
+def _file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"size", "mtime_ns", "sha256"}}`` of every file in ``folder``."""
+    records = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            size, sha256 = file_digest([path])
+            records[path.name] = {"size": size, "mtime_ns": path.stat().st_mtime_ns, "sha256": sha256}
+    return records
+
+
+def _file_is_sound(path: Path, record: Any) -> bool:
+    """Whether ``path`` is the file ``record`` describes: same size and modification time
+    (cheap), or else the same SHA-256 (read in full)."""
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return False  # a marker of a version that recorded sizes only: rebuilt once
+    if not path.is_file():
+        return False
+    stat = path.stat()
+    if stat.st_size != record.get("size"):
+        return False
+    return stat.st_mtime_ns == record.get("mtime_ns") or file_digest([path])[1] == record["sha256"]
 
 
 def is_complete(folder: Path, sha256: str) -> bool:
-    """Whether ``folder`` is a finished conversion of the GGUF with this sha256: its marker
-    names the key, and every file it lists is there with the recorded size."""
+    """Whether ``folder`` is a sound, finished conversion of the GGUF with this sha256.
+
+    Its marker names the key and every file with its size, modification time and
+    SHA-256; a file whose size differs is damaged, one whose time differs is hashed in
+    full. A marker without per-file hashes (older tl-dynamics) counts as incomplete.
+    """
     marker = _read_marker(folder)
     if marker is None or marker.get("gguf_sha256") != sha256:
         return False
     files = marker.get("files")
     if not isinstance(files, dict) or not files:
         return False
-    for name, size in files.items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
-            return False
-    return True
+    return all(_file_is_sound(folder / str(name), record) for name, record in files.items())
+
+
+def _flush_to_disk(folder: Path) -> None:
+    """``fsync`` every file in ``folder``, then the folder itself: the bytes are on disk
+    before the folder is renamed into place."""
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_gguf(name: str, folder: Path) -> tuple[Any, Any]:
@@ -316,16 +354,16 @@ def _convert(name: str, sha256: str, target: Path, progress: Callable[[str], Non
         shutil.rmtree(scratch)
         plain_copy(model).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        files = {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}
         marker = {
             "kind": MARKER_KIND,
             "gguf_sha256": sha256,
-            "files": files,
+            "files": _file_records(staging),
             **preset.provenance(sha256),
             "transformers_version": _installed_version("transformers"),
         }
         (staging / MARKER_NAME).write_text(json.dumps(marker, indent=1))
         follow_umask(staging)
+        _flush_to_disk(staging)
         if target.exists():  # damaged, or finished meanwhile by another process
             if is_complete(target, sha256):
                 return
@@ -352,7 +390,8 @@ def preset_folder(name: str, *, progress: Callable[[str], None] = _tell) -> Path
         progress: Called with a line when a conversion starts (default: to stderr).
 
     Raises:
-        ValueError: an unknown preset.
+        ValueError: an unknown preset, or a conversion is needed and the cache folder
+            cannot be written (read-only, or a file on its path).
         ModuleNotFoundError: the package is missing; the message has the pip command.
     """
     preset = get_preset(name)
@@ -362,6 +401,7 @@ def preset_folder(name: str, *, progress: Callable[[str], None] = _tell) -> Path
     root = cache_root()
     target = root / f"{preset.name}-{sha256[:KEY_CHARS]}"
     if not is_complete(target, sha256):
+        check_writable(root)  # one line, before the conversion, when it cannot be written
         _convert(name, sha256, target, progress)
     return target
 

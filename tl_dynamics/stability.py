@@ -104,7 +104,7 @@ __all__ = [
     "kick_growth",
 ]
 
-DEFAULT_K = 10  # singular values kept (issue 13)
+DEFAULT_K = 10  # singular values kept
 # Halko, Martinsson & Tropp (2011) section 4.2: 5-10 extra sketch vectors make failure
 # negligible. 6 block Krylov rounds: relative error of the top 10 singular values on
 # MiniLM's sublayer maps 0-2, 4-6, 10-12 below 3e-5 (4 rounds: 2e-3) against the dense

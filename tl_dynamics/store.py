@@ -32,13 +32,21 @@ collected:
   are collected again. :meth:`DynamicsStore.open` checks that each shard is there with
   its size, and reading a shard checks its SHA-256: a damaged store fails naming the
   shard and the command that repairs it (the same collection again).
+* **Names.** Every file name a manifest lists is checked when it is read: a shard is
+  a bare ``shard-r<rank>-<number>.safetensors``, the texts file ``texts.json``. Any
+  other name (``../victim.txt``, an absolute path) makes the store damaged, refused in
+  one line before anything is written. Only this module's own names are ever removed:
+  a temporary ``.tmp-<name>.<pid>`` of one of them, never a user's ``.tmp-notes.txt``.
+* **One writer.** :func:`collect_to_store` (and rank 0 of a data-parallel job) holds
+  the store's lock (:func:`tl_dynamics._output.writer_lock`) for the whole run: a
+  second run on the same store fails at once, naming the first.
 * **Permissions.** Shards and manifests follow the umask like any file a tool writes
   (0644 under umask 022), not safetensors' private 0600.
 * **Data parallel.** Several processes can fill one store (see
   :mod:`tl_dynamics.distributed`): each writes its own shards and its own partial
   manifest ``manifest-r0001.json``; :func:`consolidate` folds them into the manifest.
 
-Only one run (or one ``torchrun`` job) may write a store at a time. Reading is
+Only one run (or one ``torchrun`` job) writes a store at a time. Reading is
 independent of how the store was written: :meth:`DynamicsStore.load` returns exactly
 the :class:`~tl_dynamics.cache.DynamicsCache` that :func:`tl_dynamics.collect` gives in
 memory, and :meth:`DynamicsStore.iter_shards` visits it a shard at a time (metrics that
@@ -66,6 +74,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -80,7 +89,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from tl_dynamics._checks import check_int
-from tl_dynamics._output import follow_umask, read_json_record
+from tl_dynamics._digest import file_digest
+from tl_dynamics._output import follow_umask, read_json_record, refuse_symlink, writer_lock
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import (
@@ -104,7 +114,7 @@ __all__ = [
     "texts_digest",
     "consolidate",
     "prepare_store",
-    "write_texts",
+    "append_to_store",
     "collect_to_store",
 ]
 
@@ -121,7 +131,15 @@ PARTIAL_MANIFEST_NAME = "manifest-r{rank:04d}.json"  # one per data-parallel ran
 PARTIAL_MANIFEST_GLOB = "manifest-r*.json"
 SHARD_NAME = "shard-r{rank:04d}-{number:06d}.safetensors"
 SHARD_GLOB = "shard-r*.safetensors"
+SHARD_PATTERN = re.compile(r"shard-r\d{4}-\d{6}\.safetensors")
+PARTIAL_MANIFEST_PATTERN = re.compile(r"manifest-r\d{4}\.json")
 TEMP_PREFIX = ".tmp-"  # files being written; renamed into place once complete
+TEMP_PATTERN = re.compile(
+    rf"{re.escape(TEMP_PREFIX)}(?:{re.escape(MANIFEST_NAME)}|{re.escape(TEXTS_NAME)}|"
+    rf"{SHARD_PATTERN.pattern}|{PARTIAL_MANIFEST_PATTERN.pattern})\.\d+"
+)
+"""A temporary file of this module (``.tmp-<one of its names>.<pid>``): only these are
+ever removed as leftovers, never another file that merely starts with ``.tmp-``."""
 
 SHARD_BYTES = 256 * 2**20
 """Default shard size: 256 MiB of float32, i.e. 256 samples of Llama-3.1-8B (64 x 4096)."""
@@ -130,7 +148,6 @@ UNCHECKED_METADATA = ("texts", "corpus", "version")
 """Metadata that may differ when a run resumes: they do not change the numbers."""
 
 RESID_BYTES = 4  # float32, the dtype of every collected trajectory
-HASH_BLOCK = 2**20  # bytes read at a time to hash a shard file
 SHA_MISMATCH = "its SHA-256 differs from the one the manifest lists"
 
 REPAIR = (
@@ -178,9 +195,17 @@ class ShardRecord:
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> ShardRecord:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError: ``file`` is not a bare shard name (``shard-r0000-000000.safetensors``):
+                a manifest may not point outside its folder.
+        """
+        file = record["file"]
+        if not isinstance(file, str) or not SHARD_PATTERN.fullmatch(file):
+            raise ValueError(f"shard file {file!r} is not a shard name like {SHARD_NAME!r}")
         return cls(
-            file=str(record["file"]),
+            file=file,
             rank=int(record["rank"]),
             number=int(record["number"]),
             text_index=tuple(int(i) for i in record["text_index"]),
@@ -201,7 +226,7 @@ class ShardRecord:
         if self.size is not None and path.stat().st_size != self.size:
             return f"the file has {path.stat().st_size} bytes, the manifest lists {self.size}"
         if checksum and self.sha256 is not None:
-            return None if _file_digest(path)[1] == self.sha256 else SHA_MISMATCH
+            return None if file_digest([path])[1] == self.sha256 else SHA_MISMATCH
         if checksum:
             return self.check_bytes(path.read_bytes())
         return None
@@ -289,7 +314,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _read_partials(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     """The partial manifests of data-parallel ranks in ``folder``, in rank order."""
     partials = []
-    for path in sorted(folder.glob(PARTIAL_MANIFEST_GLOB)):
+    for path in sorted(_ours(folder, PARTIAL_MANIFEST_PATTERN, PARTIAL_MANIFEST_GLOB)):
         try:
             partials.append((path, _read_json(path)))
         except FileNotFoundError:  # consolidated (merged, then deleted) while we listed
@@ -321,6 +346,18 @@ def _shard_records(path: Path, record: dict[str, Any]) -> list[ShardRecord]:
             f"{str(path)!r} is damaged: its shard list cannot be read ({type(error).__name__}: "
             f"{error})"
         ) from error
+
+
+def _texts_file(name: Any) -> str | None:
+    """The manifest's ``texts_file``: ``None`` or exactly :data:`TEXTS_NAME`, else ``ValueError``."""
+    if name is not None and name != TEXTS_NAME:
+        raise ValueError(f"texts_file {name!r} is not {TEXTS_NAME!r}")
+    return name
+
+
+def _ours(folder: Path, pattern: re.Pattern[str], glob: str) -> list[Path]:
+    """The files in ``folder`` whose whole name matches ``pattern`` (``glob`` narrows the scan)."""
+    return [p for p in folder.glob(glob) if pattern.fullmatch(p.name) and not p.is_dir()]
 
 
 @dataclass(frozen=True, eq=False)
@@ -395,9 +432,9 @@ class DynamicsStore:
                 settings=dict(record["settings"]),
                 fingerprint=str(record["fingerprint"]),
                 shards=tuple(listed.values()),
-                texts_file=record.get("texts_file"),
+                texts_file=_texts_file(record.get("texts_file")),
             )
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise DynamicsInputError(
                 f"{str(manifest)!r} is damaged: {type(error).__name__}: {error}"
             ) from error
@@ -596,7 +633,7 @@ def _check_same_run(folder: Path, stored: dict[str, Any], now: dict[str, Any]) -
 def _is_fresh_folder(path: Path) -> bool:
     """Absent, empty, or holding only temporary files of a run killed before its manifest."""
     return not path.exists() or (
-        path.is_dir() and all(p.name.startswith(TEMP_PREFIX) for p in path.iterdir())
+        path.is_dir() and all(TEMP_PATTERN.fullmatch(p.name) for p in path.iterdir())
     )
 
 
@@ -631,8 +668,9 @@ def consolidate(path: str | Path, *, verify: bool = True) -> DynamicsStore:
     store._check_overlaps()
     _write_json(path / MANIFEST_NAME, store.to_json())
     listed = {shard.file for shard in store.shards}
-    unlisted = (p for p in path.glob(SHARD_GLOB) if p.name not in listed)
-    for leftover in [*path.glob(PARTIAL_MANIFEST_GLOB), *path.glob(f"{TEMP_PREFIX}*"), *unlisted]:
+    unlisted = (p for p in _ours(path, SHARD_PATTERN, SHARD_GLOB) if p.name not in listed)
+    partials = _ours(path, PARTIAL_MANIFEST_PATTERN, PARTIAL_MANIFEST_GLOB)
+    for leftover in [*partials, *_ours(path, TEMP_PATTERN, f"{TEMP_PREFIX}*"), *unlisted]:
         leftover.unlink()
     return store
 
@@ -651,7 +689,7 @@ def prepare_store(
     it with :func:`consolidate`.
 
     Returns:
-        The store, ready for :func:`write_texts`.
+        The store, ready for :func:`append_to_store`.
 
     Raises:
         TypeError: ``model`` is no TransformerLens model, or ``texts`` are not strings.
@@ -687,7 +725,7 @@ def prepare_store(
 def _write_texts_file(path: Path, texts: Sequence[str], settings: dict[str, Any]) -> None:
     """Write ``texts.json`` (the same bytes :func:`texts_digest` hashes), unless it is
     there already and sound: a resumed run repairs a damaged one."""
-    if path.is_file() and _file_digest(path)[1] == settings["texts_sha256"]:
+    if path.is_file() and file_digest([path])[1] == settings["texts_sha256"]:
         return
     content = _texts_json(texts)
     _atomic_write(path, lambda temporary: temporary.write_text(content, encoding="utf-8"))
@@ -744,24 +782,14 @@ def _write_shard(
     file = SHARD_NAME.format(rank=rank, number=number)
     header = {"format": STORE_FORMAT, "fingerprint": store.fingerprint, "version": __version__}
     _atomic_write(store.path / file, lambda path: save_file(tensors, path, metadata=header))
-    size, sha256 = _file_digest(store.path / file)
+    size, sha256 = file_digest([store.path / file])
     texts, rows = torch.unique_consecutive(tensors["text_index"], return_counts=True)
     return ShardRecord(
         file, rank, number, tuple(texts.tolist()), tuple(rows.tolist()), size=size, sha256=sha256
     )
 
 
-def _file_digest(path: Path) -> tuple[int, str]:
-    """``(size in bytes, SHA-256 hex)`` of a file, read in blocks of :data:`HASH_BLOCK` bytes."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
-
-
-def write_texts(
+def append_to_store(
     model: Any,
     texts: Sequence[str],
     store: DynamicsStore,
@@ -861,25 +889,27 @@ def collect_to_store(
             ``ValueError`` when ``out`` holds another run (see :func:`prepare_store`).
     """
     _check_shard_size(shard_size)
+    refuse_symlink(out)
     out = Path(out)
     existed, resumed = out.exists(), (out / MANIFEST_NAME).is_file()
-    store = prepare_store(model, texts, out, settings, fwd_hooks)
-    try:
-        write_texts(
-            model, texts, store, store.missing_texts(), settings, shard_size=shard_size,
-            fwd_hooks=fwd_hooks,
-        )
-    except BaseException:
-        if not resumed and not DynamicsStore._read(out).shards:
-            _remove_empty_store(out, keep_folder=existed)
-        raise
-    return DynamicsStore.open(store.path)
+    with writer_lock(out):
+        store = prepare_store(model, texts, out, settings, fwd_hooks)
+        try:
+            append_to_store(
+                model, texts, store, store.missing_texts(), settings, shard_size=shard_size,
+                fwd_hooks=fwd_hooks,
+            )
+        except BaseException:
+            if not resumed and not DynamicsStore._read(out).shards:
+                _remove_empty_store(out, keep_folder=existed)
+            raise
+        return DynamicsStore.open(store.path)
 
 
 def _remove_empty_store(out: Path, *, keep_folder: bool) -> None:
     """Remove a store this run created and wrote no shard to (its manifest, texts and
     temporary files)."""
-    for leftover in [out / MANIFEST_NAME, out / TEXTS_NAME, *out.glob(f"{TEMP_PREFIX}*")]:
+    for leftover in [out / MANIFEST_NAME, out / TEXTS_NAME, *_ours(out, TEMP_PATTERN, f"{TEMP_PREFIX}*")]:
         leftover.unlink(missing_ok=True)
     if not keep_folder:
         out.rmdir()

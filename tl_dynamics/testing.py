@@ -11,7 +11,7 @@ received value. Comparisons are ``torch.allclose``-style with tolerances loose e
 float32 answers to a float64 reference (:data:`RTOL`, :data:`ATOL_FRACTION`), and NaN
 where the library gives NaN (a constant unit has no correlation).
 
-Checks (PAPER.md, Metrics 3-6 and 9):
+Checks (docs/paper.md, metrics 3-6 and 9):
 
 * :func:`check_velocity`, :func:`check_cosine_similarity`: ``[sample, transition]``;
 * :func:`check_unit_correlation`: ``[transition, d_model]`` Pearson r;

@@ -166,7 +166,7 @@ rotation_table.round(3)
 # over about 4000 vectors (64 texts x 60 sublayers), a few seconds.
 
 # %%
-cae = tld.CompressingAutoencoder(d_in=dyn.resid.shape[-1], epochs=3, random_state=0, progress=False).fit(dyn)
+cae = tld.CompressingAutoencoder(epochs=3, random_state=0, progress=False).fit(dyn)
 print(cae, "widths:", cae.widths)
 tld.plot.cae_trajectory(cae)
 

@@ -37,7 +37,7 @@ import pandas as pd
 import plotly.express as px
 
 import tl_dynamics as tld
-from tl_dynamics.compare import depth_curves
+from tl_dynamics.report.compare import depth_curves
 from tl_dynamics.findings import dynamics_findings
 
 PRESETS = {"SmolLM2-135M": "smollm2-135m", "Gemma-3-270M": "gemma-3-270m", "MiniLM": "minilm"}
@@ -82,7 +82,7 @@ for name, preset in PRESETS.items():
 # %% [markdown]
 # ## 2. Every per-depth curve, both conditions
 #
-# `tl_dynamics.compare.depth_curves` places each quantity on normalised depth exactly as
+# `tl_dynamics.report.compare.depth_curves` places each quantity on normalised depth exactly as
 # `tl-dynamics compare` does (and adds the velocity divided by the mean norm).
 
 # %%

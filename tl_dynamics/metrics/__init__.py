@@ -1,4 +1,4 @@
-"""Metrics of the residual stream as a dynamical system over depth (PAPER.md, Metrics 1-6).
+"""Metrics of the residual stream as a dynamical system over depth (docs/paper.md, metrics 1-6).
 
 Every function takes ``resid``, the residual stream at the last token of each text, as a
 ``[batch, sublayer, d_model]`` tensor with the sublayers interleaved ``0_pre, 0_mid,

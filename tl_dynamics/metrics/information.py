@@ -8,7 +8,7 @@ per unit between successive sublayers and finds a sharp drop in early layers (st
 cross-layer transitions) while the linear correlation rises: units become more linearly
 but less richly coupled.
 
-``method="kde"`` (default) is the reference estimator of PAPER.md section 5:
+``method="kde"`` (default) is the reference estimator of docs/paper.md, metric 5:
 
 1. Estimate ``p(x, y)``, ``p(x)`` and ``p(y)`` with Gaussian kernel density estimates,
    exactly as ``scipy.stats.gaussian_kde`` builds them: Scott's bandwidth factor
@@ -111,7 +111,7 @@ __all__ = [
     "mutual_information_per_sample",
 ]
 
-MI_LOG_EPSILON = 1e-10  # PAPER.md section 5: added inside both logs
+MI_LOG_EPSILON = 1e-10  # docs/paper.md, metric 5: added inside both logs
 MI_MIN_SAMPLES = 3  # two samples always make the 2x2 joint covariance singular
 # 1 - r**2 below this: the joint covariance is singular to float64 precision -> NaN.
 SINGULAR_TOLERANCE = 1e-12
@@ -443,7 +443,7 @@ def mutual_information(
     """Per-unit mutual information between sublayers ``t`` and ``t + 1``, in nats (Fig 1G, H).
 
     ``method`` is ``"kde"`` (the reference Gaussian-KDE resubstitution estimator of
-    PAPER.md section 5, as ``scipy.stats.gaussian_kde`` computes the densities),
+    docs/paper.md, metric 5, as ``scipy.stats.gaussian_kde`` computes the densities),
     ``"binned"`` (the same estimate from grid-binned kernel sums, far faster, ~0.1 %
     off) or ``"gaussian"`` (``-1/2 log(1 - r^2)``, a linear baseline); see the module
     docstring. ``chunk_size`` is the number of (sublayer, unit) columns per

@@ -6,7 +6,7 @@ does this for each unit ``i`` of the residual stream with depth as time: the poi
 ``(a_l, da_l/dl)``, the unit's activation at sublayer ``l`` and its derivative along
 depth, for ``l = 0 .. S-1``. :func:`phase_portrait` returns both coordinates.
 
-Rotation count (:func:`rotations`), as PAPER.md section 6 writes it:
+Rotation count (:func:`rotations`), as docs/paper.md, metric 6 writes it:
 
 1. Points ``p_l = (a_l, da_l/dl)``; the derivative uses central differences, one-sided
    at both ends (``numpy.gradient`` / ``torch.gradient``; ``gradient="central"``), or
@@ -42,7 +42,7 @@ invariant to a translation and to flipping an axis (a point reflection of the po
 so only the rotation of the axes matters. :func:`basis_matrix` returns the change of
 basis.
 
-Caution (PAPER.md section 6). Any ``(x, dx/dl)`` portrait circulates clockwise: where
+Caution (docs/paper.md, metric 6). Any ``(x, dx/dl)`` portrait circulates clockwise: where
 ``dx/dl > 0`` the point moves right, where it is negative it moves left. So signed counts
 are negative: ``a_l = sin(2 pi k l / (S - 1))``, ``k`` whole oscillations over depth,
 turns ``-k`` times (to 0.01 with 128 sublayers). A shuffled sequence oscillates from
@@ -485,7 +485,7 @@ def rotations(
     basis: str = "units",
     seed: int = 0,
 ) -> Float[Tensor, "*batch d_model"]:
-    """Rotation count of every unit's phase portrait, in turns (PAPER.md section 6).
+    """Rotation count of every unit's phase portrait, in turns (docs/paper.md, metric 6).
 
     ``signed=True`` sums the wrapped changes of angle (counter-clockwise positive; smooth
     oscillations give negative counts, see the module docstring), ``signed=False`` sums

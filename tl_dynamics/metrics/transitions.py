@@ -49,6 +49,7 @@ from torch import Tensor
 
 from tl_dynamics._checks import check_int
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
+from tl_dynamics.labels import FINAL_LABEL
 from tl_dynamics.metrics._validation import check_choice
 
 __all__ = [
@@ -62,8 +63,6 @@ __all__ = [
 ]
 
 TRANSITION_KINDS = ("within", "cross", "layer")
-FINAL_LABEL = "final_post"
-"""TransformerLens's label for the residual stream after the last block."""
 # Columns that transition_frame always writes; other dims and the value may not reuse them.
 FRAME_COLUMNS = ("transition", "source", "target", "kind", "depth")
 

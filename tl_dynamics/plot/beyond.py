@@ -1,7 +1,7 @@
 """Beyond the paper: basis control, population rotations, local stability, similarity.
 
 Figures for the measures that test the paper's two dynamical claims with tools that do
-not depend on the residual stream's coordinate axes (issue 13). One function per panel,
+not depend on the residual stream's coordinate axes. One function per panel,
 each taking a result object and returning a plotly ``Figure`` with labelled axes.
 
 =========================  ===================================================
@@ -28,18 +28,22 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from tl_dynamics.errors import InputTypeError
-from tl_dynamics.interventions import TeleportSweep
-from tl_dynamics.jpca import JPCAResult
 from tl_dynamics.metrics import RotationNull
 from tl_dynamics.plot.dynamics import SEQUENTIAL
-from tl_dynamics.similarity import DynamicalSimilarity
-from tl_dynamics.stability import JacobianSweep
+from tl_dynamics.plot.results import is_result
+
+if TYPE_CHECKING:  # result types only: their modules run models (plot.results)
+    from tl_dynamics.interventions import TeleportSweep
+    from tl_dynamics.jpca import JPCAResult
+    from tl_dynamics.similarity import DynamicalSimilarity
+    from tl_dynamics.stability import JacobianSweep
 
 TEMPLATE = "plotly_white"
 OBSERVED_COLOUR = "#1f77b4"
@@ -102,11 +106,9 @@ def rotation_bases(nulls: RotationNull | Sequence[RotationNull]) -> go.Figure:
     return figure
 
 
-def _check_result(result: object, kind: type, origin: str) -> None:
-    if not isinstance(result, kind):
-        raise InputTypeError(
-            f"result must be a {kind.__name__} (from {origin}); got {type(result).__name__}"
-        )
+def _check_result(result: object, kind: str, origin: str) -> None:
+    if not is_result(result, kind):
+        raise InputTypeError(f"result must be a {kind} (from {origin}); got {type(result).__name__}")
 
 
 def jpca_plane(result: JPCAResult, pair: int = 0, samples: int = DEFAULT_SAMPLES) -> go.Figure:
@@ -115,7 +117,7 @@ def jpca_plane(result: JPCAResult, pair: int = 0, samples: int = DEFAULT_SAMPLES
     Lines are samples; markers are coloured by sublayer, a ring marks the first one. A
     rotational flow shows as paths that circle the origin counter-clockwise.
     """
-    _check_result(result, JPCAResult, "tl_dynamics.jpca")
+    _check_result(result, "JPCAResult", "tl_dynamics.jpca")
     paths = result.plane_trajectories(pair)[:samples]
     depth = torch.arange(paths.shape[1]).tolist()
     figure = go.Figure()
@@ -153,7 +155,7 @@ def jpca_plane(result: JPCAResult, pair: int = 0, samples: int = DEFAULT_SAMPLES
 
 def jpca_null(result: JPCAResult) -> go.Figure:
     """Histogram of ``r2_skew`` over layer shuffles, with the true order's value."""
-    _check_result(result, JPCAResult, "tl_dynamics.jpca")
+    _check_result(result, "JPCAResult", "tl_dynamics.jpca")
     figure = go.Figure(
         go.Histogram(x=result.null_r2_skew.tolist(), name=f"{result.n_shuffles} layer shuffles",
                      marker_color=NULL_COLOUR, histnorm="probability")
@@ -177,7 +179,7 @@ def jacobian_contraction(sweep: JacobianSweep, teleports: TeleportSweep | None =
 
     Do the layers whose Jacobians contract also pull teleports back?
     """
-    _check_result(sweep, JacobianSweep, "tl_dynamics.jacobian_sweep")
+    _check_result(sweep, "JacobianSweep", "tl_dynamics.jacobian_sweep")
     frame = sweep.to_frame()
     figure = go.Figure()
     series = [
@@ -190,7 +192,7 @@ def jacobian_contraction(sweep: JacobianSweep, teleports: TeleportSweep | None =
         figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name,
                                     mode="lines+markers", line={"color": colour, "dash": dash}))
     if teleports is not None:
-        _check_result(teleports, TeleportSweep, "tl_dynamics.teleport_sweep")
+        _check_result(teleports, "TeleportSweep", "tl_dynamics.teleport_sweep")
         moves = teleports.to_frame()
         steps = moves["steps"].clip(lower=1)
         for column, name, colour in (
@@ -215,7 +217,7 @@ def jacobian_contraction(sweep: JacobianSweep, teleports: TeleportSweep | None =
 
 def dsa_matrix(result: DynamicalSimilarity) -> go.Figure:
     """Heatmap of DSA distances between conditions (radians for the angular score)."""
-    _check_result(result, DynamicalSimilarity, "tl_dynamics.dynamical_similarity")
+    _check_result(result, "DynamicalSimilarity", "tl_dynamics.dynamical_similarity")
     names = list(result.names)
     figure = go.Figure(
         go.Heatmap(

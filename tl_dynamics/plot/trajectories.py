@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 import torch
@@ -44,8 +45,11 @@ from plotly.subplots import make_subplots
 from tl_dynamics._checks import check_int
 from tl_dynamics.embed import AutoencoderTrajectories, CompressingAutoencoder, PCATrajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
-from tl_dynamics.interventions import TeleportResult, TeleportSweep
 from tl_dynamics.plot.dynamics import SEQUENTIAL, transition_traces
+from tl_dynamics.plot.results import is_result
+
+if TYPE_CHECKING:  # result types only: interventions runs models (plot.results)
+    from tl_dynamics.interventions import TeleportResult, TeleportSweep
 
 QUIVER_STEPS = 12  # the paper's arrows follow the next 12 sublayers after injection (Fig 4D)
 DEFAULT_SAMPLES = 5  # single trajectories drawn under the mean in Fig 4A
@@ -282,12 +286,12 @@ def pca_variance_per_sublayer(pca: PCATrajectories) -> go.Figure:
 def _teleports(
     results: TeleportSweep | TeleportResult | Sequence[TeleportResult],
 ) -> list[TeleportResult]:
-    if isinstance(results, TeleportSweep):
+    if is_result(results, "TeleportSweep"):
         results = results.results
-    if isinstance(results, TeleportResult):
+    if is_result(results, "TeleportResult"):
         results = [results]
     results = list(results) if isinstance(results, Sequence) else [results]
-    if not results or not all(isinstance(r, TeleportResult) for r in results):
+    if not results or not all(is_result(r, "TeleportResult") for r in results):
         raise InputTypeError(
             "results must be a TeleportSweep, a TeleportResult or a non-empty list of them; "
             f"got {[type(r).__name__ for r in results] or 'an empty list'}"

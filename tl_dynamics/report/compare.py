@@ -13,7 +13,7 @@ also shown divided by the model's mean residual-stream norm.
 
 Example::
 
-    from tl_dynamics.compare import run_compare
+    from tl_dynamics.report.compare import run_compare
     run_compare(["llama-report", "gemma-report"], out="llama-vs-gemma")
 """
 
@@ -26,28 +26,21 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from tl_dynamics._version import __version__
-from tl_dynamics._html import effect_html, render_html
-from tl_dynamics._output import (
-    COMPARE_KIND,
-    atomic_folder,
-    check_output,
-    SCHEMA_VERSION,
-    TWIN_FILE,
-    read_json_record,
-    write_json,
-)
+from tl_dynamics._output import COMPARE_KIND, atomic_folder, check_output
 from tl_dynamics.cache import DynamicsCache
-from tl_dynamics.errors import DynamicsInputError, InputNotFoundError
-from tl_dynamics.findings import Finding
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.metrics import FINAL_LABEL
 from tl_dynamics.plot import dsa_matrix
+from tl_dynamics.report.figures import depth_curve_figures
+from tl_dynamics.report.findings import Finding
+from tl_dynamics.report.html import effect_html, write_page
+from tl_dynamics.report.record import TWIN_FILE, TWIN_TEXTS, read_report, write_record
 from tl_dynamics.similarity import dynamical_similarity
 
 __all__ = [
     "CURVES",
-    "CONDITION_DASH",
     "DERIVED",
+    "DSA_SAMPLES",
     "read_report",
     "report_labels",
     "normalised_depth",
@@ -65,16 +58,15 @@ CURVES = (
     ("fig1h_mutual_information_mean_nats", "mean per-unit MI (nats)", "transition"),
     ("norms_mean", "mean ‖h‖₂ (model units)", "sublayer"),
 )
-CONDITION_DASH = {"original": "solid", "shuffled": "dot"}
 DERIVED = ("relative_velocity",)  # computed here from velocity and norms, not read
 
 # Dynamical similarity (DSA) of the reports' saved trajectories. Each condition uses its
-# first DSA_SAMPLES samples (the random twin is collected on report.TWIN_TEXTS = 256),
-# so every condition has the same number. DSA_ITERATIONS steps of the similarity
+# first DSA_SAMPLES samples, as many as the random twin is collected on, so every
+# condition has the same number. DSA_ITERATIONS steps of the similarity
 # transform's optimisation: the package's default is 1500; on MiniLM's original,
 # shuffled and twin conditions (256 texts) 500 moved every distance by < 0.001 rad in a
 # third of the time (17 s against 57 s on a shared 2-core machine).
-DSA_SAMPLES = 256
+DSA_SAMPLES = TWIN_TEXTS
 DSA_ITERATIONS = 500
 DSA_CONDITIONS = (
     # (file in the report folder, condition name; the twin only with --random-twin)
@@ -82,45 +74,6 @@ DSA_CONDITIONS = (
     ("dynamics_shuffled.safetensors", "shuffled text"),
     (TWIN_FILE, "random twin"),
 )
-
-
-def read_report(folder: str | Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a report folder, checked for what :func:`run_compare` reads.
-
-    Raises:
-        FileNotFoundError: no ``metrics.json`` in ``folder``.
-        ValueError: not JSON, a schema version that is no integer or newer than this
-            version of tl-dynamics reads, or a key missing (the message names the file
-            and the key).
-    """
-    path = Path(folder) / "metrics.json"
-    if not path.is_file():
-        raise InputNotFoundError(
-            f"{str(folder)!r} is not a tl-dynamics report: it has no metrics.json "
-            "(write one with 'tl-dynamics report')"
-        )
-    record = read_json_record(path, "schema_version", SCHEMA_VERSION, "a tl-dynamics report")
-    _require(path, record, "model", "model_name")
-    _require(path, record, "conditions")
-    if not isinstance(record["conditions"], dict) or not record["conditions"]:
-        raise DynamicsInputError(f"{str(path)!r} has no conditions; expected e.g. 'original'")
-    read = ("labels", "norms_mean", *(key for key, _, _ in CURVES if key not in DERIVED))
-    for condition in record["conditions"]:
-        for key in read:
-            _require(path, record, "conditions", condition, key)
-    return record
-
-
-def _require(path: Path, record: dict[str, Any], *keys: str) -> None:
-    """Raise ``ValueError`` naming ``path`` and the key when ``record[k1][k2]...`` is absent."""
-    value: Any = record
-    for depth, key in enumerate(keys):
-        if not isinstance(value, dict) or key not in value:
-            where = "".join(f"[{k!r}]" for k in keys[: depth + 1])
-            raise DynamicsInputError(
-                f"{str(path)!r} has no {where}; is it a complete tl-dynamics report?"
-            )
-        value = value[key]
 
 
 def report_labels(folders: Sequence[str | Path], records: Sequence[dict[str, Any]]) -> list[str]:
@@ -289,32 +242,11 @@ def run_compare(
     """
     if isinstance(folders, (str, Path)) or len(folders) < 1:
         raise DynamicsInputError(f"folders must be a list of report folders; got {folders!r}")
-    check_output(out, overwrite, inputs=folders)
+    check_output(out, overwrite, inputs=folders, kind=COMPARE_KIND)
     records = [read_report(folder) for folder in folders]
     labels = report_labels(folders, records)
     reports = {label: depth_curves(record) for label, record in zip(labels, records, strict=True)}
-    figures = []
-    for key, title, _ in CURVES:
-        figure = go.Figure()
-        for colour, (name, curves) in enumerate(reports.items()):
-            for curve in (c for c in curves if c["quantity"] == key):
-                figure.add_trace(
-                    go.Scatter(
-                        x=curve["depth"],
-                        y=curve["values"],
-                        mode="lines+markers",
-                        name=f"{name} · {curve['condition']}",
-                        line={"dash": CONDITION_DASH.get(curve["condition"], "solid"),
-                              "color": _palette(colour)},
-                    )
-                )
-        figure.update_layout(
-            title=title,
-            xaxis_title="normalised depth (sublayer / number of sublayers)",
-            yaxis_title=title,
-            template="plotly_white",
-        )
-        figures.append(figure)
+    figures = depth_curve_figures(reports, [(key, title) for key, title, _ in CURVES])
     similarity_text, similarity_figures, similarity = (
         dsa_section(dsa_conditions(folders, labels)) if dsa else ("", [], None)
     )
@@ -323,13 +255,10 @@ def run_compare(
         sections = [("Findings", findings_table(labels, records), []), ("Curves", "", figures)]
         if dsa:
             sections.append(("Dynamical similarity", similarity_text, similarity_figures))
-        page = render_html("Transformer dynamics: model comparison", intro, sections)
-        (staging / "compare.html").write_text(page, encoding="utf-8")
-        write_json(
+        write_page(staging / "compare.html", "Transformer dynamics: model comparison", intro, sections)
+        write_record(
             staging / "compare.json",
             {
-                "schema_version": SCHEMA_VERSION,
-                "tl_dynamics_version": __version__,
                 "reports": reports,
                 "findings": {
                     label: record.get("findings", {})
@@ -340,7 +269,3 @@ def run_compare(
         )
     return Path(out)
 
-
-def _palette(i: int) -> str:
-    colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
-    return colours[i % len(colours)]

@@ -7,7 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from tl_dynamics._inference import (
+from tl_dynamics.stats import (
+    Resampler,
+    standard_error,
     bootstrap_weights,
     holm,
     normal_p_value,
@@ -69,3 +71,20 @@ def test_normal_p_value():
     assert normal_p_value(1.96, 0.0, 1.0) == pytest.approx(0.05, abs=1e-3)
     assert normal_p_value(0.3, 0.3, 0.0) == 1.0 and normal_p_value(0.4, 0.3, 0.0) == 0.0
     assert np.isnan(normal_p_value(float("nan"), 0.0, 1.0))
+
+
+def test_resampler_means_are_the_weighted_means_of_its_weights():
+    groups = torch.tensor([0, 0, 1, 2, 2, 2])
+    resampler = Resampler.of(groups, n_resamples=50, seed=4)
+    terms = torch.arange(12, dtype=torch.float64).reshape(6, 2)
+    point, replicates = resampler.means(terms)
+    np.testing.assert_allclose(point, terms.mean(0).numpy())
+    np.testing.assert_allclose(replicates, (bootstrap_weights(groups, 50, 4) @ terms).numpy())
+    chunks = torch.cat(list(resampler.mean_chunks(terms.reshape(6, 2, 1))))
+    np.testing.assert_allclose(chunks.squeeze(-1).numpy(), replicates, rtol=1e-6)
+
+
+def test_standard_error_drops_non_finite_replicates():
+    replicates = np.array([1.0, 2.0, 3.0, np.nan, np.inf])
+    assert standard_error(replicates) == pytest.approx(1.0)
+    assert np.isnan(standard_error(np.array([1.0, np.nan])))

@@ -1,6 +1,7 @@
-"""Bootstrap intervals, p-values and Holm's correction for the findings (private).
+"""Bootstrap intervals, p-values and Holm's correction: the statistics behind every verdict.
 
-A finding of :mod:`tl_dynamics.findings` is a number computed from per-sample terms
+The report's claims (:mod:`tl_dynamics.findings`) and its "Beyond the paper" section
+(:mod:`tl_dynamics.report.beyond`) both test their numbers with this module. A finding is a number computed from per-sample terms
 (each text's mean |activation| at each sublayer, its cosine at each transition, its share
 of a correlation, ...). The bootstrap over texts (Efron & Tibshirani 1993, *An
 Introduction to the Bootstrap*) draws the texts again with replacement, ``n`` out of
@@ -11,8 +12,10 @@ per-sample means of every resample one matrix product ``W @ terms``; statistics 
 not means of per-sample terms (a rank correlation over depth, a ratio of two means) are
 computed from those resampled means, row by row.
 
-* :func:`bootstrap_weights`: the seeded weight matrix, texts expanded to their samples.
+* :func:`bootstrap_weights`: the seeded weight matrix, texts expanded to their samples;
+  :class:`Resampler` holds one and resamples means of per-sample terms with it.
 * :func:`percentile_interval`: the percentile interval of the resampled statistic.
+* :func:`standard_error`: the spread of bootstrap replicates.
 * :func:`normal_p_value`: two-sided p-value of ``effect = null_value`` from a resampled
   (or permuted) spread, by the normal approximation.
 * :func:`holm`: Holm's (1979) step-down adjusted p-values, family-wise error control.
@@ -21,7 +24,7 @@ Example::
 
     import numpy as np
     import torch
-    from tl_dynamics._inference import bootstrap_weights, holm, percentile_interval
+    from tl_dynamics.stats import bootstrap_weights, holm, percentile_interval
 
     values = torch.randn(200, dtype=torch.float64) + 0.3
     weights = bootstrap_weights(torch.arange(200), n_resamples=1000, seed=0)
@@ -33,9 +36,12 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from einops import rearrange
 from jaxtyping import Float, Int
 from scipy.stats import norm
 from torch import Tensor
@@ -46,7 +52,9 @@ __all__ = [
     "ALPHA",
     "WEIGHT_CHUNK",
     "bootstrap_weights",
+    "Resampler",
     "percentile_interval",
+    "standard_error",
     "normal_p_value",
     "holm",
 ]
@@ -79,6 +87,42 @@ def bootstrap_weights(
     counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_resamples)
     weights = torch.from_numpy(counts).to(torch.float64)[:, inverse]
     return weights / weights.sum(dim=1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """Bootstrap-over-texts weights of one cache: ``[resample, sample]``, rows sum to 1.
+
+    Attributes:
+        weights: float64 ``[n_resamples, n_samples]`` from :func:`bootstrap_weights`.
+    """
+
+    weights: Float[Tensor, "resample sample"]
+
+    @classmethod
+    def of(cls, groups: Int[Tensor, " sample"], n_resamples: int, seed: int) -> Resampler:
+        """The resampler of texts ``groups`` (one text index per sample), seeded."""
+        return cls(bootstrap_weights(groups, n_resamples, seed))
+
+    def means(self, terms: Float[Tensor, "sample k"]) -> tuple[np.ndarray, np.ndarray]:
+        """``(point [k], replicates [resample, k])``: the mean of per-sample ``terms
+        [sample, k]`` and its bootstrap replicates, float64 numpy."""
+        terms = terms.detach().to("cpu", torch.float64)
+        return terms.mean(0).numpy(), (self.weights @ terms).numpy()
+
+    def mean_chunks(self, data: Float[Tensor, "sample ..."]) -> Iterator[Tensor]:
+        """Resampled means of ``data [sample, ...]``, :data:`WEIGHT_CHUNK` resamples at a
+        time: float32 ``[chunk, ...]`` blocks on the CPU."""
+        flat = rearrange(data.detach().cpu().float(), "sample ... -> sample (...)")
+        for start in range(0, len(self.weights), WEIGHT_CHUNK):
+            block = self.weights[start : start + WEIGHT_CHUNK].float() @ flat
+            yield block.reshape(-1, *data.shape[1:])
+
+
+def standard_error(replicates: Float[np.ndarray, " resample"]) -> float:
+    """Standard deviation (ddof 1) of the finite bootstrap replicates; NaN below two."""
+    finite = replicates[np.isfinite(replicates)]
+    return float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
 
 
 def percentile_interval(

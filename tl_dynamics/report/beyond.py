@@ -1,7 +1,7 @@
 """Beyond the paper in the report: basis-free rotations and local stability, as tests.
 
 The paper's two dynamical claims rest on measures that depend on choices a reviewer
-questions (issue 13). The report's "Beyond the paper" section asks three questions of
+questions. The report's "Beyond the paper" section asks three questions of
 the original texts, each with a null, an effect, a 95 % interval and a p-value as the
 paper's findings have them (:mod:`tl_dynamics.findings`):
 
@@ -28,12 +28,13 @@ The three tests are decided together (Holm's correction within the section).
 Example::
 
     import tl_dynamics as tld
-    from tl_dynamics import beyond
-    from tl_dynamics.report import trajectory_measures
+    from tl_dynamics import findings
+    from tl_dynamics.report import beyond
+    from tl_dynamics.report.measures import trajectory_measures
 
     model = tld.models.load_model()
     dyn = tld.collect(model, tld.data.python_docs()[:200])
-    units = next(f for f in tld.findings.dynamics_findings(dyn) if f.key == "rotations_exceed_null")
+    units = next(f for f in findings.dynamics_findings(dyn) if f.key == "rotations_exceed_null")
     sweep = trajectory_measures(model, dyn, seed=0, progress=False).sweep
     section = beyond.beyond_measures(model, dyn, units, sweep, seed=0)
     [(f.key, f.verdict, f.effect, f.ci, f.p_adjusted) for f in section.findings]
@@ -46,18 +47,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import plotly.graph_objects as go
-
-from tl_dynamics import findings as findings_module
-from tl_dynamics import metrics, plot
-from tl_dynamics._inference import N_RESAMPLES
-from tl_dynamics._output import tensor_json
+from tl_dynamics import metrics
 from tl_dynamics.cache import DynamicsCache
+from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import TeleportSweep
 from tl_dynamics.jpca import DEFAULT_COMPONENTS as JPCA_COMPONENTS
 from tl_dynamics.jpca import DEFAULT_SHUFFLES as JPCA_SHUFFLES
 from tl_dynamics.jpca import JPCAResult, bootstrap_r2_skew, jpca
+from tl_dynamics.report import findings as findings_module
+from tl_dynamics.report.record import tensor_json
 from tl_dynamics.stability import JacobianSweep, jacobian_sweep
+from tl_dynamics.stats import N_RESAMPLES, Resampler
 
 __all__ = [
     "BASIS_SHUFFLES",
@@ -69,7 +69,6 @@ __all__ = [
     "beyond_measures",
     "contraction_table",
     "beyond_json",
-    "beyond_figures",
 ]
 
 # Layer shuffles of the random-basis rotation null: its mean and spread are all the test
@@ -131,7 +130,7 @@ def random_basis_finding(
     change = metrics.basis_matrix(dyn.resid, "random", seed=seed).to(dyn.resid.dtype)
     rotated = dataclasses.replace(dyn, resid=dyn.resid @ change)
     null = metrics.rotation_null(rotated.resid, n_shuffles, seed=seed)
-    resampler = findings_module._Resampler.of(dyn.text_index, N_RESAMPLES, seed)
+    resampler = Resampler.of(dyn.text_index, N_RESAMPLES, seed)
     finding = findings_module.rotations_exceed_null(rotated, null, resampler, seed)
     finding = dataclasses.replace(
         finding,
@@ -152,10 +151,10 @@ def jpca_finding(
     result = jpca(dyn, k=JPCA_COMPONENTS, n_shuffles=n_shuffles, seed=seed)
     null = result.null_r2_skew.numpy()
     effect = result.r2_skew - float(null.mean())
-    weights = findings_module._Resampler.of(dyn.text_index, N_RESAMPLES, seed).weights
+    weights = Resampler.of(dyn.text_index, N_RESAMPLES, seed).weights
     replicates = bootstrap_r2_skew(result, weights) - float(null.mean())
     turns = ", ".join(f"{t:.2f}" for t in result.rotations.tolist())
-    finding = findings_module._tested(
+    finding = findings_module.tested(
         "jpca_rotation",
         CLAIMS["jpca_rotation"],
         f"r2 of the skew fit {result.r2_skew:.3f} (free fit {result.r2_full:.3f}) vs "
@@ -186,7 +185,7 @@ def jpca_finding(
 
 
 def beyond_measures(
-    model: Any,
+    model: TLModel,
     dyn: DynamicsCache,
     units_finding: findings_module.Finding,
     teleports: TeleportSweep,
@@ -289,17 +288,4 @@ def beyond_json(measures: BeyondMeasures) -> dict[str, Any]:
         "jacobian": None if measures.jacobian is None else measures.jacobian.to_frame().to_dict("list"),
         "contraction": contraction_table(measures),
     }
-
-
-def beyond_figures(measures: BeyondMeasures, units_null: metrics.RotationNull) -> list[go.Figure]:
-    """The section's panels: rotations in both bases, jPCA's null and top plane, and
-    (with the Jacobian) local contraction beside the teleports'."""
-    figures = [
-        plot.rotation_bases([units_null, measures.random_null]),
-        plot.jpca_null(measures.jpca),
-        plot.jpca_plane(measures.jpca),
-    ]
-    if measures.jacobian is not None:
-        figures.append(plot.jacobian_contraction(measures.jacobian, measures.teleports))
-    return figures
 
