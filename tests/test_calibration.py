@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tl_dynamics as tld
-from tl_dynamics import metrics, synthetic
+from tl_dynamics import findings, metrics, synthetic
 
 
 @pytest.mark.parametrize("kind", synthetic.NULLS + synthetic.PLANTED)
@@ -108,3 +108,48 @@ def test_calibrate_counts_verdicts_per_process_shape_and_key():
     with pytest.raises(tld.DynamicsInputError, match="at least one"):
         synthetic.calibrate(verdicts, [], seeds=[0])
     assert math.isfinite(float(table["count"].sum()))
+
+
+# ------------------------------------------------------------------ acceptance
+
+
+# The findings each process really has (docs/calibration.md says why); any other "yes"
+# on a null is a false positive.
+GENUINE = {
+    "gaussian": set(),
+    "heavy_tailed": set(),
+    "massive_dimension": set(),
+    "rank_one": set(),
+    "random_walk": {"activation_growth", "high_correlation", "correlation_rises", "cosine_rises"},
+    "ar1": {"high_correlation"},
+    "growth": {"activation_growth", "high_correlation", "pca_steps_lengthen"},
+    "decay": {"high_correlation"},
+}
+PLANTED = {  # planted effect -> findings that must say "yes" at n = 100
+    "within_steady": {
+        "correlation_within_above_cross", "cosine_within_above_cross",
+        "velocity_cross_above_within", "information_drop_at_cross",
+    },
+    "growth": {"activation_growth"},
+}
+
+
+def verdicts(dyn):
+    mi = metrics.mutual_information(dyn.resid, method="binned")
+    found = findings.dynamics_findings(dyn, mutual_information=mi)
+    pca = tld.pca_trajectories(dyn, n_components=8)
+    found += findings.trajectory_findings(pca, None, dyn)
+    return {f.key: f.verdict for f in findings.decide(found)}
+
+
+@pytest.mark.parametrize("kind", list(GENUINE))
+def test_nulls_say_yes_only_where_the_process_has_the_property(kind):
+    said = verdicts(synthetic.structured(kind, n_texts=100, n_sublayers=12, d_model=16, seed=1))
+    assert said["mid_layers_attract"] == "undecided"  # no teleports
+    assert {key for key, verdict in said.items() if verdict == "yes"} <= GENUINE[kind]
+
+
+@pytest.mark.parametrize("kind", list(PLANTED))
+def test_planted_effects_come_out_yes_at_100_texts(kind):
+    said = verdicts(synthetic.structured(kind, n_texts=100, n_sublayers=12, d_model=16, seed=2))
+    assert all(said[key] == "yes" for key in PLANTED[kind]), said
