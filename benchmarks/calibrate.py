@@ -7,7 +7,7 @@ and prints one table: per process and finding, how many runs said "yes" / "no" /
 "undecided". A "yes" on a null is a false positive unless the process really has the
 property (a random walk's |activation| does grow); docs/calibration.md explains each.
 
-Run from the repository root (about a minute)::
+Run from the repository root (about 25 minutes on a busy 2-core machine)::
 
     python benchmarks/calibrate.py            # markdown table on stdout
 """
@@ -21,7 +21,7 @@ import pandas as pd
 import tl_dynamics as tld
 from tl_dynamics import findings, metrics, synthetic
 
-SHAPES = ((300, 24, 64), (100, 12, 32))  # (texts, sublayers, units)
+SHAPES = ((300, 24, 64), (100, 24, 64))  # (texts, sublayers, units)
 SEEDS = range(3)
 PCA_COMPONENTS = 16  # Figure 4's PCA, fewer components than d_model
 

@@ -25,8 +25,11 @@ paper's findings have them (:mod:`tl_dynamics.findings`):
   (``jacobian=True``; tens of seconds per layer on SmolLM2, because every
   product runs the model from its input): the Jacobian spectrum from each teleported
   layer's input to the last sublayer a teleport is followed to
-  (:func:`tl_dynamics.jacobian_sweep` with ``to_end=True``), raw and normalised by the
-  state's own growth, beside the teleports' contraction on the same span.
+  (:func:`tl_dynamics.jacobian_sweep` with ``to_end=True``), the whole spectrum at
+  :data:`~tl_dynamics.stability.DEFAULT_PROMPTS` (8 prompts, two positions each): the
+  top singular value raw, normalised by the state's norm and by its median unit
+  (robust to massive units), the number of expanding directions and the log-volume
+  change, means over prompts, beside the teleports' contraction on the same span.
 
 The three tests are decided together (Holm's correction within the section).
 
@@ -61,7 +64,7 @@ from tl_dynamics.jpca import DEFAULT_SHUFFLES as JPCA_SHUFFLES
 from tl_dynamics.jpca import JPCAResult, bootstrap_r2_skew, jpca
 from tl_dynamics.report import findings as findings_module
 from tl_dynamics.report.record import tensor_json
-from tl_dynamics.stability import JacobianSweep, jacobian_sweep
+from tl_dynamics.stability import DEFAULT_POSITIONS, DEFAULT_PROMPTS, JacobianSweep, jacobian_sweep
 from tl_dynamics.report.findings import N_RESAMPLES
 from tl_dynamics.stats import Resampler
 
@@ -219,7 +222,8 @@ def beyond_measures(
     spectra = None
     if jacobian:
         layers = [result.layer for result in teleports.results]
-        spectra = jacobian_sweep(model, teleports.results[0].prompt, layers=layers, to_end=True,
+        spectra = jacobian_sweep(model, DEFAULT_PROMPTS, layers=layers, to_end=True,
+                                 k=int(model.cfg.d_model), positions=DEFAULT_POSITIONS,
                                  seed=seed, progress=progress)
     return BeyondMeasures(
         units_finding=units_finding,
@@ -237,7 +241,9 @@ def contraction_table(measures: BeyondMeasures) -> list[dict[str, Any]]:
     the state's growth, all also as ``log(.) / steps`` (nats per sublayer step; below 0:
     contracting). JSON-ready rows."""
     rows = measures.teleports.to_frame()
-    spectra = {} if measures.jacobian is None else {s.start // 2: s for s in measures.jacobian.spectra}
+    spectra = {} if measures.jacobian is None else {
+        int(row["layer"]): row for row in measures.jacobian.to_frame().to_dict("records")
+    }
     table = []
     for row in rows.itertuples():
         steps = max(1, int(row.steps))
@@ -250,14 +256,14 @@ def contraction_table(measures: BeyondMeasures) -> list[dict[str, Any]]:
             "teleport_relative_log_per_step": _log_per_step(row.relative_contraction, steps),
         }
         spectrum = spectra.get(int(row.layer))
-        if spectrum is not None:
+        if spectrum is not None:  # means over the sweep's prompts and positions
             entry |= {
-                "jacobian_top_singular_value": float(spectrum.singular_values[0]),
-                "jacobian_top_normalised_singular_value": float(spectrum.normalised_singular_values[0]),
-                "jacobian_top_lyapunov": float(spectrum.lyapunov[0]),
-                "jacobian_top_normalised_lyapunov": float(spectrum.normalised_lyapunov[0]),
-                "jacobian_steps": spectrum.steps,
-            }
+                f"jacobian_{name}": float(spectrum[name])
+                for name in ("top_singular_value", "top_normalised_singular_value",
+                             "top_robust_singular_value", "top_lyapunov",
+                             "top_normalised_lyapunov", "n_expanding", "n_expanding_robust",
+                             "log_volume", "log_volume_robust")
+            } | {"jacobian_steps": int(spectrum["steps"]), "jacobian_n_prompts": int(spectrum["n_prompts"])}
         table.append(entry)
     return table
 

@@ -159,6 +159,7 @@ MIN_LOG_PULL = 0.05
 BOOTSTRAP_UNITS = 32
 MI_BOOTSTRAP_METHOD = MI_METHOD  # the report's estimator, so the bootstrap resamples its MI
 ROTATION_CHUNK = 256  # layer orders (or resamples) counted at once
+SPREAD_FLOOR = 1e-12  # resamples spread less than this (relative) do not vary: rounding
 # The rotation test counts this many seeded units (the mean over units of a count is
 # what it tests; 128 of SmolLM2's 576 keep its null and bootstrap near 10 s).
 ROTATION_UNITS = 128
@@ -342,8 +343,9 @@ def tested(
     """
     finite = replicates[np.isfinite(replicates)]
     spread = standard_error(replicates)
-    if not math.isfinite(effect) or not (spread > 0) or len(finite) < 0.9 * len(replicates):
-        why = "the resamples do not vary" if spread == 0 else "the effect is undefined on resamples"
+    still = not (spread > SPREAD_FLOOR * max(1.0, abs(effect)))
+    if not math.isfinite(effect) or still or len(finite) < 0.9 * len(replicates):
+        why = "the resamples do not vary" if still else "the effect is undefined on resamples"
         found = _undecided(key, claim, f"{description}; undecided: {why}", null, min_effect, direction)
         return dataclasses.replace(found, effect=float(effect), effect_unit=effect_unit,
                                    numbers=numbers or {}, replicates=replicates)
@@ -513,8 +515,11 @@ def _sign_kappa(mean: Tensor, second: Tensor, n_texts: int, n_sublayers: int) ->
     standard error across texts); within each unit every pair of such cells (sublayers)
     agrees or not in sign; chance agreement ``q^2 + (1 - q)^2`` from the fraction ``q``
     of positive cells among them (rows without a pair: kappa 0, no evidence). ``net``:
-    ``sum over units |#positive - #negative significant cells| / #cells``, near 1 when
-    almost every cell is non-zero with its unit's sign, near 0 when few cells are.
+    ``sum over units |sum over its significant cells of t| / #cells``, the mean strength
+    of persistent signs: large when many cells are far from 0 with their unit's sign.
+    (Counts of cells would not do for the sign-flip null: a flip of whole texts whose
+    signs mostly agree makes every cell significant at once with ``|t|`` near the
+    threshold, so ``|t|`` has to count.)
     """
     variance = (second - mean.square()).clamp(min=0) * n_texts / max(n_texts - 1, 1)
     t = mean / (variance / n_texts).sqrt().clamp(min=torch.finfo(mean.dtype).tiny)
@@ -526,7 +531,8 @@ def _sign_kappa(mean: Tensor, second: Tensor, n_texts: int, n_sublayers: int) ->
     q = k.sum(-1) / n.sum(-1).clamp(min=1)
     chance = q.square() + (1 - q).square()
     kappa = (agree / pairs.clamp(min=1) - chance) / (1 - chance).clamp(min=1e-12)
-    net = (2 * k - n).abs().sum(-1) / mean.shape[-1]
+    signed_t = rearrange(t.double(), "r (s u) -> r s u", s=n_sublayers) * significant
+    net = signed_t.sum(1).abs().sum(-1) / mean.shape[-1]
     return torch.where(pairs > 0, kappa, torch.zeros_like(kappa)), net
 
 
@@ -540,13 +546,13 @@ def sign_persistence(dyn: DynamicsCache, n_resamples: int = N_RESAMPLES, seed: i
     texts (every cell of a text multiplied by one random sign: the null "every mean is
     0", which keeps the dependence between a text's sublayers: a random walk's means
     are 0, yet where one cell's mean strays from 0 its neighbours stray the same way) on
-    the net share of persistent cells (kappa itself does not change when every sign
+    the net strength of persistent signs (kappa itself does not change when every sign
     flips, so a flip that keeps the cells significant keeps it).
     """
     claim = CLAIMS["sign_persistence"]
     null = (
-        "every cell's mean is 0 (text-level sign flips of the net share of persistent "
-        f"cells, permutation p) or the agreement of significant cells' signs is below kappa "
+        "every cell's mean is 0 (text-level sign flips of the net persistent |t| per "
+        f"cell, permutation p) or the agreement of significant cells' signs is below kappa "
         f"{MIN_KAPPA} (bootstrap over texts)"
     )
     n_sublayers = dyn.resid.shape[1]
@@ -571,7 +577,7 @@ def sign_persistence(dyn: DynamicsCache, n_resamples: int = N_RESAMPLES, seed: i
     return tested(
         "sign_persistence", claim,
         f"{cells} of {x.shape[1]} cells ({len(units)} units x {n_sublayers} sublayers) have "
-        f"means non-zero at |t| > {SIGN_Z:.2f}, net share persistent {net:.3f} (under text "
+        f"means non-zero at |t| > {SIGN_Z:.2f}, net persistent |t| per cell {net:.3g} (under text "
         f"sign flips {null_net.mean():.3f} on average)",
         kappa, torch.cat(replicates).numpy(), effect_unit="Cohen's kappa of significant cells' signs",
         null=null, null_value=0.0, min_effect=MIN_KAPPA, direction=1,
