@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from tl_dynamics import findings
 from tl_dynamics.report import beyond
 from tl_dynamics.cli import _parser
 from tl_dynamics.data import python_docs
+from tl_dynamics.stability import DEFAULT_POSITIONS, DEFAULT_PROMPTS
 
 from test_jpca import rotating_population
 
@@ -33,8 +35,8 @@ def test_random_basis_test_counts_the_randomly_rotated_states(noise):
     direct = tld.metrics.rotation_null(noise.resid, 50, seed=3, basis="random")
     torch.testing.assert_close(null.observed, direct.observed, atol=1e-5, rtol=0)
     assert null.basis == "random" and finding.key == "rotations_random_basis"
-    expected = float(null.observed.abs().mean() - null.null.abs().mean(-1).mean())
-    assert finding.effect == pytest.approx(expected, abs=1e-9)
+    # the effect: the rotated states' turning against sublayer shuffles shared by all units
+    assert finding.effect == pytest.approx(finding.numbers["observed"] - finding.numbers["null_mean"], abs=1e-9)
     assert finding.ci[0] <= finding.ci[1] and 0 <= finding.p_value <= 1
 
 
@@ -51,8 +53,9 @@ def test_jpca_test_says_yes_on_a_rotating_population():
     resid = resid + 0.05 * torch.randn(resid.shape, generator=torch.Generator().manual_seed(0), dtype=resid.dtype)
     finding, fit = beyond.jpca_finding(as_cache(resid), seed=0, n_shuffles=200)
     assert finding.verdict == "yes"
-    assert finding.effect == pytest.approx(fit.r2_skew - float(fit.null_r2_skew.mean()))
+    assert finding.effect == pytest.approx(fit.r2_skew - float(fit.surrogate_r2_skew.mean()))
     assert finding.ci[0] <= finding.effect <= finding.ci[1]
+    assert finding.numbers["surrogate_p"] == fit.surrogate_p_value and finding.numbers["r2_skew_cv"] > 0.5
 
 
 def test_jacobian_columns_are_the_spectra_at_the_teleported_layers(tiny_models):
@@ -64,10 +67,16 @@ def test_jacobian_columns_are_the_spectra_at_the_teleported_layers(tiny_models):
     section = beyond.beyond_measures(model, dyn, units, sweep, seed=0, jacobian=True)
     table = beyond.contraction_table(section)
     assert [row["layer"] for row in table] == [r.layer for r in sweep.results]
-    n_layers = model.cfg.n_layers
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
     for row in table:
-        direct = tld.jacobian_spectrum(model, sweep.results[0].prompt, 2 * row["layer"], 2 * n_layers - 1)
-        assert row["jacobian_top_singular_value"] == pytest.approx(float(direct.singular_values[0]), rel=1e-6)
+        direct = [
+            tld.jacobian_spectrum(model, prompt, 2 * row["layer"], 2 * n_layers - 1, k=d_model, position=position)
+            for prompt in DEFAULT_PROMPTS for position in DEFAULT_POSITIONS
+        ]
+        mean_top = np.mean([float(s.singular_values[0]) for s in direct])
+        assert row["jacobian_top_singular_value"] == pytest.approx(mean_top, rel=1e-6)
+        assert row["jacobian_log_volume"] == pytest.approx(np.mean([s.log_volume for s in direct]), rel=1e-6)
+        assert row["jacobian_n_prompts"] == len(DEFAULT_PROMPTS)
         assert row["jacobian_steps"] == row["steps"]  # the same span as the teleport
     without = beyond.beyond_measures(model, dyn, units, sweep, seed=0)
     assert without.jacobian is None and "jacobian_top_singular_value" not in beyond.contraction_table(without)[0]

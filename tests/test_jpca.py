@@ -12,7 +12,8 @@ from einops import rearrange
 from sklearn.decomposition import PCA
 
 import tl_dynamics as tld
-from tl_dynamics.jpca import JPCAResult, jpca, skew_least_squares
+from tl_dynamics import synthetic
+from tl_dynamics.jpca import DEFAULT_SURROGATES, JPCAResult, jpca, skew_least_squares
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -226,3 +227,79 @@ def test_bootstrap_r2_skew_equals_refitting_on_the_weighted_samples(noisy_rotati
     np.testing.assert_allclose(bootstrap_r2_skew(noisy_rotation, weights), expected, atol=1e-10)
     uniform = torch.full((1, 40), 1 / 40, dtype=torch.float64)
     assert bootstrap_r2_skew(noisy_rotation, uniform)[0] == pytest.approx(noisy_rotation.r2_skew, abs=1e-12)
+
+
+# ----------------------------------------------------------------- the smooth null (step 8)
+
+
+def smoothed_noise(seed, n=120, sublayers=16, d=12, width=2.5):
+    """iid Gaussian noise smoothed over depth: smooth trajectories, no rotation."""
+    from scipy.ndimage import gaussian_filter1d
+
+    noise = np.random.default_rng(seed).standard_normal((n, sublayers, d))
+    return torch.from_numpy(gaussian_filter1d(noise, width, axis=1))
+
+
+def test_maximum_entropy_surrogates_keep_both_covariances():
+    from tl_dynamics._surrogates import fit_maximum_entropy
+
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal((200, 10, 4)) @ rng.standard_normal((4, 4))).cumsum(axis=1)
+    z = z - z.mean(0)
+    model = fit_maximum_entropy(z)
+    fake = model.sample(40000, np.random.default_rng(1))
+    for pattern in ("bsk,buk->su", "bsk,bsl->kl"):
+        target = np.einsum(pattern, z, z) / len(z)
+        got = np.einsum(pattern, fake, fake) / len(fake)
+        assert np.abs(got - target).max() < 0.03 * np.abs(target).max()
+    # no rotation: the lagged cross-covariance of the units is symmetric
+    lagged = np.einsum("bsk,bsl->kl", fake[:, :-1], fake[:, 1:]) / len(fake)
+    assert np.abs(lagged - lagged.T).max() < 0.03 * np.abs(lagged).max()
+
+
+@pytest.mark.parametrize("make", ["growth", "smooth"])
+def test_smooth_flows_beat_the_layer_shuffles_but_not_the_smooth_null(make):
+    """The issue's failure: any smooth ordered flow beat the layer-shuffle null (shown
+    here: its p sits at the floor); the maximum-entropy null keeps the smoothness and is
+    not beaten more often than chance."""
+    shuffle_floor, beaten = 0, 0
+    for seed in range(8):
+        if make == "growth":
+            x = synthetic.structured("growth", 120, 16, 12, seed).resid
+        else:
+            x = smoothed_noise(seed)
+        result = jpca(x, k=4, n_shuffles=99, n_surrogates=99, seed=seed)
+        shuffle_floor += result.p_value == pytest.approx(1 / 100)
+        beaten += result.surrogate_p_value <= 0.01
+    assert shuffle_floor >= 6
+    assert beaten <= 1  # expected 0.08 of 8 under a uniform p
+
+
+def test_a_planted_rotation_beats_the_smooth_null_and_holds_out_of_sample(noisy_rotation):
+    assert noisy_rotation.surrogate_p_value == pytest.approx(1 / (1 + DEFAULT_SURROGATES))
+    assert noisy_rotation.r2_skew_cv == pytest.approx(noisy_rotation.r2_skew, abs=0.05)
+    assert noisy_rotation.r2_full_cv > 0.9
+
+
+def test_held_out_fit_of_noise_explains_nothing():
+    """On iid states dz = z_{t+1} - z_t, so M = -I explains half of ||dz||^2 whatever the
+    order, out of sample too; the free fit's extra in-sample r2 is overfitting, and the
+    skew fit explains nothing held out."""
+    noise = torch.randn(60, 12, 10, generator=torch.Generator().manual_seed(0))
+    result = jpca(noise, k=6, n_shuffles=9, n_surrogates=9)
+    assert result.r2_full_cv == pytest.approx(0.5, abs=0.03)
+    assert result.r2_full_cv < result.r2_full
+    assert abs(result.r2_skew_cv) < 0.01 and result.r2_skew_cv < result.r2_skew
+
+
+def test_halves_follow_texts_not_samples():
+    """Two samples of one text never fall in different halves: a cache with every text
+    repeated gives the held-out fit of the texts alone."""
+    resid = rotating_population([0.3], batch=40, n_sublayers=12, d_model=6)
+    resid = resid + 0.1 * torch.randn(resid.shape, generator=torch.Generator().manual_seed(0), dtype=resid.dtype)
+    doubled = torch.cat([resid, resid]).float()
+    labels = [str(s) for s in range(12)]
+    cache = tld.DynamicsCache(doubled, labels, torch.arange(40).repeat(2), torch.zeros(80, dtype=torch.long))
+    by_text = jpca(cache, k=2, n_shuffles=9, n_surrogates=9)
+    by_sample = jpca(doubled, k=2, n_shuffles=9, n_surrogates=9)
+    assert by_text.r2_full_cv < by_sample.r2_full_cv  # samples split across halves leak

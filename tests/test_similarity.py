@@ -112,3 +112,49 @@ def test_dsa_matrix_plot():
     assert figure.layout.title.text and figure.layout.xaxis.title.text
     with pytest.raises(TypeError, match="DynamicalSimilarity"):
         tld.plot.dsa_matrix(result.distance)
+
+
+# ------------------------------------------------------- noise floors and intervals
+
+
+def test_noise_floors_separate_other_dynamics_from_other_texts():
+    """Two draws of one flow (other embedding, other texts) sit at about the noise floor;
+    a different flow sits far above it."""
+    conditions = {"a": linear_flow(0.4, 0.9, 0, batch=40), "b": linear_flow(0.4, 0.9, 1, batch=40),
+                  "other": linear_flow(0.05, 0.5, 2, batch=40)}
+    result = dynamical_similarity(conditions, **FAST, n_splits=2, n_resamples=4, seed=0)
+    assert result.noise_floor.shape == (3,) and bool((result.noise_floor > 0).all())
+    assert result.distance_ci.shape == (3, 3, 2)
+    assert bool((result.distance_ci[..., 0] <= result.distance_ci[..., 1]).all())
+    assert bool((result.distance_ci[..., 0] >= 0).all())
+    frame = result.to_frame().set_index(["a", "b"])
+    assert not frame.loc[("a", "b"), "above_floors"]
+    assert frame.loc[("a", "other"), "above_floors"] and frame.loc[("b", "other"), "above_floors"]
+    again = dynamical_similarity(conditions, **FAST, n_splits=2, n_resamples=4, seed=0)
+    torch.testing.assert_close(again.noise_floor, result.noise_floor)
+    torch.testing.assert_close(again.distance_ci, result.distance_ci)
+
+
+def test_without_resamples_there_is_no_floor_or_interval():
+    result = dynamical_similarity(linear_flow(0.4, 0.9, 0), linear_flow(0.1, 0.9, 1), **FAST)
+    assert result.noise_floor is None and result.distance_ci is None
+    assert list(result.to_frame().columns) == ["a", "b", "distance"]
+
+
+def test_halves_and_resamples_keep_a_texts_samples_together():
+    from tl_dynamics.similarity import _bootstrap_rows, _halves
+
+    texts = np.repeat(np.arange(10), 3)  # 3 samples per text
+    first, second = _halves(texts, np.random.default_rng(0))
+    assert not np.any(first & second) and np.all(first | second)
+    assert set(texts[first]).isdisjoint(texts[second]) and len(set(texts[first])) == 5
+    rows = _bootstrap_rows(texts, np.random.default_rng(0))
+    assert len(rows) == 30
+    counts = np.bincount(texts[rows], minlength=10)
+    assert np.all(counts % 3 == 0)  # every drawn text brings its 3 samples
+
+
+def test_a_floor_needs_four_texts_per_condition():
+    few = torch.randn(3, 12, 8, dtype=torch.float64)
+    with pytest.raises(tld.DynamicsInputError, match="at least 4 texts"):
+        dynamical_similarity(few, few, **FAST, n_splits=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from tl_dynamics.stability import (
     JacobianSweep,
     jacobian_spectrum,
     jacobian_sweep,
+    kick_growth,
     map_spectrum,
 )
 
@@ -83,14 +86,71 @@ def minilm_spectrum(minilm):
     return jacobian_spectrum(minilm, tld.DEFAULT_PROMPT, 4, 7, k=6)
 
 
-def test_minilm_spectrum_matches_the_dense_autograd_jacobian(minilm, minilm_spectrum):
+@pytest.fixture(scope="module")
+def minilm_dense(minilm):
+    return dense_jacobian(minilm, tld.DEFAULT_PROMPT, 4, 7)
+
+
+def test_minilm_spectrum_matches_the_dense_autograd_jacobian(minilm, minilm_spectrum, minilm_dense):
     spectrum = minilm_spectrum
-    dense = dense_jacobian(minilm, tld.DEFAULT_PROMPT, 4, 7)
+    dense = minilm_dense
     torch.testing.assert_close(spectrum.singular_values, torch.linalg.svdvals(dense)[:6],
                                rtol=1e-3, atol=0)
     torch.testing.assert_close(dense @ spectrum.right_vectors,
                                spectrum.left_vectors * spectrum.singular_values,
                                rtol=0, atol=2e-3 * float(spectrum.singular_values[0]))
+
+
+def test_minilm_whole_spectrum_matches_the_dense_jacobian(minilm, minilm_dense):
+    """k = d_model forms J from d_model reverse-mode rows: every singular value, to float32
+    rounding relative to the largest; two null directions of the post-LayerNorm map sit
+    below the floor and stay out of the volume."""
+    d_model = int(minilm.cfg.d_model)
+    full = jacobian_spectrum(minilm, tld.DEFAULT_PROMPT, 4, 7, k=d_model)
+    dense = torch.linalg.svdvals(minilm_dense)
+    assert full.complete and len(full.singular_values) == d_model
+    assert float((full.singular_values - dense).abs().max()) < 2e-6 * float(dense[0])
+    assert full.n_null == 2
+    kept = full.singular_values[: d_model - 2]
+    assert full.log_volume == pytest.approx(float(kept.log().sum()), rel=1e-12)
+    assert full.n_expanding == int((full.singular_values > 1).sum())
+    scale = full.stop_median / full.start_median
+    assert full.log_volume_robust == pytest.approx(full.log_volume - (d_model - 2) * math.log(scale))
+    assert full.n_expanding_robust == int((full.singular_values / scale > 1).sum())
+
+
+def test_robust_normalisation_ignores_a_massive_unit():
+    """One unit 100x the others moves the norm ratio, not the median ratio."""
+    from tl_dynamics.stability import JacobianSpectrum
+
+    x_start = torch.ones(64, dtype=torch.float64)
+    x_stop = 2 * x_start
+    x_stop[0] = 400.0  # a massive unit appears
+    values = torch.full((64,), 2.0, dtype=torch.float64)  # a map that doubles every direction
+    eye = torch.eye(64, dtype=torch.float64)
+    spectrum = JacobianSpectrum(
+        "m", "p", 0, 0, 2, "0_pre", "1_pre", values, eye, eye, values.log() / 2,
+        float(x_start.norm()), float(x_stop.norm()), values * x_start.norm() / x_stop.norm(),
+        (values * x_start.norm() / x_stop.norm()).log() / 2,
+        float(x_start.abs().median()), float(x_stop.abs().median()),
+    )
+    torch.testing.assert_close(spectrum.robust_singular_values, torch.ones(64, dtype=torch.float64))
+    assert spectrum.log_volume_robust == pytest.approx(0.0, abs=1e-12)
+    assert float(spectrum.normalised_singular_values[0]) < 0.5  # the norm ratio reads a contraction
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_random_kicks_grow_as_the_spectrum_predicts(tiny_models, arch):
+    """A causal check of the linearisation: finite kicks written into the stream and
+    propagated grow by the rms singular value, and none beyond the top one."""
+    model = tiny_models[arch]
+    d_model = int(model.cfg.d_model)
+    full = jacobian_spectrum(model, "The cat sat on the mat.", 1, 4, k=d_model)
+    growth = kick_growth(model, "The cat sat on the mat.", 1, 4, n_kicks=256, seed=0)
+    predicted = float(full.singular_values.square().mean().sqrt())
+    # The rms of 256 isotropic kicks: sampling error a few % of the prediction.
+    assert float(growth.square().mean().sqrt()) == pytest.approx(predicted, rel=0.1)
+    assert float(growth.max()) < float(full.singular_values[0]) * 1.01
 
 
 def test_parameters_keep_requiring_gradients(minilm, minilm_spectrum):
@@ -140,6 +200,26 @@ def test_spectrum_is_seeded(minilm):
     a = jacobian_spectrum(minilm, start=0, stop=2, k=3, n_iter=1, seed=0)
     b = jacobian_spectrum(minilm, start=0, stop=2, k=3, n_iter=1, seed=0)
     torch.testing.assert_close(a.singular_values, b.singular_values)
+
+
+def test_sweep_over_prompts_and_positions_gives_intervals(tiny_models):
+    model = tiny_models["llama"]
+    d_model = int(model.cfg.d_model)
+    prompts = ["The cat sat on the mat.", "One, two, three, four, five.", "Why is the sky blue today?"]
+    sweep = jacobian_sweep(model, prompts, layers=[0, 1], k=d_model, positions=(-1, -2), progress=False)
+    assert len(sweep.spectra) == 2 * 3 * 2 and sweep.prompts == tuple(prompts)
+    per_spectrum = sweep.spectra_frame()
+    assert set(per_spectrum["prompt"]) == {0, 1, 2} and len(per_spectrum) == 12
+    frame = sweep.to_frame()
+    assert list(frame["n_prompts"]) == [3, 3]
+    first = per_spectrum[per_spectrum["layer"] == 0].groupby("prompt")["log_volume"].mean()
+    assert frame.loc[0, "log_volume"] == pytest.approx(first.mean())
+    assert frame.loc[0, "log_volume_ci_low"] < frame.loc[0, "log_volume"] < frame.loc[0, "log_volume_ci_high"]
+    assert frame.loc[0, "n_expanding"] == pytest.approx(
+        per_spectrum[per_spectrum["layer"] == 0].groupby("prompt")["n_expanding"].mean().mean()
+    )
+    with pytest.raises(ValueError, match="positions must be an int"):
+        jacobian_sweep(model, prompts, layers=[0], positions=(-40,), progress=False)
 
 
 def test_sweep_runs_layer_by_layer(tiny_models):

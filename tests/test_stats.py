@@ -8,6 +8,9 @@ import torch
 from scipy import stats
 
 from tl_dynamics.stats import (
+    basic_interval,
+    bootstrap_p_value,
+    permutation_p_value,
     Resampler,
     standard_error,
     bootstrap_weights,
@@ -88,3 +91,29 @@ def test_standard_error_drops_non_finite_replicates():
     replicates = np.array([1.0, 2.0, 3.0, np.nan, np.inf])
     assert standard_error(replicates) == pytest.approx(1.0)
     assert np.isnan(standard_error(np.array([1.0, np.nan])))
+
+
+def test_basic_interval_reflects_the_percentile_interval_about_the_estimate():
+    replicates = np.random.default_rng(0).normal(1.5, 0.2, 4000)  # biased up from 1.0
+    low, high = percentile_interval(replicates)
+    assert basic_interval(1.0, replicates) == pytest.approx((2.0 - high, 2.0 - low))
+    assert basic_interval(1.0, replicates)[1] < 1.0 < low  # the percentile one lies above
+
+
+def test_bootstrap_p_values_are_one_sided_floored_and_invert_the_basic_interval():
+    rng = np.random.default_rng(1)
+    replicates = 0.5 + 0.1 * rng.standard_normal(999)
+    floor = 1 / 1000
+    assert bootstrap_p_value(0.5, replicates, 0.0, 1) == pytest.approx(floor)  # 5 sd above 0
+    assert bootstrap_p_value(0.5, replicates, 0.0, -1) == pytest.approx(1.0)
+    assert bootstrap_p_value(0.5, np.full(999, 0.5), 0.0, 1) == pytest.approx(floor)  # never 0
+    low = basic_interval(0.5, replicates, confidence=0.9)[0]  # one-sided 95 % bound
+    assert bootstrap_p_value(0.5, replicates, low - 0.01, 1) < 0.05 < bootstrap_p_value(0.5, replicates, low + 0.01, 1)
+    assert np.isnan(bootstrap_p_value(float("nan"), replicates, 0.0, 1))
+
+
+def test_permutation_p_value_counts_the_observed_among_the_null():
+    null = np.arange(99, dtype=float)  # 0..98
+    assert permutation_p_value(98.5, null, 1) == pytest.approx(1 / 100)
+    assert permutation_p_value(49.0, null, 1) == pytest.approx((1 + 50) / 100)
+    assert permutation_p_value(-1.0, null, -1) == pytest.approx(1 / 100)

@@ -26,7 +26,19 @@ depth as time, :func:`jpca` does exactly this:
 7. a layer-shuffle null: one permutation of the sublayers, shared by all samples, per
    shuffle; ``r2_skew`` is refitted on the permuted ``Z`` (the PCA and the per-sublayer
    centring do not depend on the order) and the p-value is one-sided,
-   ``(1 + #{null >= observed}) / (1 + n_shuffles)``.
+   ``(1 + #{null >= observed}) / (1 + n_shuffles)``. Any smooth ordered flow beats this
+   null (a pure growth of scale, smoothed noise): shuffling destroys smoothness, not
+   rotation;
+8. the null to decide on keeps smoothness: surrogate populations with ``Z``'s covariance
+   over sublayers (each trajectory's smoothness) and over components, maximal entropy
+   otherwise (Elsayed & Cunningham 2017, :mod:`tl_dynamics._surrogates`), each of as
+   many samples as ``Z``; such a population has no rotation, so ``r2_skew`` beating it
+   is evidence of one. ``surrogate_p_value = (1 + #{surrogate >= observed}) / (1 +
+   n_surrogates)``;
+9. a cross-validated fit: the texts split in two halves (seeded); the centring, the PCA
+   and ``M`` fitted on one half score ``1 - ||dZ - Z_t M||^2 / ||dZ||^2`` on the other,
+   both ways, averaged (``r2_skew_cv``, ``r2_full_cv``): an in-sample ``r2`` rises with
+   ``k`` whatever the flow.
 
 A discrete rotation by ``theta`` per step is ``dz = z (R - I)``, whose skew part has
 ``w = sin(theta)`` and whose symmetric part ``(cos(theta) - 1) I`` is left over, so a pure
@@ -38,7 +50,8 @@ Example::
 
     dyn = tld.collect(tld.models.load_model(), tld.data.python_docs()[:128])
     result = tld.jpca(dyn, k=6, n_shuffles=1000, seed=0)
-    result.r2_skew, result.p_value, result.rotations     # fit, against the null, turns
+    result.r2_skew, result.surrogate_p_value, result.rotations   # fit, against the smooth null, turns
+    result.r2_skew_cv                                     # the skew fit on held-out texts
     result.to_frame()                                     # one row per jPC plane
 """
 
@@ -58,12 +71,15 @@ from torch import Tensor
 
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
+from tl_dynamics._surrogates import fit_maximum_entropy
+from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.embed import as_trajectories
 from tl_dynamics.errors import DynamicsInputError
 
 __all__ = [
     "DEFAULT_COMPONENTS",
     "DEFAULT_SHUFFLES",
+    "DEFAULT_SURROGATES",
     "MIN_SUBLAYERS",
     "FULL_TURN",
     "JPCAResult",
@@ -73,6 +89,9 @@ __all__ = [
 
 DEFAULT_COMPONENTS = 6  # Churchland et al. (2012) fit jPCA in the top 6 PCs
 DEFAULT_SHUFFLES = 1000  # the paper's size of a layer-shuffle null (section 2.6)
+DEFAULT_SURROGATES = 500  # maximum-entropy surrogates: p resolves to 1/501, at ~20 ms each
+# at SmolLM2's report size (823 texts x 60 sublayers x 6 components)
+SURROGATE_CHUNK = 16  # surrogate populations drawn at once
 MIN_SUBLAYERS = 3  # a shuffle of 2 sublayers only reverses time
 FULL_TURN = 2 * math.pi  # radians in one rotation
 
@@ -97,7 +116,12 @@ class JPCAResult:
         planes: ``[pair, k, 2]`` orthonormal (jPC1, jPC2) of each pair, in ``Z``
             coordinates; ``components.T @ planes[p]`` gives them in the residual stream.
         null_r2_skew: ``[shuffle]`` ``r2_skew`` after each layer shuffle.
-        p_value: one-sided permutation p-value of ``r2_skew`` against the null.
+        p_value: one-sided permutation p-value of ``r2_skew`` against the layer shuffles
+            (beaten by any smooth flow: describe with it, decide on ``surrogate_p_value``).
+        surrogate_r2_skew: ``[surrogate]`` ``r2_skew`` of each maximum-entropy surrogate.
+        surrogate_p_value: one-sided Monte Carlo p-value of ``r2_skew`` against them.
+        r2_skew_cv, r2_full_cv: the fits' ``r2`` on held-out texts (module docstring,
+            step 9); NaN with fewer than 4 texts.
         labels: labels of the sublayers.
         n_shuffles: number of layer shuffles.
         seed: seed of the PCA's solver and of the shuffles (numpy ``PCG64``).
@@ -117,6 +141,10 @@ class JPCAResult:
     planes: Float[Tensor, "pair k 2"]
     null_r2_skew: Float[Tensor, " shuffle"]
     p_value: float
+    surrogate_r2_skew: Float[Tensor, " surrogate"]
+    surrogate_p_value: float
+    r2_skew_cv: float
+    r2_full_cv: float
     labels: tuple[str, ...]
     n_shuffles: int
     seed: int
@@ -130,7 +158,7 @@ class JPCAResult:
     def to_frame(self) -> pd.DataFrame:
         """One row per jPC plane: ``pair``, ``frequency`` (radians per sublayer step),
         ``rotations`` (turns over depth), with the fit's ``r2_skew``, ``r2_full`` and
-        ``p_value`` repeated on every row."""
+        ``p_value``, ``surrogate_p_value`` and ``r2_skew_cv`` repeated on every row."""
         return pd.DataFrame(
             {
                 "pair": np.arange(len(self.frequencies)),
@@ -139,6 +167,8 @@ class JPCAResult:
                 "r2_skew": self.r2_skew,
                 "r2_full": self.r2_full,
                 "p_value": self.p_value,
+                "surrogate_p_value": self.surrogate_p_value,
+                "r2_skew_cv": self.r2_skew_cv,
             }
         )
 
@@ -244,6 +274,53 @@ def _skew_r2_from_moments(
     return 1.0 - left / change
 
 
+def _moments(z: Float[np.ndarray, "*batch sample sublayer k"]) -> tuple[np.ndarray, ...]:
+    """``(C, A, ||dZ||^2)`` of populations ``z``: ``Z_t^T Z_t``, ``Z_t^T dZ`` summed over
+    samples and steps, batched over leading axes."""
+    z_t, dz = z[..., :-1, :], z[..., 1:, :] - z[..., :-1, :]
+    c = np.einsum("...btk,...btl->...kl", z_t, z_t)
+    a = np.einsum("...btk,...btl->...kl", z_t, dz)
+    return c, a, np.square(dz).sum(axis=(-3, -2, -1))
+
+
+def _surrogate_r2(z: np.ndarray, n_surrogates: int, seed: int) -> np.ndarray:
+    """``r2_skew`` of ``n_surrogates`` maximum-entropy surrogates of ``z`` (step 8).
+
+    ``r2_skew`` does not change under an orthogonal change of the components, so each
+    surrogate stays in the eigenbasis of the components' covariance."""
+    model = fit_maximum_entropy(z)
+    rng = np.random.default_rng([seed, 1])
+    r2 = []
+    for start in range(0, n_surrogates, SURROGATE_CHUNK):
+        size = min(SURROGATE_CHUNK, n_surrogates - start)
+        coefficients = rng.standard_normal((size, *z.shape)) * np.sqrt(model.variance)
+        r2.append(_skew_r2_from_moments(*_moments(model.time_basis @ coefficients)))
+    return np.concatenate(r2)
+
+
+def _held_out_r2(resid: np.ndarray, groups: np.ndarray, k: int, seed: int) -> tuple[float, float]:
+    """``(r2_skew_cv, r2_full_cv)``: fitted on one half of the texts, scored on the other,
+    both ways, averaged (step 9); NaN when a half has fewer than 2 texts or k states."""
+    texts = np.unique(groups)
+    order = np.random.default_rng([seed, 2]).permutation(texts)
+    halves = [np.isin(groups, order[: len(order) // 2]), np.isin(groups, order[len(order) // 2 :])]
+    if min(len(texts) // 2, min(int(h.sum()) for h in halves) * resid.shape[1] // k) < 2:
+        return math.nan, math.nan
+    scores = []
+    for train, test in (halves, halves[::-1]):
+        centre = resid[train].mean(0)
+        fit = resid[train] - centre
+        pca = PCA(n_components=k, random_state=seed).fit(einops.rearrange(fit, "b s d -> (b s) d"))
+        z_fit = (fit - pca.mean_) @ pca.components_.T
+        z_test = (resid[test] - centre - pca.mean_) @ pca.components_.T
+        z_t, dz = _steps(z_fit)
+        held_t, held_dz = _steps(z_test)
+        models = (skew_least_squares(z_t, dz), np.linalg.lstsq(z_t, dz, rcond=None)[0])
+        scores.append([_r2(held_t, held_dz, m) for m in models])
+    skew, full = np.mean(scores, axis=0)
+    return float(skew), float(full)
+
+
 def bootstrap_r2_skew(
     result: JPCAResult, weights: Float[Tensor, "resample sample"]
 ) -> Float[np.ndarray, " resample"]:
@@ -272,9 +349,11 @@ def jpca(
     k: int = DEFAULT_COMPONENTS,
     *,
     n_shuffles: int = DEFAULT_SHUFFLES,
+    n_surrogates: int = DEFAULT_SURROGATES,
     seed: int = 0,
 ) -> JPCAResult:
-    """Fit jPCA (Churchland et al. 2012) to the flow over depth, with a layer-shuffle null.
+    """Fit jPCA (Churchland et al. 2012) to the flow over depth, against a layer-shuffle
+    null and a smooth maximum-entropy null, with a held-out fit.
 
     Args:
         dyn: A :class:`~tl_dynamics.DynamicsCache` or a ``[sample, sublayer, d_model]``
@@ -282,7 +361,10 @@ def jpca(
         k: Principal components to fit in (even ``k`` pairs them all; Churchland et al.
             use 6); at most ``d_model`` and the number of centred vectors.
         n_shuffles: Layer shuffles of the null, >= 1.
-        seed: Seeds the PCA's randomised solver (used for large inputs) and the shuffles.
+        n_surrogates: Maximum-entropy surrogate populations, >= 1.
+        seed: Seeds the PCA's randomised solver (used for large inputs), the shuffles,
+            the surrogates and the split into halves (by ``dyn.text_index`` for a cache,
+            by sample for a tensor).
 
     Returns:
         A :class:`JPCAResult` of float64 CPU tensors.
@@ -301,7 +383,9 @@ def jpca(
     k = check_int(k, "k", 2, min(d_model, (n_samples - 1) * n_sublayers),
                    f" (d_model {d_model}, {n_samples} samples x {n_sublayers} sublayers)")
     n_shuffles = check_int(n_shuffles, "n_shuffles", 1)
+    n_surrogates = check_int(n_surrogates, "n_surrogates", 1)
     seed = check_int(seed, "seed", 0)
+    groups = dyn.text_index.cpu().numpy() if isinstance(dyn, DynamicsCache) else np.arange(n_samples)
 
     centred = (resid - resid.mean(dim=0)).numpy()
     pca = PCA(n_components=k, random_state=seed)
@@ -313,6 +397,8 @@ def jpca(
     r2_skew = _r2(z_t, dz, m_skew)
     frequencies, planes = _planes(m_skew, z[:, 0])
     null = _shuffled_r2(z, n_shuffles, seed)
+    surrogate = _surrogate_r2(z, n_surrogates, seed)
+    r2_skew_cv, r2_full_cv = _held_out_r2(resid.numpy(), groups, k, seed)
     return JPCAResult(
         components=torch.from_numpy(pca.components_.astype(np.float64)),
         explained_variance_ratio=torch.from_numpy(pca.explained_variance_ratio_.astype(np.float64)),
@@ -326,6 +412,10 @@ def jpca(
         planes=torch.from_numpy(planes),
         null_r2_skew=torch.from_numpy(null),
         p_value=float((1 + np.sum(null >= r2_skew)) / (1 + n_shuffles)),
+        surrogate_r2_skew=torch.from_numpy(surrogate),
+        surrogate_p_value=float((1 + np.sum(surrogate >= r2_skew)) / (1 + n_surrogates)),
+        r2_skew_cv=r2_skew_cv,
+        r2_full_cv=r2_full_cv,
         labels=labels,
         n_shuffles=n_shuffles,
         seed=seed,

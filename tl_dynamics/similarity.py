@@ -24,6 +24,19 @@ Controls, so a distance can be read (:func:`random_weight_twin` and
 architecture, HF's own initialisation). Models that share dynamics are closer to each
 other than to these controls.
 
+A distance is measured on finitely many texts, so even one condition is not at 0 from
+itself on other texts. Two readings of that noise:
+
+* a *noise floor* per condition (``n_splits > 0``): the distance between two disjoint
+  halves of its texts (each half through the same pipeline: its own resampling, PCA and
+  operator), the mean over ``n_splits`` seeded splits. A half holds half the texts, so the floor is an
+  upper estimate of the noise in a distance between two full conditions; a distance is
+  only read as a difference of dynamics where it clears both conditions' floors;
+* a *bootstrap interval* of every distance (``n_resamples > 0``): texts drawn again with
+  replacement within each condition, the whole matrix refitted ``n_resamples`` times; the basic interval
+  ``[2 d - q_97.5, 2 d - q_2.5]`` (clipped at 0), which corrects the upward bias noise
+  gives a distance where the percentile interval would repeat it.
+
 ``dsa-metric`` is an optional dependency: ``pip install "tl-dynamics[dsa]"``.
 
 Example::
@@ -37,8 +50,8 @@ Example::
         "minilm shuffled": tld.collect(model, texts, shuffle=True),
         "minilm random": tld.collect(tld.random_weight_twin(model), texts),
     }
-    result = tld.dynamical_similarity(conditions)
-    result.to_frame()                 # one row per pair, angular distance in radians
+    result = tld.dynamical_similarity(conditions, n_splits=2, n_resamples=10)
+    result.to_frame()                 # one row per pair: radians, interval, both floors
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ from torch import Tensor
 
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
+from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.embed import as_trajectories
 from tl_dynamics.errors import DynamicsInputError, InputTypeError, MissingDependencyError
 from tl_dynamics.hooks import TLModel, check_model
@@ -70,6 +84,7 @@ __all__ = [
     "DEFAULT_ITERATIONS",
     "DEFAULT_LR",
     "SCORE_METHOD",
+    "CONFIDENCE",
     "resample_depth",
     "DynamicalSimilarity",
     "dynamical_similarity",
@@ -84,6 +99,8 @@ DEFAULT_DELAYS = 1  # no delay embedding: the residual stream is the full state
 DEFAULT_ITERATIONS = 1500
 DEFAULT_LR = 5e-3
 SCORE_METHOD = "angular"  # Ostrow et al. (2023) report angular distances, in radians
+CONFIDENCE = 0.95  # two-sided bootstrap interval of a distance
+MIN_SPLIT_TEXTS = 4  # a split-half floor needs two texts per half
 
 
 def _require_dsa() -> Any:
@@ -119,13 +136,26 @@ def resample_depth(
     return resid[:, below] * (1 - weight) + resid[:, below + 1] * weight
 
 
+def _texts(dyn: Any) -> np.ndarray:
+    """``[sample]`` text of each sample: ``dyn.text_index`` of a cache, else one per sample."""
+    if isinstance(dyn, DynamicsCache):
+        return dyn.text_index.cpu().numpy()
+    return np.arange(len(dyn))
+
+
 def _states(dyn: Any, name: str, n_points: int, n_components: int, seed: int) -> np.ndarray:
     """``[sample, point, component]`` states of one condition, unit total variance."""
     resid, _ = as_trajectories(dyn, name)
-    batch, _, d_model = resid.shape
+    return _project(resample_depth(resid, n_points), name, n_components, seed)
+
+
+def _project(resampled: Tensor, name: str, n_components: int, seed: int) -> np.ndarray:
+    """Depth-resampled trajectories ``[sample, point, d_model]`` in their own ``n_components``
+    principal axes, scaled to unit total variance."""
+    batch, n_points, d_model = resampled.shape
     k = check_int(n_components, "n_components", 1, min(d_model, batch * n_points),
                    f" ({name} has width {d_model} and {batch} samples x {n_points} points)")
-    vectors = einops.rearrange(resample_depth(resid, n_points), "b p d -> (b p) d").numpy()
+    vectors = einops.rearrange(resampled, "b p d -> (b p) d").numpy()
     scores = PCA(n_components=k, random_state=seed).fit_transform(vectors)
     scores /= np.sqrt((scores**2).sum(axis=1).mean())
     return einops.rearrange(scores, "(b p) k -> b p k", b=batch)
@@ -145,6 +175,12 @@ class DynamicalSimilarity:
         score_method: DSA's score ("angular").
         iters: Optimisation steps of the similarity transform.
         seed: Seeds the PCA solver and torch's generator for DSA's optimisation.
+        noise_floor: ``[condition]`` distance between disjoint halves of each condition's
+            texts (mean over ``n_splits`` splits; module docstring), or ``None``.
+        distance_ci: ``[condition, condition, 2]`` basic bootstrap interval of each
+            distance over texts (0 on the diagonal), or ``None``.
+        n_splits: Splits behind ``noise_floor`` (0: not computed).
+        n_resamples: Bootstrap resamples behind ``distance_ci`` (0: not computed).
     """
 
     __repr__ = compact_repr
@@ -157,6 +193,10 @@ class DynamicalSimilarity:
     score_method: str
     iters: int
     seed: int
+    noise_floor: Float[Tensor, " condition"] | None = None
+    distance_ci: Float[Tensor, "condition condition 2"] | None = None
+    n_splits: int = 0
+    n_resamples: int = 0
 
     def between(self, a: str, b: str) -> float:
         """The distance between conditions ``a`` and ``b``."""
@@ -166,13 +206,22 @@ class DynamicalSimilarity:
         return float(self.distance[self.names.index(a), self.names.index(b)])
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per unordered pair: ``a``, ``b``, ``distance``."""
-        return pd.DataFrame(
-            [
-                {"a": a, "b": b, "distance": self.between(a, b)}
-                for a, b in itertools.combinations(self.names, 2)
-            ]
-        )
+        """One row per unordered pair: ``a``, ``b``, ``distance``; with an interval also
+        ``ci_low``, ``ci_high``; with noise floors also ``floor_a``, ``floor_b`` and
+        ``above_floors`` (the distance, or with an interval its lower end, above both
+        conditions' floors)."""
+        rows = []
+        for a, b in itertools.combinations(self.names, 2):
+            i, j = self.names.index(a), self.names.index(b)
+            row: dict[str, Any] = {"a": a, "b": b, "distance": self.between(a, b)}
+            if self.distance_ci is not None:
+                row |= dict(zip(("ci_low", "ci_high"), self.distance_ci[i, j].tolist(), strict=True))
+            if self.noise_floor is not None:
+                floors = float(self.noise_floor[i]), float(self.noise_floor[j])
+                row |= {"floor_a": floors[0], "floor_b": floors[1],
+                        "above_floors": row.get("ci_low", row["distance"]) > max(floors)}
+            rows.append(row)
+        return pd.DataFrame(rows)
 
 
 def dynamical_similarity(
@@ -185,6 +234,8 @@ def dynamical_similarity(
     iters: int = DEFAULT_ITERATIONS,
     lr: float = DEFAULT_LR,
     seed: int = 0,
+    n_splits: int = 0,
+    n_resamples: int = 0,
 ) -> DynamicalSimilarity:
     """DSA distance between two conditions, or between every pair of several.
 
@@ -197,7 +248,11 @@ def dynamical_similarity(
         n_components: Principal axes kept per condition.
         n_delays: Delays of DSA's Hankel embedding.
         iters, lr: DSA's similarity-transform optimisation (the package's defaults).
-        seed: Seeds the PCA solver and DSA's optimisation.
+        seed: Seeds the PCA solver, DSA's optimisation, the splits and the resamples.
+        n_splits: Split halves per condition for its noise floor (module docstring); 0:
+            none. Each costs one fit per condition.
+        n_resamples: Bootstrap resamples of the matrix for its intervals; 0: none. Each
+            costs one more fit of every pair: ~10 give a usable interval, not a precise one.
 
     Returns:
         A :class:`DynamicalSimilarity`; conditions are named ``"a"``, ``"b"`` for a pair.
@@ -223,21 +278,56 @@ def dynamical_similarity(
     n_delays = check_int(n_delays, "n_delays", 1)
     iters = check_int(iters, "iters", 1)
     seed = check_int(seed, "seed", 0)
+    n_splits = check_int(n_splits, "n_splits", 0)
+    n_resamples = check_int(n_resamples, "n_resamples", 0)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise DynamicsInputError(f"lr must be a positive number; got {lr!r}")
-    states = [
-        _states(dyn, f"condition {name!r}", n_points, n_components, seed)
-        for name, dyn in conditions.items()
+    names = [f"condition {name!r}" for name in conditions]
+    resampled = [
+        resample_depth(as_trajectories(dyn, name)[0], n_points)
+        for name, dyn in zip(names, conditions.values(), strict=True)
     ]
-    rank = min(s.shape[2] for s in states) * n_delays
+    states = [_project(r, name, n_components, seed) for r, name in zip(resampled, names, strict=True)]
+    texts = [_texts(dyn) for dyn in conditions.values()]
+    fewest = min(len(np.unique(t)) for t in texts)
+    if n_splits and fewest < MIN_SPLIT_TEXTS:
+        raise DynamicsInputError(
+            f"every condition must have at least {MIN_SPLIT_TEXTS} texts for a split-half "
+            f"noise floor; got {fewest}"
+        )
     dsa = _require_dsa()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        distance = dsa.DSA(states, n_delays=n_delays, rank=rank, score_method=SCORE_METHOD,
-                           iters=iters, lr=lr).fit_score()
-    distance = torch.as_tensor(np.asarray(distance, dtype=np.float64))
-    distance = (distance + distance.T) / 2  # DSA fills both triangles from one fit each
-    distance.fill_diagonal_(0.0)
+
+    def fit(x: list[np.ndarray]) -> Tensor:
+        """The symmetric distance matrix of the states ``x``."""
+        rank = min(s.shape[2] for s in x) * n_delays
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            score = dsa.DSA(x, n_delays=n_delays, rank=rank, score_method=SCORE_METHOD,
+                            iters=iters, lr=lr).fit_score()
+        return _symmetric(torch.as_tensor(np.asarray(score, dtype=np.float64)))
+
+    distance = fit(states)
+    floor = ci = None
+    rng = np.random.default_rng([seed, 3])
+    if n_splits:
+
+        def split_distance(r: Tensor, t: np.ndarray, name: str) -> float:
+            halves = [_project(r[half], name, n_components, seed) for half in _halves(t, rng)]
+            return float(fit(halves)[0, 1])
+
+        floor = torch.tensor([
+            np.mean([split_distance(r, t, name) for _ in range(n_splits)])
+            for r, t, name in zip(resampled, texts, names, strict=True)
+        ], dtype=torch.float64)
+    if n_resamples:
+        replicates = torch.stack([
+            fit([
+                _project(r[_bootstrap_rows(t, rng)], name, n_components, seed)
+                for r, t, name in zip(resampled, texts, names, strict=True)
+            ])
+            for _ in range(n_resamples)
+        ])
+        ci = _basic_interval(distance, replicates)
     return DynamicalSimilarity(
         names=tuple(str(name) for name in conditions),
         distance=distance,
@@ -247,7 +337,40 @@ def dynamical_similarity(
         score_method=SCORE_METHOD,
         iters=iters,
         seed=seed,
+        noise_floor=floor,
+        distance_ci=ci,
+        n_splits=n_splits,
+        n_resamples=n_resamples,
     )
+
+
+def _symmetric(distance: Tensor) -> Tensor:
+    """DSA's matrix made symmetric (it fills both triangles from one fit each), 0 diagonal."""
+    distance = (distance + distance.T) / 2
+    return distance.fill_diagonal_(0.0)
+
+
+def _halves(texts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sample masks of two disjoint, seeded halves of the texts (a text's samples together)."""
+    unique = rng.permutation(np.unique(texts))
+    first = np.isin(texts, unique[: len(unique) // 2])
+    return first, ~first
+
+
+def _bootstrap_rows(texts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sample indices of one bootstrap resample: texts drawn with replacement, each drawn
+    text bringing all its samples."""
+    unique = np.unique(texts)
+    drawn = rng.choice(unique, size=len(unique), replace=True)
+    by_text = {text: np.flatnonzero(texts == text) for text in unique}
+    return np.concatenate([by_text[text] for text in drawn])
+
+
+def _basic_interval(point: Tensor, replicates: Tensor) -> Tensor:
+    """``[..., 2]`` basic bootstrap interval ``[2 d - q_hi, 2 d - q_lo]``, clipped at 0."""
+    tail = (1 - CONFIDENCE) / 2
+    quantiles = torch.quantile(replicates, torch.tensor([1 - tail, tail], dtype=replicates.dtype), dim=0)
+    return (2 * point - quantiles).clamp(min=0.0).movedim(0, -1)
 
 
 def check_twin_model(model: TLModel) -> None:

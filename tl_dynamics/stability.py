@@ -12,7 +12,23 @@ The residual stream's norm grows with depth (by 100x or more in Gemma-3), so eve
 an exact copy of every state would "expand" kicks in absolute units. The *normalised*
 singular values ``sigma_i * ||x_start|| / ||x_stop||`` measure the growth of a kick
 relative to the state's own growth: below 1, nearby states converge relative to the
-state, which is what an attractor means for a stream whose scale drifts.
+state, which is what an attractor means for a stream whose scale drifts. But a few
+*massive* units hold most of ``||x||^2`` (67-70 % in MiniLM's three), so that ratio
+follows them, not the stream. The *robust* normalisation divides by the growth of the
+median ``|x_i|`` over units instead, ``sigma_i * median|x_start| / median|x_stop|``
+(a pure rescaling ``x -> c x`` gives 1 in every direction under either), which a few
+massive units cannot move.
+
+The whole spectrum (``k = d_model``: then ``J`` is formed from ``d_model`` reverse-mode
+rows and its SVD is exact) answers what the top few cannot: how many directions expand
+(:attr:`JacobianSpectrum.n_expanding`, ``sigma > 1``) and how volume changes
+(:attr:`JacobianSpectrum.log_volume`, ``sum log sigma_i``), the latter only over
+singular values above :data:`NULL_FLOOR` times the largest: a LayerNorm'd map has null
+directions at rounding level (MiniLM's two at 1e-9 and 4e-9) whose logs are noise.
+:func:`jacobian_sweep` measures them layer by layer over several prompts and positions
+(:data:`DEFAULT_PROMPTS`) and gives intervals over prompts; :func:`kick_growth` checks
+them causally: finite random kicks propagated through the model grow by the root mean
+square of the singular values, as the linearisation predicts.
 
 ``J`` is never formed. A randomised block Krylov SVD (Halko, Martinsson & Tropp 2011,
 algorithms 4.4 and 5.1, keeping every iterate as Musco & Musco 2015 do: a Gaussian
@@ -41,26 +57,32 @@ Example::
     model = tld.models.load_model()                       # SmolLM2-135M, 30 layers
     spectrum = tld.jacobian_spectrum(model, tld.DEFAULT_PROMPT, 20, 26, k=10)
     spectrum.lyapunov, spectrum.normalised_lyapunov      # nats per sublayer step
-    tld.jacobian_sweep(model).to_frame()                 # one row per layer
+    full = tld.jacobian_spectrum(model, start=20, stop=22, k=model.cfg.d_model)
+    full.n_expanding, full.log_volume                     # directions, nats
+    tld.jacobian_sweep(model, layers=[5, 15], k=model.cfg.d_model).to_frame()
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.autograd.forward_ad as forward_ad
 from jaxtyping import Float
+from scipy.stats import t as student_t
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_dynamics._batching import prompt_tokens
 from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
+from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import StopForward, TLModel, check_model, model_name, trajectory_hooks
 from tl_dynamics.interventions import DEFAULT_PROMPT, teleport_hook
 
@@ -69,11 +91,16 @@ __all__ = [
     "DEFAULT_OVERSAMPLE",
     "DEFAULT_ITERATIONS",
     "SVD_DTYPE",
+    "NULL_FLOOR",
+    "CONFIDENCE",
+    "DEFAULT_PROMPTS",
+    "DEFAULT_POSITIONS",
     "map_spectrum",
     "JacobianSpectrum",
     "jacobian_spectrum",
     "JacobianSweep",
     "jacobian_sweep",
+    "kick_growth",
 ]
 
 DEFAULT_K = 10  # singular values kept
@@ -84,6 +111,24 @@ DEFAULT_K = 10  # singular values kept
 DEFAULT_OVERSAMPLE = 10
 DEFAULT_ITERATIONS = 6
 SVD_DTYPE = torch.float64  # the sketches and the small SVD, whatever the model's dtype
+# Singular values below this fraction of the largest are null directions: float32
+# products carry relative rounding ~1e-7, and MiniLM's post-LayerNorm maps have two
+# singular values at 1e-9 and 4e-9 of ~1.
+NULL_FLOOR = 1e-6
+CONFIDENCE = 0.95  # Student t interval over prompts
+# The paper's line and seven more prompts of other kinds (prose, code, a list, a
+# question, dialogue, numbers, a definition): a Jacobian at one prompt is one sample.
+DEFAULT_PROMPTS = (
+    DEFAULT_PROMPT,
+    "The river rose slowly through the night, and by morning the bridge was gone.",
+    "def mean(values):\n    return sum(values) / len(values)",
+    "Ingredients: two eggs, a cup of flour, a pinch of salt and some milk.",
+    "Why does the moon always show the same face to the Earth?",
+    '"Are you coming tonight?" she asked. "Only if it stops raining," he said.',
+    "In 1969, 3 astronauts flew 384,400 km to the Moon and back in 8 days.",
+    "A prime number is a natural number greater than one with no other divisors.",
+)
+DEFAULT_POSITIONS = (-1, -3)  # the last token and one two before it
 
 Map = Callable[[Float[Tensor, "row d_in"]], Float[Tensor, "row d_out"]]
 
@@ -145,9 +190,13 @@ def map_spectrum(
     d_out = fn(x.detach()[None]).shape[-1]
     k = check_int(k, "k", 1, min(d_in, d_out), f" (the map is {d_out} x {d_in})")
     width = min(k + oversample, d_in, d_out)
+    x = x.detach()
+    if width == min(d_in, d_out):  # the whole spectrum: form J from d_out rows, exactly
+        identity = torch.eye(d_out, dtype=SVD_DTYPE, device=x.device)
+        left, values, right_t = torch.linalg.svd(_vjp(fn, x, identity).cpu(), full_matrices=False)
+        return values[:k], left[:, :k], right_t[:k].T
     generator = torch.Generator().manual_seed(seed)
     sketch = torch.randn(d_in, width, generator=generator, dtype=SVD_DTYPE)
-    x = x.detach()
     block = _orthonormal(_jvp(fn, x, sketch.T.to(x.device)).T.cpu())  # J sketch: [d_out, m]
     blocks = [block]
     for _ in range(n_iter):
@@ -239,6 +288,11 @@ class JacobianSpectrum:
             growth relative to the state's (below 1: converging relative to the state).
         normalised_lyapunov: ``[k]`` ``log(normalised_singular_values) / (stop - start)``,
             nats per sublayer step.
+        start_median, stop_median: median ``|x_i|`` over units of the unperturbed states,
+            the robust scale (module docstring).
+
+    The counts and volumes below are over the ``k`` singular values kept: they describe
+    the map only with the whole spectrum (``k = d_model``, :attr:`complete`).
     """
 
     __repr__ = compact_repr
@@ -258,11 +312,52 @@ class JacobianSpectrum:
     stop_norm: float
     normalised_singular_values: Float[Tensor, " k"]
     normalised_lyapunov: Float[Tensor, " k"]
+    start_median: float
+    stop_median: float
 
     @property
     def steps(self) -> int:
         """Sublayer steps from ``start`` to ``stop``."""
         return self.stop - self.start
+
+    @property
+    def complete(self) -> bool:
+        """Whether every singular value was kept (``k = d_model``)."""
+        return len(self.singular_values) == len(self.right_vectors)
+
+    @property
+    def robust_singular_values(self) -> Float[Tensor, " k"]:
+        """``sigma * start_median / stop_median``: growth relative to the median unit's."""
+        return self.singular_values * self.start_median / self.stop_median
+
+    @property
+    def n_null(self) -> int:
+        """Singular values below :data:`NULL_FLOOR` times the largest (null directions)."""
+        return int((self.singular_values < NULL_FLOOR * self.singular_values[0]).sum())
+
+    @property
+    def n_expanding(self) -> int:
+        """Directions a kick grows along, in residual-stream units (``sigma > 1``)."""
+        return int((self.singular_values > 1).sum())
+
+    @property
+    def n_expanding_robust(self) -> int:
+        """Directions a kick grows along faster than the median unit (robust ``> 1``)."""
+        return int((self.robust_singular_values > 1).sum())
+
+    @property
+    def log_volume(self) -> float:
+        """``sum log sigma_i`` over the singular values above the null floor: the log of
+        the factor by which the map changes volume in those directions (nats)."""
+        kept = self.singular_values[: len(self.singular_values) - self.n_null]
+        return float(kept.log().sum())
+
+    @property
+    def log_volume_robust(self) -> float:
+        """:attr:`log_volume` with each direction's growth taken relative to the median
+        unit's (nats): negative where the map shrinks volume beyond a rescaling."""
+        kept = len(self.singular_values) - self.n_null
+        return self.log_volume - kept * math.log(self.stop_median / self.start_median)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per singular value: ``rank``, ``start``/``stop`` labels,
@@ -355,62 +450,111 @@ def jacobian_spectrum(
         stop_norm=stop_norm,
         normalised_singular_values=normalised,
         normalised_lyapunov=normalised.log() / steps,
+        start_median=float(x_start.double().abs().median()),
+        stop_median=float(x_stop.double().abs().median()),
     )
+
+
+# Per-layer quantities of a sweep's frame, each with an interval over prompts.
+_SWEEP_MEASURES = {
+    "top_singular_value": lambda s: float(s.singular_values[0]),
+    "top_lyapunov": lambda s: float(s.lyapunov[0]),
+    "top_normalised_singular_value": lambda s: float(s.normalised_singular_values[0]),
+    "top_normalised_lyapunov": lambda s: float(s.normalised_lyapunov[0]),
+    "top_robust_singular_value": lambda s: float(s.robust_singular_values[0]),
+    "mean_lyapunov": lambda s: float(s.lyapunov.mean()),
+    "mean_normalised_lyapunov": lambda s: float(s.normalised_lyapunov.mean()),
+    "n_expanding": lambda s: float(s.n_expanding),
+    "n_expanding_robust": lambda s: float(s.n_expanding_robust),
+    "log_volume": lambda s: s.log_volume,
+    "log_volume_robust": lambda s: s.log_volume_robust,
+}
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float]:
+    """Student t :data:`CONFIDENCE` interval of the mean of ``values`` (NaN below two)."""
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    half = student_t.ppf((1 + CONFIDENCE) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return (float(values.mean() - half), float(values.mean() + half))
 
 
 @dataclass(frozen=True)
 class JacobianSweep:
-    """Jacobian spectra from the input of each layer (Fig 4D's question, locally).
+    """Jacobian spectra from the input of each layer (Fig 4D's question, locally), at
+    several prompts and positions.
 
     Attributes:
-        spectra: One :class:`JacobianSpectrum` per layer, in layer order.
+        spectra: One :class:`JacobianSpectrum` per (layer, prompt, position), layer by
+            layer, then prompt by prompt.
+        prompts: The prompts, the sweep's independent samples.
+        positions: Token positions measured in each prompt (negative: from the end).
     """
 
     __repr__ = compact_repr
 
     spectra: tuple[JacobianSpectrum, ...]
+    prompts: tuple[str, ...] = (DEFAULT_PROMPT,)
+    positions: tuple[int, ...] = (-1,)
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per layer: ``layer``, ``start``, ``stop`` (labels), ``steps``,
-        ``top_singular_value``, ``top_lyapunov``, ``top_normalised_singular_value``,
-        ``top_normalised_lyapunov`` (the largest of each: the least contracting
-        direction), and ``mean_lyapunov``, ``mean_normalised_lyapunov`` over the top k."""
+    def spectra_frame(self) -> pd.DataFrame:
+        """One row per spectrum: ``layer``, ``prompt`` (its index), ``position``, and each
+        per-layer measure of :meth:`to_frame`."""
         return pd.DataFrame(
             [
-                {
-                    "layer": s.start // 2,
-                    "start": s.start_label,
-                    "stop": s.stop_label,
-                    "steps": s.steps,
-                    "top_singular_value": float(s.singular_values[0]),
-                    "top_lyapunov": float(s.lyapunov[0]),
-                    "top_normalised_singular_value": float(s.normalised_singular_values[0]),
-                    "top_normalised_lyapunov": float(s.normalised_lyapunov[0]),
-                    "mean_lyapunov": float(s.lyapunov.mean()),
-                    "mean_normalised_lyapunov": float(s.normalised_lyapunov.mean()),
-                }
+                {"layer": s.start // 2, "prompt": self.prompts.index(s.prompt), "position": s.position}
+                | {name: measure(s) for name, measure in _SWEEP_MEASURES.items()}
                 for s in self.spectra
             ]
         )
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer: ``layer``, ``start``, ``stop`` (labels), ``steps``,
+        ``n_prompts`` and, for every measure (``top_singular_value``, ``top_lyapunov``,
+        ``top_normalised_singular_value``, ``top_normalised_lyapunov``,
+        ``top_robust_singular_value``, ``mean_lyapunov``, ``mean_normalised_lyapunov``,
+        ``n_expanding``, ``n_expanding_robust``, ``log_volume``, ``log_volume_robust``),
+        its mean over prompts (each prompt's positions averaged first) and a Student t
+        95 % interval over prompts in ``<measure>_ci_low`` / ``_ci_high`` (NaN with one
+        prompt). Counts and volumes need the whole spectrum (``k = d_model``)."""
+        per_spectrum = self.spectra_frame()
+        per_prompt = per_spectrum.groupby(["layer", "prompt"], sort=False).mean(numeric_only=True)
+        rows = []
+        for layer, group in per_prompt.groupby(level="layer", sort=False):
+            first = next(s for s in self.spectra if s.start // 2 == layer)
+            row: dict[str, Any] = {
+                "layer": layer, "start": first.start_label, "stop": first.stop_label,
+                "steps": first.steps, "n_prompts": len(group),
+            }
+            for name in _SWEEP_MEASURES:
+                values = group[name].to_numpy()
+                low, high = _t_interval(values)
+                row |= {name: float(values.mean()), f"{name}_ci_low": low, f"{name}_ci_high": high}
+            rows.append(row)
+        return pd.DataFrame(rows)
+
 
 def jacobian_sweep(
     model: TLModel,
-    prompt: str = DEFAULT_PROMPT,
+    prompt: str | Sequence[str] = DEFAULT_PROMPT,
     *,
     layers: Sequence[int] | None = None,
     to_end: bool = False,
     k: int = DEFAULT_K,
-    position: int = -1,
+    positions: Sequence[int] = (-1,),
     seed: int = 0,
     progress: bool = True,
 ) -> JacobianSweep:
-    """:func:`jacobian_spectrum` from the input (``resid_pre``) of each layer.
+    """:func:`jacobian_spectrum` from the input (``resid_pre``) of each layer, at every
+    prompt and position.
 
     Each map runs from sublayer ``2 l`` to the next layer's input ``2 l + 2`` (the last
     layer: to ``final_post``), or with ``to_end`` to the last block's ``resid_mid``
     (sublayer ``2 L - 1``, the last sublayer a teleport at layer ``l`` is followed to, so
-    both measure the same span). ``layers``: all by default.
+    both measure the same span). ``layers``: all by default. ``prompt``: one prompt or
+    several (:data:`DEFAULT_PROMPTS` for the sweep the report uses); ``positions``: token
+    indices measured in each. ``k = model.cfg.d_model`` gives the whole spectrum, which
+    the counts and volumes of :meth:`JacobianSweep.to_frame` need.
 
     Returns:
         A :class:`JacobianSweep`.
@@ -419,9 +563,61 @@ def jacobian_sweep(
     n_layers = int(model.cfg.n_layers)
     layers = range(n_layers) if layers is None else layers
     layers = [check_int(layer, "layers", 0, n_layers - 1) for layer in layers]
+    prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise DynamicsInputError(f"prompt must be a string or a non-empty sequence of strings; got {prompt!r}")
+    positions = tuple(positions)
+    if not positions:
+        raise DynamicsInputError(f"positions must name at least one token index; got {positions!r}")
+    for index, text in enumerate(prompts):  # every position in every prompt, before any work
+        n_tokens = len(prompt_tokens(model, text))
+        for position in positions:
+            check_int(position, "positions", -n_tokens, n_tokens - 1,
+                      f" (prompt {index} has {n_tokens} tokens)")
+    jobs = [(layer, p, position) for layer in layers for p in prompts for position in positions]
     spectra = [
-        jacobian_spectrum(model, prompt, 2 * layer, 2 * n_layers - 1 if to_end else 2 * layer + 2,
+        jacobian_spectrum(model, p, 2 * layer, 2 * n_layers - 1 if to_end else 2 * layer + 2,
                           k=k, position=position, seed=seed)
-        for layer in tqdm(layers, desc="jacobian", unit="layer", disable=not progress)
+        for layer, p, position in tqdm(jobs, desc="jacobian", unit="map", disable=not progress)
     ]
-    return JacobianSweep(tuple(spectra))
+    return JacobianSweep(tuple(spectra), prompts, positions)
+
+
+def kick_growth(
+    model: TLModel,
+    prompt: str = DEFAULT_PROMPT,
+    start: int = 0,
+    stop: int = 1,
+    *,
+    position: int = -1,
+    n_kicks: int = 64,
+    scale: float = 1e-3,
+    seed: int = 0,
+) -> Float[Tensor, " kick"]:
+    """How much finite random kicks grow from sublayer ``start`` to ``stop`` (a causal check).
+
+    Each kick is a Gaussian direction ``u`` scaled to ``scale * ||x_start||``, written at
+    ``start`` (as a teleport writes) and propagated through the model; its growth is
+    ``||F(x + u) - F(x)|| / ||u||``. For small kicks the linearisation predicts a mean
+    squared growth of ``mean(sigma_i^2)`` over the whole spectrum (an isotropic ``u``
+    sees every singular direction equally), so the root mean square of the returned
+    ratios should match ``sigma.square().mean().sqrt()`` of :func:`jacobian_spectrum`
+    with ``k = d_model`` (tests).
+
+    Returns:
+        ``[n_kicks]`` float64 growth ratios (output units per input unit), CPU.
+    """
+    sublayer_map, hooks, start, stop = _sublayer_map(model, prompt, start, stop, position)
+    n_kicks = check_int(n_kicks, "n_kicks", 1)
+    seed = check_int(seed, "seed", 0)
+    if not (isinstance(scale, (int, float)) and 0 < scale < 1):
+        raise DynamicsInputError(f"scale must be a number in (0, 1); got {scale!r}")
+    with _frozen_parameters(model), torch.no_grad():
+        x_start = sublayer_map.state(hooks[start].name)
+        base = sublayer_map(x_start[None]).double()
+        generator = torch.Generator().manual_seed(seed)
+        kicks = torch.randn(n_kicks, x_start.shape[-1], generator=generator, dtype=SVD_DTYPE)
+        kicks = kicks / kicks.norm(dim=-1, keepdim=True) * scale * float(x_start.double().norm())
+        moved = sublayer_map((x_start.double() + kicks.to(x_start.device)).to(x_start.dtype)).double()
+    applied = (x_start.double() + kicks.to(x_start.device)).to(x_start.dtype).double() - x_start.double()
+    return ((moved - base).norm(dim=-1) / applied.norm(dim=-1)).cpu()

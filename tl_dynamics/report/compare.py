@@ -34,7 +34,7 @@ from tl_dynamics.plot import dsa_matrix
 from tl_dynamics.report.figures import depth_curve_figures
 from tl_dynamics.report.findings import Finding
 from tl_dynamics.report.html import effect_html, write_page
-from tl_dynamics.report.record import TWIN_FILE, TWIN_TEXTS, read_report, write_record
+from tl_dynamics.report.record import CONTRASTS_KEY, TWIN_FILE, TWIN_TEXTS, read_report, write_record
 from tl_dynamics.similarity import dynamical_similarity
 
 __all__ = [
@@ -136,6 +136,7 @@ def findings_table(labels: Sequence[str], records: Sequence[dict[str, Any]]) -> 
         (label, condition): {record["key"]: Finding.from_json(record) for record in findings}
         for label, report in zip(labels, records, strict=True)
         for condition, findings in report.get("findings", {}).items()
+        if condition != CONTRASTS_KEY
     }
     claims: dict[str, str] = {}
     for by_key in found.values():

@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
+from tl_dynamics import metrics
 from tl_dynamics._output import REPORT_KIND, atomic_folder, check_output
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
@@ -59,17 +61,19 @@ from tl_dynamics.report.html import (
     write_page,
 )
 from tl_dynamics.report.measures import (
+    MI_METHOD,
     ROTATION_SHUFFLES,
     condition_measures,
     measures_json,
     trajectory_json,
     trajectory_measures,
 )
-from tl_dynamics.report.record import TWIN_FILE, TWIN_TEXTS, write_record
+from tl_dynamics.report.record import CONTRASTS_KEY, TWIN_FILE, TWIN_TEXTS, write_record
 from tl_dynamics.similarity import check_twin_model, random_weight_twin
 
 __all__ = [
     "REPORT_FILES",
+    "twin_contrasts",
     "ReportSettings",
     "StageTimer",
     "collect_twin",
@@ -135,6 +139,20 @@ class StageTimer:
 def _finding(found: list[findings_module.Finding], key: str) -> findings_module.Finding:
     """The finding with ``key``."""
     return next(f for f in found if f.key == key)
+
+
+def twin_contrasts(original: DynamicsCache, twin: DynamicsCache, seed: int) -> list[findings_module.Contrast]:
+    """The Figure 1-2 findings on the twin's texts, original minus random-weight twin,
+    paired over those texts (the twin runs the first texts of the report)."""
+    texts = torch.unique(twin.text_index)
+    subset = original.select(torch.isin(original.text_index, texts))
+    found = [
+        findings_module.dynamics_findings(
+            dyn, metrics.mutual_information(dyn.resid, method=MI_METHOD), seed=seed
+        )
+        for dyn in (subset, twin)
+    ]
+    return findings_module.contrasts(*found, "random_twin")
 
 
 def collect_twin(model: TLModel, texts: Sequence[str], settings: ReportSettings) -> DynamicsCache:
@@ -234,9 +252,14 @@ def run_report(
     if settings.random_twin:
         with timer.stage("random-weight twin", progress):
             twin = collect_twin(model, texts, settings)
+    with timer.stage("contrasts", progress):
+        contrasts = {
+            "shuffled": findings_module.contrasts(found["original"], found["shuffled"], "shuffled"),
+            "random_twin": None if twin is None else twin_contrasts(original, twin, seed),
+        }
     with timer.stage("figures", progress):
         sections = [
-            ("Findings", findings_table(found["original"], found["shuffled"]), []),
+            ("Findings", findings_table(found["original"], found["shuffled"], contrasts), []),
             ("Figures 1-2: original texts", "", condition_figures(original, measures["original"])),
             ("Figures 1-2: shuffled control", "", condition_figures(shuffled, measures["shuffled"])),
             ("Figures 3-4: original texts", TRAJECTORY_TEXT, trajectory_figures(trajectories["original"])),
@@ -264,7 +287,11 @@ def run_report(
                     name: measures_json(dyn, measures[name]) | trajectory_json(trajectories[name])
                     for name, dyn in conditions
                 },
-                "findings": {name: [f.to_json() for f in fs] for name, fs in found.items()},
+                "findings": {name: [f.to_json() for f in fs] for name, fs in found.items()}
+                | {CONTRASTS_KEY: {
+                    name: None if cs is None else [c.to_json() for c in cs]
+                    for name, cs in contrasts.items()
+                }},
                 "beyond": beyond_module.beyond_json(beyond),
                 "stage_seconds": timer.seconds,
             },

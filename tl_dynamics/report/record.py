@@ -129,8 +129,12 @@ def read_report(folder: str | Path) -> dict[str, Any]:
     if not isinstance(findings, dict):
         raise DynamicsInputError(f"{str(path)!r}['findings'] must be an object; got {findings!r}")
     for condition, entries in findings.items():
-        _check_findings(path, f"['findings'][{condition!r}]", entries)
+        if condition != CONTRASTS_KEY:
+            _check_findings(path, f"['findings'][{condition!r}]", entries)
     return record
+
+
+CONTRASTS_KEY = "contrasts"  # findings[...]: the paired contrasts with the controls, not a condition
 
 
 def _require(path: Path, record: dict[str, Any], *keys: str) -> Any:
