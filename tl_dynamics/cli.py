@@ -151,11 +151,23 @@ def _parser() -> argparse.ArgumentParser:
         help="add Jacobian spectra at the teleported layers to the 'Beyond the paper' section "
         "(opt-in: tens of seconds per layer on SmolLM2)",
     )
-    report.add_argument(
+    twin = report.add_mutually_exclusive_group()
+    twin.add_argument(
         "--random-twin",
-        action="store_true",
-        help="also collect 256 texts through a random-weight twin of the model, the control "
-        "of the dynamical similarity in 'compare' (opt-in: one more forward pass)",
+        dest="random_twin",
+        action="store_const",
+        const=True,
+        default=None,
+        help="require the random-weight twin (256 texts through the same architecture with "
+        "fresh weights: the training control of every finding and of compare's DSA); by "
+        "default it runs whenever the model can be copied",
+    )
+    twin.add_argument(
+        "--no-random-twin",
+        dest="random_twin",
+        action="store_const",
+        const=False,
+        help="leave the random-weight twin out (saves one forward pass over 256 texts)",
     )
     add_collect_arguments(
         commands.add_parser(

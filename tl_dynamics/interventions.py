@@ -93,6 +93,8 @@ from tl_dynamics.hooks import SITES, TLModel, TrajectoryHook, check_model, model
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "DEFAULT_PROMPTS",
+    "PROMPT_GRID",
     "DEFAULT_GRID",
     "DEFAULT_BATCH_SIZE",
     "NORM_LIMIT",
@@ -115,6 +117,20 @@ __all__ = [
 
 DEFAULT_PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."  # the paper's prompt (2.9)
 DEFAULT_GRID = 10  # points per axis of the paper's teleport grid ("n ~ 10", section 2.9)
+# The paper's line and seven more of other kinds (prose, code, a list, a question,
+# dialogue, numbers, a definition): teleports and Jacobians are measured per prompt, and
+# the prompt is the independent unit of their tests (grid points of one prompt are not).
+DEFAULT_PROMPTS = (
+    DEFAULT_PROMPT,
+    "The river rose slowly through the night, and by morning the bridge was gone.",
+    "def mean(values):\n    return sum(values) / len(values)",
+    "Ingredients: two eggs, a cup of flour, a pinch of salt and some milk.",
+    "Why does the moon always show the same face to the Earth?",
+    '"Are you coming tonight?" she asked. "Only if it stops raining," he said.',
+    "In 1969, 3 astronauts flew 384,400 km to the Moon and back in 8 days.",
+    "A prime number is a natural number greater than one with no other divisors.",
+)
+PROMPT_GRID = 4  # points per axis of each prompt's grid when teleports are compared over prompts
 DEFAULT_BATCH_SIZE = 32  # perturbed runs per forward pass
 TELEPORT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 NORM_LIMIT = 1e3

@@ -84,7 +84,7 @@ from tl_dynamics._checks import check_int
 from tl_dynamics._repr import compact_repr
 from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import StopForward, TLModel, check_model, model_name, trajectory_hooks
-from tl_dynamics.interventions import DEFAULT_PROMPT, teleport_hook
+from tl_dynamics.interventions import DEFAULT_PROMPT, DEFAULT_PROMPTS, teleport_hook
 
 __all__ = [
     "DEFAULT_K",
@@ -118,16 +118,6 @@ NULL_FLOOR = 1e-6
 CONFIDENCE = 0.95  # Student t interval over prompts
 # The paper's line and seven more prompts of other kinds (prose, code, a list, a
 # question, dialogue, numbers, a definition): a Jacobian at one prompt is one sample.
-DEFAULT_PROMPTS = (
-    DEFAULT_PROMPT,
-    "The river rose slowly through the night, and by morning the bridge was gone.",
-    "def mean(values):\n    return sum(values) / len(values)",
-    "Ingredients: two eggs, a cup of flour, a pinch of salt and some milk.",
-    "Why does the moon always show the same face to the Earth?",
-    '"Are you coming tonight?" she asked. "Only if it stops raining," he said.',
-    "In 1969, 3 astronauts flew 384,400 km to the Moon and back in 8 days.",
-    "A prime number is a natural number greater than one with no other divisors.",
-)
 DEFAULT_POSITIONS = (-1, -3)  # the last token and one two before it
 
 Map = Callable[[Float[Tensor, "row d_in"]], Float[Tensor, "row d_out"]]

@@ -204,7 +204,7 @@ def beyond_measures(
     *,
     seed: int = 0,
     jacobian: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> BeyondMeasures:
     """Every measure of the section on ``dyn`` (the original texts) and ``model``.
 

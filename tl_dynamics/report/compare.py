@@ -35,7 +35,7 @@ from tl_dynamics.report.figures import depth_curve_figures
 from tl_dynamics.report.findings import Finding
 from tl_dynamics.report.html import effect_html, write_page
 from tl_dynamics.report.record import CONTRASTS_KEY, TWIN_FILE, TWIN_TEXTS, read_report, write_record
-from tl_dynamics.similarity import dynamical_similarity
+from tl_dynamics.similarity import DynamicalSimilarity, dynamical_similarity
 
 __all__ = [
     "CURVES",
@@ -68,6 +68,8 @@ DERIVED = ("relative_velocity",)  # computed here from velocity and norms, not r
 # third of the time (17 s against 57 s on a shared 2-core machine).
 DSA_SAMPLES = TWIN_TEXTS
 DSA_ITERATIONS = 500
+DSA_SPLITS = 2  # split halves per condition behind its noise floor
+DSA_RESAMPLES = 10  # bootstrap resamples of the distance matrix: a usable interval, not a precise one
 DSA_CONDITIONS = (
     # (file in the report folder, condition name; the twin only with --random-twin)
     ("dynamics.safetensors", "original"),
@@ -203,7 +205,9 @@ def dsa_section(
     if len(conditions) < 2:
         return text + "<p>Fewer than two conditions: nothing to compare.</p>", [], None
     try:
-        result = dynamical_similarity(conditions, iters=DSA_ITERATIONS, seed=seed)
+        result = dynamical_similarity(
+            conditions, iters=DSA_ITERATIONS, seed=seed, n_splits=DSA_SPLITS, n_resamples=DSA_RESAMPLES
+        )
     except ImportError as error:
         return text + f"<p>Not computed: {html.escape(str(error))}.</p>", [], None
     record = {
@@ -215,8 +219,31 @@ def dsa_section(
         "iters": result.iters,
         "samples_per_condition": DSA_SAMPLES,
         "seed": result.seed,
+        "noise_floor": result.noise_floor.tolist(),
+        "n_splits": result.n_splits,
+        "distance_ci": result.distance_ci.tolist(),
+        "n_resamples": result.n_resamples,
     }
-    return text, [dsa_matrix(result)], record
+    return text + _floor_text(result), [dsa_matrix(result)], record
+
+
+def _floor_text(result: DynamicalSimilarity) -> str:
+    """HTML: each condition's noise floor and the pairs whose interval clears both floors."""
+    floors = ", ".join(
+        f"{html.escape(name)} {floor:.3f}" for name, floor in zip(result.names, result.noise_floor.tolist())
+    )
+    pairs = result.to_frame()
+    above = pairs[pairs.above_floors]
+    listed = "; ".join(
+        f"{html.escape(row.a)} vs {html.escape(row.b)}: {row.distance:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        for row in above.itertuples()
+    )
+    return (
+        f"<p>Noise floors (distance between disjoint halves of one condition's texts, mean of "
+        f"{result.n_splits} splits, radians): {floors}. A distance means a difference only when "
+        f"its {result.n_resamples}-resample bootstrap interval lies above both conditions' floors: "
+        f"{len(above)} of {len(pairs)} pairs do{': ' + listed if listed else ''}.</p>"
+    )
 
 
 def run_compare(

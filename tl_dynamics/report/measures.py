@@ -40,7 +40,13 @@ from tl_dynamics.embed import (
     pca_trajectories,
 )
 from tl_dynamics.hooks import TLModel
-from tl_dynamics.interventions import DEFAULT_GRID, TeleportSweep, teleport_sweep
+from tl_dynamics.interventions import (
+    DEFAULT_GRID,
+    DEFAULT_PROMPTS,
+    PROMPT_GRID,
+    TeleportSweep,
+    teleport_sweep,
+)
 from tl_dynamics.report.record import tensor_json
 
 __all__ = [
@@ -164,12 +170,18 @@ class TrajectoryMeasures:
         pca: PCA of all residual-stream vectors (Fig 4A-C).
         autoencoder: The fitted compressing autoencoder; its ``held_out_`` holds the
             held-out Fig 3B-D numbers.
-        sweep: Teleports of a PCA grid at the default layers (Fig 4D).
+        sweep: Teleports of the paper's ``grid x grid`` PCA grid into the paper's prompt
+            at the default layers (Fig 4D).
+        prompt_sweeps: One sweep per prompt of
+            :data:`~tl_dynamics.interventions.DEFAULT_PROMPTS` (the same layers, a
+            :data:`~tl_dynamics.interventions.PROMPT_GRID` grid each): the prompts are
+            the independent units of the attractor test.
     """
 
     pca: PCATrajectories
     autoencoder: CompressingAutoencoder
     sweep: TeleportSweep
+    prompt_sweeps: tuple[TeleportSweep, ...]
 
 
 def trajectory_measures(
@@ -180,7 +192,9 @@ def trajectory_measures(
     cae_epochs: int = CAE_EPOCHS,
     grid: int = DEFAULT_GRID,
 ) -> TrajectoryMeasures:
-    """PCA, compressing autoencoder and teleport sweep of ``dyn``'s model (Figures 3-4)."""
+    """PCA, compressing autoencoder and teleport sweeps of ``dyn``'s model (Figures 3-4):
+    the paper's grid into its prompt, and a small grid into each of the
+    :data:`~tl_dynamics.interventions.DEFAULT_PROMPTS`."""
     n_vectors = dyn.resid.shape[0] * dyn.resid.shape[1]
     components = min(DEFAULT_PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
     pca = pca_trajectories(dyn, n_components=components, seed=seed)
@@ -188,7 +202,11 @@ def trajectory_measures(
         epochs=cae_epochs, max_vectors=CAE_MAX_VECTORS, random_state=seed, progress=progress,
     ).fit(dyn)
     sweep = teleport_sweep(model, pca, n=grid, progress=progress)
-    return TrajectoryMeasures(pca, autoencoder, sweep)
+    prompt_sweeps = tuple(
+        teleport_sweep(model, pca, layers=sweep.layers, n=PROMPT_GRID, prompt=prompt, progress=False)
+        for prompt in tqdm(DEFAULT_PROMPTS, desc="teleport prompts", unit="prompt", disable=not progress)
+    )
+    return TrajectoryMeasures(pca, autoencoder, sweep, prompt_sweeps)
 
 
 def trajectory_json(measures: TrajectoryMeasures) -> dict[str, Any]:

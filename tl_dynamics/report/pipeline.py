@@ -47,7 +47,7 @@ from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
 from tl_dynamics.embed import CAE_EPOCHS
-from tl_dynamics.errors import DynamicsInputError
+from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_GRID
 from tl_dynamics.report import beyond as beyond_module
@@ -101,11 +101,15 @@ class ReportSettings:
         grid: Teleport grid side (``grid x grid`` points; the paper: about 10).
         jacobian: Also measure the Jacobian spectra of the "Beyond the paper" section
             (:mod:`tl_dynamics.report.beyond`; tens of seconds per teleported layer).
-        random_twin: Also collect the first :data:`~tl_dynamics.report.record.TWIN_TEXTS`
+        random_twin: Collect the first :data:`~tl_dynamics.report.record.TWIN_TEXTS`
             texts through a random-weight twin of the model
-            (:func:`tl_dynamics.random_weight_twin`) into ``dynamics_twin.safetensors``,
-            the control of ``tl-dynamics compare``'s dynamical similarity (one more
-            forward pass over those texts).
+            (:func:`tl_dynamics.random_weight_twin`, one more forward pass over those
+            texts) into ``dynamics_twin.safetensors``: the training control of every
+            Figure 1-2 finding (``findings.contrasts.random_twin`` in metrics.json) and of
+            ``tl-dynamics compare``'s dynamical similarity. ``None`` (the default): whenever
+            the model can be copied (a TransformerBridge over a Hugging Face model), else
+            left out with a note; ``True``: required (an error if it cannot be copied);
+            ``False``: left out.
     """
 
     corpus: str | None = None
@@ -117,7 +121,7 @@ class ReportSettings:
     cae_epochs: int = CAE_EPOCHS
     grid: int = DEFAULT_GRID
     jacobian: bool = False
-    random_twin: bool = False
+    random_twin: bool | None = None
 
 
 @dataclass
@@ -166,6 +170,23 @@ def collect_twin(model: TLModel, texts: Sequence[str], settings: ReportSettings)
     )
 
 
+def _with_twin(model: TLModel, random_twin: bool | None, progress: bool) -> bool:
+    """Whether the report runs the random-weight twin (:attr:`ReportSettings.random_twin`):
+    ``True`` checks that ``model`` can be copied (raising before any work), ``None`` runs
+    it when it can."""
+    if random_twin is False:
+        return False
+    try:
+        check_twin_model(model)
+    except InputTypeError as error:
+        if random_twin:
+            raise
+        if progress:
+            tqdm.write(f"[tl-dynamics] no random-weight twin: {error}")
+        return False
+    return True
+
+
 def _settings(settings: ReportSettings | None, options: dict[str, Any]) -> ReportSettings:
     """``settings``, or one built from the keywords of :class:`ReportSettings`."""
     if settings is None:
@@ -207,8 +228,7 @@ def run_report(
     seed, progress = settings.seed, settings.progress
     out = Path(out)
     check_output(out, settings.overwrite, kind=REPORT_KIND)
-    if settings.random_twin:
-        check_twin_model(model)
+    with_twin = _with_twin(model, settings.random_twin, progress)
     timer = StageTimer()
     with timer.stage("collect", progress):
         original = collect(
@@ -237,7 +257,7 @@ def run_report(
                     unit_correlation=measures[name].unit_correlation, seed=seed,
                 )
                 + findings_module.trajectory_findings(
-                    trajectories[name].pca, trajectories[name].sweep, dyn, seed=seed
+                    trajectories[name].pca, trajectories[name].prompt_sweeps, dyn, seed=seed
                 )
             )
             for name, dyn in conditions
@@ -249,7 +269,7 @@ def run_report(
             progress=progress,
         )
     twin = None
-    if settings.random_twin:
+    if with_twin:
         with timer.stage("random-weight twin", progress):
             twin = collect_twin(model, texts, settings)
     with timer.stage("contrasts", progress):
