@@ -2,13 +2,14 @@
 
 Runs the README's main command (the default SmolLM2-135M preset, the offline Python-docs
 corpus: all 823 of its texts, since it holds fewer than the default 1000, both
-conditions) :data:`REPEATS` times in a row and prints, for each run, the seconds of every
-stage as the report records them. Two targets, from the real-models issue:
+conditions, the random-weight twin) :data:`REPEATS` times in a row and prints, for each
+run, the seconds of every stage as the report records them. Two standing targets:
 
 * the whole report finishes in at most :data:`TARGET_SECONDS` on a 2-core machine;
-* its total time is at most :data:`TARGET_RATIO` times its own collection stage (the
-  forward passes over 2 x 823 texts), so that everything the report adds after
-  collecting costs no more than collecting.
+* its total time is at most :data:`TARGET_RATIO` times the forward passes it needs: the
+  stages that run the model (collection of 2 x 823 texts, the random-weight twin's 256
+  texts, the teleports), so that everything computed from the trajectories costs at most
+  a quarter of running the model.
 
 The collection stage itself is compared with the same forward passes without reads in
 ``bench_collect.py``. The model is converted (once) and loaded before the first run, so
@@ -38,8 +39,9 @@ import tl_dynamics as tld
 from tl_dynamics.cli import main as cli
 
 REPEATS = 3  # whole reports, one after the other
-TARGET_SECONDS = 300.0  # 5 minutes on this 2-core machine, from the real-models issue
-TARGET_RATIO = 2.0  # total / collection stage, from the real-models issue
+TARGET_SECONDS = 300.0  # 5 minutes on this 2-core machine
+TARGET_RATIO = 1.25  # total / the stages that run the model
+FORWARD_STAGES = ("collect", "random-weight twin", "teleports")  # the stages that run the model
 
 
 def run_once() -> tuple[float, dict[str, float], int]:
@@ -65,11 +67,11 @@ def main(repeats: int = REPEATS) -> None:
         print(f"  {stage:<28} median {statistics.median(seconds):7.1f} s "
               f"(range {min(seconds):.1f}-{max(seconds):.1f})")
     totals = [total for total, _, _ in runs]
-    ratios = [total / stages["collect"] for total, stages, _ in runs]
+    ratios = [total / sum(stages.get(name, 0.0) for name in FORWARD_STAGES) for total, stages, _ in runs]
     print(f"  {'total':<28} median {statistics.median(totals):7.1f} s "
           f"(range {min(totals):.1f}-{max(totals):.1f}); target <= {TARGET_SECONDS:.0f} s: "
           f"{'met' if max(totals) <= TARGET_SECONDS else 'NOT met'}")
-    print(f"  total / collect stage: median {statistics.median(ratios):.2f}x "
+    print(f"  total / forward stages ({', '.join(FORWARD_STAGES)}): median {statistics.median(ratios):.2f}x "
           f"(range {min(ratios):.2f}-{max(ratios):.2f}); target <= {TARGET_RATIO:.1f}x: "
           f"{'met' if max(ratios) <= TARGET_RATIO else 'NOT met'}")
 

@@ -217,6 +217,10 @@ def test_sweep_runs_the_default_layers(minilm, minilm_pca):
     summaries = ["contraction", "relative_contraction", "plane_contraction", "final_mse"]
     assert table[summaries].notna().all().all()
     assert set(sweep.recovery_frame().layer) == {0, 1, 2, 4, 5}
+    # one shared control run: each layer's result is what teleport gives alone
+    alone = teleport(minilm, layer=2, points=pca_grid(minilm_pca, n=2), pca=minilm_pca)
+    torch.testing.assert_close(sweep.results[2].trajectories, alone.trajectories)
+    torch.testing.assert_close(sweep.results[2].control, alone.control)
 
 
 def test_noise_injection_displaces_by_the_relative_scale(minilm):

@@ -16,6 +16,8 @@ from tl_dynamics.cli import EXIT_BAD_INPUT, main
 from tl_dynamics.report.compare import CURVES
 from tl_dynamics.report.record import SCHEMA_VERSION
 from tl_dynamics.data import python_docs, sample_texts
+from tl_dynamics.findings import MIN_PROMPTS
+from tl_dynamics.interventions import DEFAULT_PROMPTS
 
 from conftest import REPORT_TEXTS as N_TEXTS
 
@@ -42,6 +44,14 @@ def test_metrics_json_holds_the_numbers_of_every_figure(minilm_report, minilm):
             assert key in numbers
     verdicts = {f["verdict"] for f in record["findings"]["original"]}
     assert verdicts <= {"yes", "no", "undecided"} and len(record["findings"]["original"]) >= 10
+
+
+def test_the_attractor_finding_teleports_into_every_default_prompt(minilm_report):
+    record = json.loads((minilm_report / "metrics.json").read_text())
+    for condition in ("original", "shuffled"):
+        finding = next(f for f in record["findings"][condition] if f["key"] == "mid_layers_attract")
+        assert finding["numbers"]["n_prompts"] == len(DEFAULT_PROMPTS) >= MIN_PROMPTS
+        assert finding["ci"][0] is not None and finding["ci"][0] <= finding["ci"][1]
 
 
 def test_metrics_json_matches_the_library_on_the_saved_trajectories(minilm_report):

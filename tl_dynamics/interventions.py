@@ -769,18 +769,11 @@ def teleport_sweep(
     if not layers:
         raise DynamicsInputError("layers is empty; pass at least one layer or None for the default")
     grid = pca_grid(pca, n=n, r_min=r_min, r_max=r_max)
+    setups = [_Injection.check(model, prompt, layer, site, position) for layer in layers]
+    control = setups[0].run(None)  # the unperturbed run is the same for every layer
     results = [
-        teleport(
-            model,
-            prompt,
-            layer=layer,
-            points=grid,
-            site=site,
-            position=position,
-            batch_size=batch_size,
-            pca=pca,
-        )
-        for layer in tqdm(layers, desc="teleport", unit="layer", disable=not progress)
+        setup.run_points(grid, batch_size, pca, progress=False, control=control)
+        for setup in tqdm(setups, desc="teleport", unit="layer", disable=not progress)
     ]
     return TeleportSweep(tuple(results))
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,9 @@ class BeyondMeasures:
         teleports: The report's teleport sweep (Fig 4D).
         jacobian: Jacobian spectra from each teleported layer to the last sublayer a
             teleport is followed to; ``None`` unless asked for.
+        jpca_controls: The jPCA test on each matched control (``"shuffled"``,
+            ``"random_twin"``), decided alone, side by side with the original's: a
+            rotation the controls show too belongs to depth or the architecture.
     """
 
     units_finding: findings_module.Finding
@@ -123,6 +127,7 @@ class BeyondMeasures:
     jpca: JPCAResult
     teleports: TeleportSweep
     jacobian: JacobianSweep | None
+    jpca_controls: dict[str, findings_module.Finding] = dataclasses.field(default_factory=dict)
 
     @property
     def basis_survives(self) -> bool:
@@ -205,6 +210,7 @@ def beyond_measures(
     seed: int = 0,
     jacobian: bool = False,
     progress: bool = True,
+    controls: Mapping[str, DynamicsCache] | None = None,
 ) -> BeyondMeasures:
     """Every measure of the section on ``dyn`` (the original texts) and ``model``.
 
@@ -216,6 +222,8 @@ def beyond_measures(
         seed: Seeds the random basis, the shuffles and the bootstraps.
         jacobian: Also measure Jacobian spectra at the teleported layers.
         progress: Show the Jacobian sweep's progress bar.
+        controls: Matched controls of ``dyn`` by name (the token-shuffled texts, the
+            random-weight twin), each given the jPCA test too.
     """
     basis, random_null = random_basis_finding(dyn, seed)
     rotational, fit = jpca_finding(dyn, seed)
@@ -225,7 +233,12 @@ def beyond_measures(
         spectra = jacobian_sweep(model, DEFAULT_PROMPTS, layers=layers, to_end=True,
                                  k=int(model.cfg.d_model), positions=DEFAULT_POSITIONS,
                                  seed=seed, progress=progress)
+    jpca_controls = {
+        name: findings_module.decide([jpca_finding(control, seed)[0]])[0]
+        for name, control in (controls or {}).items()
+    }
     return BeyondMeasures(
+        jpca_controls=jpca_controls,
         units_finding=units_finding,
         random_null=random_null,
         findings=tuple(findings_module.decide([basis, rotational])),
@@ -305,6 +318,7 @@ def beyond_json(measures: BeyondMeasures) -> dict[str, Any]:
             "rotations": tensor_json(fit.rotations),
             "explained_variance_ratio": tensor_json(fit.explained_variance_ratio),
         },
+        "jpca_controls": {name: f.to_json() for name, f in measures.jpca_controls.items()},
         "jacobian": None if measures.jacobian is None else measures.jacobian.to_frame().to_dict("list"),
         "contraction": contraction_table(measures),
     }

@@ -106,8 +106,8 @@ def _test_cells(finding: Finding) -> str:
 
 def _contrast_cell(contrast: Contrast | None) -> str:
     """A paired contrast's verdict, effect, interval and Holm p as one cell."""
-    if contrast is None:
-        return "<td>not run</td>"
+    if contrast is None:  # the control was not run, or not on this finding (the twin: Figs 1-2)
+        return "<td>not tested</td>"
     if contrast.p_value != contrast.p_value:  # NaN: not tested
         return f"<td class='undecided'>{contrast.verdict}</td>"
     return (
@@ -115,6 +115,9 @@ def _contrast_cell(contrast: Contrast | None) -> str:
         f"[{contrast.ci[0]:+.3g}, {contrast.ci[1]:+.3g}]</small><br><small>p = "
         f"{contrast.p_adjusted:.2g}</small></td>"
     )
+
+
+CONTROL_NAMES = {"shuffled": "token-shuffled texts", "random_twin": "random-weight twin"}
 
 
 def findings_table(
@@ -168,10 +171,12 @@ TRAJECTORY_TEXT = (
     "<p>PCA is fitted on every residual-stream vector of every sample and sublayer; the "
     "compressing autoencoder's numbers are on held-out samples. Teleports write points of "
     "a square grid in the PC1–PC2 plane into the residual stream "
-    "of the default prompt at the input of the attention sub-block of the chosen layers, "
+    "of the paper's prompt at the input of the attention sub-block of the chosen layers, "
     "then follow the runs; <i>contraction</i> is the final distance to the unperturbed run "
     "divided by the displacement (below 1: pulled back). In a post-LayerNorm model such "
-    "as BERT the normalisation alone pulls distant points in.</p>"
+    "as BERT the normalisation alone pulls distant points in. The attractor finding "
+    "repeats a 4 &times; 4 grid in each of 8 prompts of different kinds and resamples "
+    "prompts, since the grid points of one prompt are not independent.</p>"
 )
 
 
@@ -221,7 +226,23 @@ def beyond_section_html(measures: BeyondMeasures) -> str:
         "<table class='findings'><thead><tr><th>test</th><th>verdict</th>"
         "<th>effect [CI], p</th><th>observed</th></tr></thead><tbody>" + rows + "</tbody></table>"
     )
-    return BEYOND_TEXT + table + _contraction_html(measures)
+    return BEYOND_TEXT + table + _jpca_controls_html(measures) + _contraction_html(measures)
+
+
+def _jpca_controls_html(measures: BeyondMeasures) -> str:
+    """One line: the jPCA test on the original texts and on each matched control."""
+    if not measures.jpca_controls:
+        return ""
+    tests = {"original texts": measures.findings[1]} | {
+        CONTROL_NAMES.get(name, name): f for name, f in measures.jpca_controls.items()
+    }
+    listed = "; ".join(
+        f"{html.escape(name)}: r2_skew {f.numbers['r2_skew']:.3f} vs surrogates "
+        f"{f.numbers['surrogate_mean']:.3f} (p = {f.numbers['surrogate_p']:.2g}), held-out "
+        f"{f.numbers['r2_skew_cv']:.3f}, <i>{f.verdict}</i>"
+        for name, f in tests.items()
+    )
+    return f"<p><b>jPCA beside its matched controls.</b> {listed}.</p>"
 
 
 def _contraction_html(measures: BeyondMeasures) -> str:

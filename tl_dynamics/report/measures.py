@@ -57,6 +57,8 @@ __all__ = [
     "condition_measures",
     "measures_json",
     "TrajectoryMeasures",
+    "trajectory_fits",
+    "teleport_sweeps",
     "trajectory_measures",
     "trajectory_json",
 ]
@@ -184,6 +186,33 @@ class TrajectoryMeasures:
     prompt_sweeps: tuple[TeleportSweep, ...]
 
 
+def trajectory_fits(
+    dyn: DynamicsCache, seed: int, progress: bool, cae_epochs: int = CAE_EPOCHS
+) -> tuple[PCATrajectories, CompressingAutoencoder]:
+    """The PCA (Fig 4A-C) and the compressing autoencoder (Fig 3) of ``dyn``: no forward pass."""
+    n_vectors = dyn.resid.shape[0] * dyn.resid.shape[1]
+    components = min(DEFAULT_PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
+    pca = pca_trajectories(dyn, n_components=components, seed=seed)
+    autoencoder = CompressingAutoencoder(
+        epochs=cae_epochs, max_vectors=CAE_MAX_VECTORS, random_state=seed, progress=progress,
+    ).fit(dyn)
+    return pca, autoencoder
+
+
+def teleport_sweeps(
+    model: TLModel, pca: PCATrajectories, progress: bool, grid: int = DEFAULT_GRID
+) -> tuple[TeleportSweep, tuple[TeleportSweep, ...]]:
+    """The paper's ``grid x grid`` teleports into its prompt (Fig 4D), and a
+    :data:`~tl_dynamics.interventions.PROMPT_GRID` grid into each of the
+    :data:`~tl_dynamics.interventions.DEFAULT_PROMPTS` at the same layers."""
+    sweep = teleport_sweep(model, pca, n=grid, progress=progress)
+    prompt_sweeps = tuple(
+        teleport_sweep(model, pca, layers=sweep.layers, n=PROMPT_GRID, prompt=prompt, progress=False)
+        for prompt in tqdm(DEFAULT_PROMPTS, desc="teleport prompts", unit="prompt", disable=not progress)
+    )
+    return sweep, prompt_sweeps
+
+
 def trajectory_measures(
     model: TLModel,
     dyn: DynamicsCache,
@@ -192,21 +221,10 @@ def trajectory_measures(
     cae_epochs: int = CAE_EPOCHS,
     grid: int = DEFAULT_GRID,
 ) -> TrajectoryMeasures:
-    """PCA, compressing autoencoder and teleport sweeps of ``dyn``'s model (Figures 3-4):
-    the paper's grid into its prompt, and a small grid into each of the
-    :data:`~tl_dynamics.interventions.DEFAULT_PROMPTS`."""
-    n_vectors = dyn.resid.shape[0] * dyn.resid.shape[1]
-    components = min(DEFAULT_PCA_COMPONENTS, n_vectors, dyn.resid.shape[-1])
-    pca = pca_trajectories(dyn, n_components=components, seed=seed)
-    autoencoder = CompressingAutoencoder(
-        epochs=cae_epochs, max_vectors=CAE_MAX_VECTORS, random_state=seed, progress=progress,
-    ).fit(dyn)
-    sweep = teleport_sweep(model, pca, n=grid, progress=progress)
-    prompt_sweeps = tuple(
-        teleport_sweep(model, pca, layers=sweep.layers, n=PROMPT_GRID, prompt=prompt, progress=False)
-        for prompt in tqdm(DEFAULT_PROMPTS, desc="teleport prompts", unit="prompt", disable=not progress)
-    )
-    return TrajectoryMeasures(pca, autoencoder, sweep, prompt_sweeps)
+    """Every Figure 3-4 result of ``dyn`` and its model: :func:`trajectory_fits` then
+    :func:`teleport_sweeps`."""
+    pca, autoencoder = trajectory_fits(dyn, seed, progress, cae_epochs)
+    return TrajectoryMeasures(pca, autoencoder, *teleport_sweeps(model, pca, progress, grid))
 
 
 def trajectory_json(measures: TrajectoryMeasures) -> dict[str, Any]:

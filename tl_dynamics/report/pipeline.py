@@ -65,8 +65,10 @@ from tl_dynamics.report.measures import (
     ROTATION_SHUFFLES,
     condition_measures,
     measures_json,
+    TrajectoryMeasures,
+    teleport_sweeps,
+    trajectory_fits,
     trajectory_json,
-    trajectory_measures,
 )
 from tl_dynamics.report.record import CONTRASTS_KEY, TWIN_FILE, TWIN_TEXTS, write_record
 from tl_dynamics.similarity import check_twin_model, random_weight_twin
@@ -244,10 +246,12 @@ def run_report(
             name: condition_measures(dyn, seed, progress, settings.n_shuffles)
             for name, dyn in conditions
         }
-    with timer.stage("trajectories and teleports", progress):
+    with timer.stage("trajectories", progress):
+        fits = {name: trajectory_fits(dyn, seed, progress, settings.cae_epochs) for name, dyn in conditions}
+    with timer.stage("teleports", progress):
         trajectories = {
-            name: trajectory_measures(model, dyn, seed, progress, settings.cae_epochs, settings.grid)
-            for name, dyn in conditions
+            name: TrajectoryMeasures(pca, autoencoder, *teleport_sweeps(model, pca, progress, settings.grid))
+            for name, (pca, autoencoder) in fits.items()
         }
     with timer.stage("findings", progress):
         found = {
@@ -262,16 +266,17 @@ def run_report(
             )
             for name, dyn in conditions
         }
+    twin = None
+    if with_twin:
+        with timer.stage("random-weight twin", progress):
+            twin = collect_twin(model, texts, settings)
     with timer.stage("beyond the paper", progress):
         beyond = beyond_module.beyond_measures(
             model, original, _finding(found["original"], "rotations_exceed_null"),
             trajectories["original"].sweep, seed=seed, jacobian=settings.jacobian,
             progress=progress,
+            controls={"shuffled": shuffled} | ({} if twin is None else {"random_twin": twin}),
         )
-    twin = None
-    if with_twin:
-        with timer.stage("random-weight twin", progress):
-            twin = collect_twin(model, texts, settings)
     with timer.stage("contrasts", progress):
         contrasts = {
             "shuffled": findings_module.contrasts(found["original"], found["shuffled"], "shuffled"),
