@@ -103,7 +103,7 @@ def beyond_table(records: list[dict[str, Any]], labels: list[str]) -> str:
             f"{span('teleport_contraction')} (relative {span('teleport_relative_contraction')})"
         )
         for key, name in (("jacobian_top_singular_value", "Jacobian top σ"),
-                          ("jacobian_top_robust_singular_value", "the same × median|x_start| / median|x_stop|"),
+                          ("jacobian_top_robust_singular_value", "the same × median\\|x_start\\| / median\\|x_stop\\|"),
                           ("jacobian_n_expanding", "expanding directions"),
                           ("jacobian_log_volume", "log-volume change (nats)"),
                           ("jacobian_n_prompts", "prompts")):

@@ -46,16 +46,16 @@ def test_random_twin_is_saved_from_a_twin_of_the_same_architecture(twin_report, 
 
 
 @pytest.mark.slow
-def test_compare_adds_the_dsa_matrix_with_its_controls_floors_and_intervals(twin_report, plain_report, tmp_path):
+def test_compare_adds_the_dsa_matrix_with_its_controls_floors_and_intervals(minilm_report, plain_report, tmp_path):
     out = tmp_path / "dsa"
-    assert main(["compare", str(plain_report), str(twin_report), "--out", str(out)]) == 0
+    assert main(["compare", str(minilm_report), str(plain_report), "--out", str(out)]) == 0
     record = json.loads((out / "compare.json").read_text())["dynamical_similarity"]
     names = record["names"]
     labels = sorted({name.split(" · ")[0] for name in names})
     assert len(labels) == 2
     conditions = {name.split(" · ")[1] for name in names}
     assert conditions == {"original", "shuffled text", "random twin"}
-    assert sum(name.endswith("random twin") for name in names) == 1  # only the twin report
+    assert sum(name.endswith("random twin") for name in names) == 1  # only the report with a twin
     distance = torch.tensor(record["distance"])
     assert distance.shape == (len(names), len(names))
     torch.testing.assert_close(distance, distance.T)

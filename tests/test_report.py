@@ -93,8 +93,9 @@ def test_existing_output_is_refused_without_overwrite(minilm_report, capsys):
 
 def test_overwrite_replaces_the_report(tmp_path):
     out = tmp_path / "twice"
-    assert main(["report", "--n", "6", "--out", str(out), "--quiet"]) == 0
-    assert main(["report", "--n", "7", "--out", str(out), "--quiet", "--overwrite"]) == 0
+    args = ["report", "--model", "minilm", "--quiet", "--out", str(out)]
+    assert main([*args, "--n", "6"]) == 0
+    assert main([*args, "--n", "7", "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["n_texts"] == 7
     assert [p.name for p in tmp_path.iterdir()] == ["twice"]
 
