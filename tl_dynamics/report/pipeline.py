@@ -50,6 +50,7 @@ from tl_dynamics.embed import CAE_EPOCHS
 from tl_dynamics.errors import DynamicsInputError
 from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_GRID
+from tl_dynamics.plot.regimes import regimes_section
 from tl_dynamics.report import beyond as beyond_module
 from tl_dynamics.report import findings as findings_module
 from tl_dynamics.report.figures import beyond_figures, condition_figures, trajectory_figures
@@ -69,6 +70,7 @@ from tl_dynamics.report.measures import (
     trajectory_measures,
 )
 from tl_dynamics.report.record import CONTRASTS_KEY, TWIN_FILE, TWIN_TEXTS, write_record
+from tl_dynamics.report.tokens import REGIMES_TEXT, token_regimes
 from tl_dynamics.similarity import check_twin_model, random_weight_twin
 
 __all__ = [
@@ -106,6 +108,13 @@ class ReportSettings:
             (:func:`tl_dynamics.random_weight_twin`) into ``dynamics_twin.safetensors``,
             the control of ``tl-dynamics compare``'s dynamical similarity (one more
             forward pass over those texts).
+        regimes: Also fit regimes over tokens (:mod:`tl_dynamics.report.tokens`): the
+            first :data:`~tl_dynamics.report.tokens.REGIMES_TEXTS` texts read at every
+            token at the middle sublayer, an autoregressive
+            HMM against one linear system and the token-shuffled control, in the section
+            "Regimes over tokens" and ``metrics.json["regimes"]`` (None when off). Cost:
+            one more forward pass over those texts per condition with every position
+            kept in memory, plus the ARHMM fits (seconds).
     """
 
     corpus: str | None = None
@@ -118,6 +127,7 @@ class ReportSettings:
     grid: int = DEFAULT_GRID
     jacobian: bool = False
     random_twin: bool = False
+    regimes: bool = False
 
 
 @dataclass
@@ -252,6 +262,11 @@ def run_report(
     if settings.random_twin:
         with timer.stage("random-weight twin", progress):
             twin = collect_twin(model, texts, settings)
+    regime_fit = None
+    if settings.regimes:
+        with timer.stage("regimes", progress):
+            regime_fit = token_regimes(model, texts, seed, batch_size=settings.batch_size,
+                                       corpus=settings.corpus, progress=progress)
     with timer.stage("contrasts", progress):
         contrasts = {
             "shuffled": findings_module.contrasts(found["original"], found["shuffled"], "shuffled"),
@@ -267,6 +282,9 @@ def run_report(
             ("Beyond the paper", beyond_section_html(beyond),
              beyond_figures(beyond, measures["original"].rotation_null)),
         ]
+        if regime_fit is not None:
+            _, regimes_text, regimes_figures = regimes_section(regime_fit)
+            sections.append(("Regimes over tokens", REGIMES_TEXT + regimes_text, regimes_figures))
     with timer.stage("write", progress), atomic_folder(out, settings.overwrite) as staging:
         meta = original.metadata
         intro = (
@@ -293,6 +311,7 @@ def run_report(
                     for name, cs in contrasts.items()
                 }},
                 "beyond": beyond_module.beyond_json(beyond),
+                "regimes": None if regime_fit is None else regime_fit.to_json(),
                 "stage_seconds": timer.seconds,
             },
         )
