@@ -29,7 +29,7 @@ NEVER_IMPORTS = {
 # Modules that run a model (directly or through hooks); plots must never reach them.
 RUNS_A_MODEL = {
     "hooks", "collect", "_batching", "interventions", "similarity", "stability", "models",
-    "distributed", "store", "streaming", "presets", "report.pipeline", "report.measures",
+    "distributed", "store", "streaming", "presets", "report.pipeline", "report.measures", "report.tokens",
 }
 
 

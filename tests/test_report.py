@@ -209,3 +209,40 @@ def test_run_report_takes_one_settings_object_or_its_keywords(tmp_path, settings
     with pytest.raises(ValueError, match=match):
         run_report(object(), ["a text"], tmp_path / "never", settings, **keywords)
     assert not (tmp_path / "never").exists()
+
+
+def test_report_without_regimes_records_none(llama_report):
+    record = json.loads((llama_report / "metrics.json").read_text())
+    assert "regimes" in record and record["regimes"] is None
+    assert "regimes" not in record["stage_seconds"]
+    assert "Regimes over tokens" not in (llama_report / "report.html").read_text()
+
+
+def test_regimes_add_a_section_and_the_fit_over_tokens(tmp_path, tiny_model_folders, tiny_models):
+    from tl_dynamics.regimes import MAX_REGIMES
+    from tl_dynamics.report.record import read_report
+    from tl_dynamics.report.tokens import REGIMES_RANK, token_regimes
+
+    out = tmp_path / "regimes"
+    args = ["report", "--model", str(tiny_model_folders["llama"]), "--n", "30", "--quiet", "--regimes"]
+    assert main([*args, "--out", str(out)]) == 0
+    record = read_report(out)
+    fit = record["regimes"]
+    assert 1 <= fit["n_regimes"] <= MAX_REGIMES and fit["rank"] == REGIMES_RANK
+    assert len(fit["transition"]) == fit["n_regimes"] == len(fit["regimes"])
+    assert all(sum(row) == pytest.approx(1.0) for row in fit["transition"])
+    assert fit["r2_heldout"] <= 1 and fit["r2_single"] <= 1
+    control = fit["control"]
+    assert control["n_regimes"] == fit["n_regimes"] and control["rank"] == fit["rank"]
+    assert control["control"] is None and record["stage_seconds"]["regimes"] > 0
+    direct = token_regimes(tiny_models["llama"], sample_texts(python_docs(), 30, seed=0), seed=0)
+    assert fit["r2_heldout"] == pytest.approx(direct.r2_heldout, rel=1e-6)
+    assert control["r2_heldout"] == pytest.approx(direct.control.r2_heldout, rel=1e-6)
+    page = (out / "report.html").read_text()
+    section = page[page.rindex("Regimes over tokens"):]  # the last section, after the contents
+    assert "R2 one system" in section and section.count("Plotly.newPlot") == 2
+
+    fit["r2_heldout"] = "high"
+    (out / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"\['regimes'\]\['r2_heldout'\]"):
+        read_report(out)

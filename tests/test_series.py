@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,10 @@ import torch
 import tl_dynamics as tld
 from tl_dynamics.report import series as series_module
 from tl_dynamics.cli import main
-from tl_dynamics.findings import DYNAMICS_KEYS
+from tl_dynamics.findings import CONTRAST_VERDICTS, DYNAMICS_KEYS, contrasts, dynamics_findings
 from tl_dynamics.errors import DynamicsInputError, OutputExistsError
 from tl_dynamics.hooks import model_provenance
+from tl_dynamics.report.measures import condition_measures
 from tl_dynamics.report.series import CHECKPOINT_JSON, SERIES_HTML, SERIES_JSON, checkpoint_step, run_series
 
 pytestmark = pytest.mark.slow
@@ -73,14 +76,60 @@ def test_series_files(series):
     record = json.loads((series.out / SERIES_JSON).read_text())
     assert [c["step"] for c in record["checkpoints"]] == list(series.steps)
     assert len(record["dsa"]) == 1 and set(record["dsa"][0]) == {"from", "to", "distance", "noise_floor"}
-    first = record["checkpoints"][0]
-    assert set(first["contrast"]) == {f["key"] for f in first["findings"]}
+    for checkpoint, paired in zip(record["checkpoints"], series.contrasts):
+        written = checkpoint["contrasts"]["shuffled"]
+        assert [c["key"] for c in written] == [f["key"] for f in checkpoint["findings"]]
+        for entry, contrast in zip(written, paired):
+            assert set(entry) == {"key", "control", "effect", "ci", "p_value", "p_adjusted", "verdict", "margin"}
+            assert entry["control"] == "shuffled" and entry["verdict"] in CONTRAST_VERDICTS
+            assert entry == contrast.to_json()
     page = (series.out / SERIES_HTML).read_text()
     assert "Findings over training" in page and "training step + 1 (log)" in page
+    assert "Contrasts with the shuffled control over training" in page
     for label in series.labels:
         folder = series.out / "checkpoints" / label
         saved = tld.DynamicsCache.load(folder / "dynamics_original.safetensors")
         assert saved.n_samples == N_TEXTS and (folder / CHECKPOINT_JSON).is_file()
+
+
+def test_contrasts_are_the_paired_test_on_the_saved_trajectories(series):
+    folder = series.out / "checkpoints" / series.labels[-1]
+    found = []
+    for name in ("original", "shuffled"):
+        dyn = tld.DynamicsCache.load(folder / f"dynamics_{name}.safetensors")
+        measures = condition_measures(dyn, 0, progress=False, n_shuffles=N_SHUFFLES)
+        found.append(dynamics_findings(dyn, measures.mutual_information, measures.rotation_null,
+                                       unit_correlation=measures.unit_correlation, seed=0))
+    expected = contrasts(*found, "shuffled")
+    got = series.contrasts[-1]
+    assert [c.key for c in got] == [c.key for c in expected] == list(DYNAMICS_KEYS)
+    assert [c.verdict for c in got] == [c.verdict for c in expected]
+    for mine, theirs, original, control in zip(got, expected, series.findings[-1], series.control[-1]):
+        assert mine.control == "shuffled"
+        assert mine.effect == pytest.approx(theirs.effect, nan_ok=True)
+        assert mine.effect == pytest.approx(original.effect - control.effect, nan_ok=True)
+        assert mine.ci == pytest.approx(theirs.ci, nan_ok=True)
+        assert mine.p_adjusted == pytest.approx(theirs.p_adjusted, nan_ok=True)
+        if math.isfinite(mine.p_value):
+            assert mine.ci[0] <= mine.effect <= mine.ci[1]
+    assert any(math.isfinite(c.p_value) for c in got)  # not every contrast undecided for lack of data
+
+
+def test_checkpoint_of_the_older_format_loads_with_undecided_contrasts(series, trained, tmp_path, monkeypatch):
+    out = tmp_path / "older"
+    shutil.copytree(series.out, out)
+    path = out / "checkpoints" / series.labels[0] / CHECKPOINT_JSON
+    record = json.loads(path.read_text())
+    del record["contrasts"]
+    path.write_text(json.dumps(record))
+    monkeypatch.setattr(series_module, "_run_checkpoint", lambda *a: pytest.fail("a written checkpoint ran again"))
+    checkpoints = [trained["checkpoints"][0], trained["checkpoints"][-1]]
+    resumed = run_series(checkpoints, out, n_texts=N_TEXTS, n_shuffles=N_SHUFFLES, dsa=False, progress=False)
+    assert [c.key for c in resumed.contrasts[0]] == [f.key for f in resumed.findings[0]]
+    assert all(c.verdict == "undecided" and math.isnan(c.effect) and math.isnan(c.ci[0]) for c in resumed.contrasts[0])
+    assert [c.to_json() for c in resumed.contrasts[1]] == [c.to_json() for c in series.contrasts[1]]
+    written = json.loads((out / SERIES_JSON).read_text())["checkpoints"][0]["contrasts"]["shuffled"]
+    assert {c["effect"] for c in written} == {None} and "Contrasts with" in (out / SERIES_HTML).read_text()
 
 
 def test_killed_series_resumes_where_it_stopped(trained, tmp_path, monkeypatch):

@@ -169,6 +169,13 @@ def _parser() -> argparse.ArgumentParser:
         const=False,
         help="leave the random-weight twin out (saves one forward pass over 256 texts)",
     )
+    report.add_argument(
+        "--regimes",
+        action="store_true",
+        help="add 'Regimes over tokens': 64 texts read at every token, a switching linear "
+        "system against one system and the shuffled control (opt-in: one more forward pass "
+        "per condition with every position kept, plus the fits)",
+    )
     add_collect_arguments(
         commands.add_parser(
             "collect", help="stream trajectories into a resumable store (torchrun splits texts)"
@@ -350,6 +357,7 @@ def _report(args: argparse.Namespace) -> None:
             progress=not args.quiet,
             jacobian=args.jacobian,
             random_twin=args.random_twin,
+            regimes=args.regimes,
         )
     timings = ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
     print(f"wrote {Path(args.out) / 'report.html'} ({len(texts)} texts; {timings})")

@@ -9,6 +9,9 @@ function                   shows
 =========================  ===================================================
 finding_over_training      one finding's effect and 95 % interval per step,
                            original texts beside the token-shuffled control
+contrast_over_training     one finding's paired contrast (original minus
+                           shuffled) and 95 % interval per step, each marker
+                           its verdict (higher, lower, same, undecided)
 depth_over_training        one per-depth curve per checkpoint, coloured by step
 dsa_over_training          DSA between successive checkpoints and its noise
                            floor (split-half distance within a checkpoint)
@@ -38,8 +41,20 @@ TEMPLATE = "plotly_white"
 STEP_AXIS = "training step + 1 (log)"
 CONDITION_COLOURS = {"original": "#1f77b4", "shuffled": "#7f7f7f"}
 COLOURSCALE = "Viridis"
+VERDICT_MARKERS = {  # a contrast's verdict -> (marker symbol, colour)
+    "higher": ("triangle-up", "#2ca02c"),
+    "lower": ("triangle-down", "#d62728"),
+    "same": ("square", "#1f77b4"),
+    "undecided": ("circle-open", "#7f7f7f"),
+}
 
-__all__ = ["finding_over_training", "depth_over_training", "dsa_over_training", "series_sections"]
+__all__ = [
+    "finding_over_training",
+    "contrast_over_training",
+    "depth_over_training",
+    "dsa_over_training",
+    "series_sections",
+]
 
 
 def _x(series: Series) -> list[int]:
@@ -80,6 +95,51 @@ def finding_over_training(series: Series, key: str) -> go.Figure:
         title=f"{key}: {first.claim}",
         xaxis={"title": STEP_AXIS, "type": "log"},
         yaxis_title=first.effect_unit,
+    )
+    return figure
+
+
+def contrast_over_training(series: Series, key: str) -> go.Figure:
+    """Paired contrast of finding ``key``, original minus token-shuffled (with its 95 %
+    bootstrap interval), at every checkpoint; each marker's shape and colour is the
+    contrast's verdict, and the dotted lines are ``+-margin`` (inside them: "same")."""
+    keys = [c.key for c in series.contrasts[0]]
+    if key not in keys:
+        raise DynamicsInputError(f"key must be one of {keys}; got {key!r}")
+    found = [next(c for c in cs if c.key == key) for cs in series.contrasts]
+    figure = go.Figure(
+        go.Scatter(
+            x=_x(series),
+            y=[c.effect for c in found],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [c.ci[1] - c.effect for c in found],
+                "arrayminus": [c.effect - c.ci[0] for c in found],
+            },
+            text=[c.verdict for c in found],
+            mode="lines+markers",
+            name="original - shuffled",
+            line={"color": VERDICT_MARKERS["undecided"][1]},
+            marker={
+                "size": 11,
+                "symbol": [VERDICT_MARKERS[c.verdict][0] for c in found],
+                "color": [VERDICT_MARKERS[c.verdict][1] for c in found],
+            },
+            hovertemplate="step+1 %{x}<br>contrast %{y:.3g}<br>verdict: %{text}<extra></extra>",
+        )
+    )
+    figure.add_hline(y=0.0, line_color="black", line_width=1)
+    margin = found[-1].margin
+    if math.isfinite(margin):
+        for side in (-margin, margin):
+            figure.add_hline(y=side, line_dash="dot", line_color="grey")
+    unit = next(f.effect_unit for f in series.findings[0] if f.key == key)
+    figure.update_layout(
+        template=TEMPLATE,
+        title=f"{key}: original minus token-shuffled control",
+        xaxis={"title": STEP_AXIS, "type": "log"},
+        yaxis_title=f"difference of {unit}" if unit else "difference",
     )
     return figure
 
@@ -128,14 +188,23 @@ def dsa_over_training(series: Series) -> go.Figure:
 
 
 def series_sections(series: Series) -> list[tuple[str, str, list[go.Figure]]]:
-    """``series.html``'s sections as ``(title, HTML text, figures)``: findings, per-depth
-    curves, DSA."""
+    """``series.html``'s sections as ``(title, HTML text, figures)``: findings, their
+    contrasts with the control, per-depth curves, DSA."""
     return [
         (
             "Findings over training",
             "<p>Each finding's effect and 95 % bootstrap interval over texts at every "
             "checkpoint; grey: the same test on the token-shuffled texts.</p>",
             [finding_over_training(series, f.key) for f in series.findings[0]],
+        ),
+        (
+            "Contrasts with the shuffled control over training",
+            "<p>Each finding's effect on the original texts minus its effect on the "
+            "token-shuffled texts, paired over the same bootstrap draws of texts, with its "
+            "95 % interval. Marker: the contrast's verdict (▲ higher, ▼ lower, "
+            "■ same: the interval lies inside the dotted ±margin, ○ undecided; "
+            "Holm-corrected over a checkpoint's findings).</p>",
+            [contrast_over_training(series, c.key) for c in series.contrasts[0]],
         ),
         ("Depth profiles over training", "", [depth_over_training(series, m) for m in series.depth]),
         (

@@ -1078,11 +1078,29 @@ class Contrast:
     verdict: str
 
     def to_json(self) -> dict[str, Any]:
-        """``{key, effect, ci, p_value, p_adjusted, verdict, margin}``, NaN as ``None``."""
+        """``{key, control, effect, ci, p_value, p_adjusted, verdict, margin}``, NaN as ``None``."""
         return _json_number({
-            "key": self.key, "effect": self.effect, "ci": list(self.ci), "p_value": self.p_value,
-            "p_adjusted": self.p_adjusted, "verdict": self.verdict, "margin": self.margin,
+            "key": self.key, "control": self.control, "effect": self.effect, "ci": list(self.ci),
+            "p_value": self.p_value, "p_adjusted": self.p_adjusted, "verdict": self.verdict,
+            "margin": self.margin,
         })
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Contrast:
+        """Inverse of :meth:`to_json` (``None`` numbers become NaN; a record written
+        before ``control`` was recorded gets ``""``).
+
+        Raises:
+            DynamicsInputError: a verdict outside :data:`CONTRAST_VERDICTS`.
+        """
+        verdict = record.get("verdict")
+        if verdict not in CONTRAST_VERDICTS:
+            raise DynamicsInputError(f"a contrast's verdict must be one of {list(CONTRAST_VERDICTS)}; got {verdict!r}")
+        number = {name: math.nan if record.get(name) is None else float(record[name])
+                  for name in ("effect", "p_value", "p_adjusted", "margin")}
+        low, high = (math.nan if v is None else float(v) for v in (record.get("ci") or (None, None)))
+        return cls(key=str(record["key"]), control=str(record.get("control") or ""), ci=(low, high),
+                   verdict=verdict, **number)
 
 
 def contrasts(

@@ -50,6 +50,7 @@ from tl_dynamics.embed import CAE_EPOCHS
 from tl_dynamics.errors import DynamicsInputError, InputTypeError
 from tl_dynamics.hooks import TLModel
 from tl_dynamics.interventions import DEFAULT_GRID
+from tl_dynamics.plot.regimes import regimes_section
 from tl_dynamics.report import beyond as beyond_module
 from tl_dynamics.report import findings as findings_module
 from tl_dynamics.report.figures import beyond_figures, condition_figures, trajectory_figures
@@ -71,6 +72,7 @@ from tl_dynamics.report.measures import (
     trajectory_json,
 )
 from tl_dynamics.report.record import CONTRASTS_KEY, TWIN_FILE, TWIN_TEXTS, write_record
+from tl_dynamics.report.tokens import REGIMES_TEXT, token_regimes
 from tl_dynamics.similarity import check_twin_model, random_weight_twin
 
 __all__ = [
@@ -112,6 +114,13 @@ class ReportSettings:
             the model can be copied (a TransformerBridge over a Hugging Face model), else
             left out with a note; ``True``: required (an error if it cannot be copied);
             ``False``: left out.
+        regimes: Also fit regimes over tokens (:mod:`tl_dynamics.report.tokens`): the
+            first :data:`~tl_dynamics.report.tokens.REGIMES_TEXTS` texts read at every
+            token at the middle sublayer, an autoregressive
+            HMM against one linear system and the token-shuffled control, in the section
+            "Regimes over tokens" and ``metrics.json["regimes"]`` (None when off). Cost:
+            one more forward pass over those texts per condition with every position
+            kept in memory, plus the ARHMM fits (seconds).
     """
 
     corpus: str | None = None
@@ -124,6 +133,7 @@ class ReportSettings:
     grid: int = DEFAULT_GRID
     jacobian: bool = False
     random_twin: bool | None = None
+    regimes: bool = False
 
 
 @dataclass
@@ -277,6 +287,11 @@ def run_report(
             progress=progress,
             controls={"shuffled": shuffled} | ({} if twin is None else {"random_twin": twin}),
         )
+    regime_fit = None
+    if settings.regimes:
+        with timer.stage("regimes", progress):
+            regime_fit = token_regimes(model, texts, seed, batch_size=settings.batch_size,
+                                       corpus=settings.corpus, progress=progress)
     with timer.stage("contrasts", progress):
         contrasts = {
             "shuffled": findings_module.contrasts(found["original"], found["shuffled"], "shuffled"),
@@ -292,6 +307,9 @@ def run_report(
             ("Beyond the paper", beyond_section_html(beyond),
              beyond_figures(beyond, measures["original"].rotation_null)),
         ]
+        if regime_fit is not None:
+            _, regimes_text, regimes_figures = regimes_section(regime_fit)
+            sections.append(("Regimes over tokens", REGIMES_TEXT + regimes_text, regimes_figures))
     with timer.stage("write", progress), atomic_folder(out, settings.overwrite) as staging:
         meta = original.metadata
         intro = (
@@ -318,6 +336,7 @@ def run_report(
                     for name, cs in contrasts.items()
                 }},
                 "beyond": beyond_module.beyond_json(beyond),
+                "regimes": None if regime_fit is None else regime_fit.to_json(),
                 "stage_seconds": timer.seconds,
             },
         )

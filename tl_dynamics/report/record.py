@@ -131,9 +131,11 @@ def read_report(folder: str | Path) -> dict[str, Any]:
     for condition, entries in findings.items():
         if condition != CONTRASTS_KEY:
             _check_findings(path, f"['findings'][{condition!r}]", entries)
+    _check_regimes(path, record.get("regimes"))
     return record
 
 
+REGIMES_NUMBERS = ("n_regimes", "rank", "r2_heldout", "r2_single", "log_likelihood_heldout")  # regimes' scalars
 CONTRASTS_KEY = "contrasts"  # findings[...]: the paired contrasts with the controls, not a condition
 
 
@@ -207,6 +209,18 @@ def _check_findings(path: Path, where: str, entries: Iterable[Any]) -> None:
         for key in FINDING_NUMBERS:
             _check_numbers(path, f"{at}[{key!r}]", entry.get(key))
         _check_numbers(path, f"{at}['ci']", list(entry.get("ci") or []))
+
+
+def _check_regimes(path: Path, regimes: Any) -> None:
+    """``metrics.json["regimes"]``: absent or null (not run), or an object whose numbers,
+    and its control's, are finite or null."""
+    if regimes is None:
+        return
+    if not isinstance(regimes, dict):
+        raise _field_error(path, "['regimes']", "an object or null", regimes)
+    for key in REGIMES_NUMBERS:
+        _check_numbers(path, f"['regimes'][{key!r}]", regimes.get(key))
+    _check_regimes(path, regimes.get("control"))
 
 
 def _verdict_of(holds: bool | None) -> str:

@@ -8,8 +8,10 @@ with ``save_pretrained``) and lines the results up against the training step:
    token-shuffled control are collected (last token, as the report does), the report's
    Figure 1-2 measures run (:func:`tl_dynamics.report.measures.condition_measures`) and the
    paper's findings are tested on both conditions
-   (:func:`tl_dynamics.findings.dynamics_findings`); the trajectories (safetensors) and
-   ``checkpoint.json`` (measures, findings, provenance) are written to
+   (:func:`tl_dynamics.findings.dynamics_findings`) and paired (original minus control,
+   :func:`tl_dynamics.findings.contrasts`: the bootstrap replicates that pair them live
+   only in memory); the trajectories (safetensors) and ``checkpoint.json`` (measures,
+   findings, contrasts, provenance) are written to
    ``OUT/checkpoints/<label>/`` atomically, so a checkpoint is either whole or absent;
 2. a series that is run again with the same checkpoints and settings skips every
    checkpoint already written (a killed series resumes where it stopped);
@@ -17,8 +19,13 @@ with ``save_pretrained``) and lines the results up against the training step:
    successive checkpoints is set beside its noise floor: the DSA distance between two
    disjoint halves of one checkpoint's texts (the later of the pair);
 4. ``series.json`` and ``series.html`` show every finding's effect (original and
-   control, and their difference) against the training step on a log axis, the
-   per-depth curves of each checkpoint coloured by step, and the DSA curve.
+   control) and its paired contrast (with interval and verdict) against the training step
+   on a log axis, the per-depth curves of each checkpoint coloured by step, and the DSA
+   curve.
+
+A checkpoint written before contrasts were recorded (its ``checkpoint.json`` has no
+``"contrasts"``) still loads and is not recomputed: its contrasts are undecided, with NaN
+numbers.
 
 Each checkpoint's step is read from the end of its label (``step1000`` -> 1000), the
 label being the revision or the folder's name.
@@ -38,6 +45,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -70,7 +78,7 @@ from tl_dynamics.cache import DynamicsCache
 from tl_dynamics.collect import collect
 from tl_dynamics.data import python_docs
 from tl_dynamics.errors import DynamicsInputError, OutputExistsError
-from tl_dynamics.findings import Finding
+from tl_dynamics.findings import Contrast, Finding
 from tl_dynamics.hooks import SITES, model_provenance
 from tl_dynamics.models import load_model
 from tl_dynamics.report.html import render_html
@@ -94,6 +102,7 @@ SERIES_HTML = "series.html"
 SETTINGS_FILE = "series-settings.json"  # what a resumed series must match
 CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINTS = "checkpoints"
+CONTROL = "shuffled"  # the control each checkpoint's findings are contrasted with
 DEFAULT_TEXTS = 128  # per checkpoint: enough for the findings' bootstrap over texts
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a label becomes a folder name
 STEP = re.compile(r"(\d+)$")
@@ -124,6 +133,9 @@ class Series:
         steps: Each checkpoint's training step.
         findings: Per checkpoint, the paper's findings on the original texts.
         control: Per checkpoint, the same findings on the token-shuffled texts.
+        contrasts: Per checkpoint, each finding's paired contrast original minus
+            token-shuffled (:class:`~tl_dynamics.findings.Contrast`; undecided with NaN
+            numbers for a checkpoint written before contrasts were recorded).
         sublayers: The sublayer labels of the per-depth curves.
         depth: ``{measure: [checkpoint, sublayer or transition]}`` mean over texts:
             ``norm`` (per sublayer), ``velocity``, ``cosine similarity``,
@@ -141,6 +153,7 @@ class Series:
     steps: tuple[int, ...]
     findings: tuple[tuple[Finding, ...], ...]
     control: tuple[tuple[Finding, ...], ...]
+    contrasts: tuple[tuple[Contrast, ...], ...]
     sublayers: tuple[str, ...]
     depth: dict[str, Float[Tensor, "checkpoint position"]]
     dsa_successive: Float[Tensor, " pair"]
@@ -171,18 +184,17 @@ class Series:
         return pd.DataFrame(rows)
 
     def to_json(self) -> dict[str, Any]:
-        """``series.json``: per checkpoint its findings (both conditions and the
-        original-minus-control contrast of each effect), per-depth curves, and DSA."""
+        """``series.json``: per checkpoint its findings (both conditions), their paired
+        contrasts (``{"shuffled": [...]}``), per-depth curves, and DSA."""
         checkpoints = []
         for i, (label, step) in enumerate(zip(self.labels, self.steps)):
-            control = {f.key: f for f in self.control[i]}
             checkpoints.append(
                 {
                     "label": label,
                     "step": step,
                     "findings": [f.to_json() for f in self.findings[i]],
                     "control_findings": [f.to_json() for f in self.control[i]],
-                    "contrast": {f.key: f.effect - control[f.key].effect for f in self.findings[i]},
+                    "contrasts": {CONTROL: [c.to_json() for c in self.contrasts[i]]},
                     "depth": {name: values[i].tolist() for name, values in self.depth.items()},
                 }
             )
@@ -262,13 +274,16 @@ def _run_checkpoint(
     }
     record: dict[str, Any] = {"label": folder.name, "step": checkpoint_step(folder.name), "source": source,
                               "revision": revision, "provenance": model_provenance(model)}
+    found = {}
     for name, dyn in conditions.items():
         measures = condition_measures(dyn, seed, progress=False, n_shuffles=settings["n_shuffles"])
-        found = findings_module.dynamics_findings(
+        found[name] = findings_module.dynamics_findings(
             dyn, measures.mutual_information, measures.rotation_null,
             unit_correlation=measures.unit_correlation, seed=seed,
         )
-        record[name] = {"measures": measures_json(dyn, measures), "findings": [f.to_json() for f in found]}
+        record[name] = {"measures": measures_json(dyn, measures), "findings": [f.to_json() for f in found[name]]}
+    paired = findings_module.contrasts(found["original"], found[CONTROL], CONTROL)
+    record["contrasts"] = {CONTROL: [c.to_json() for c in paired]}
     with atomic_folder(folder, overwrite=False, kind=SERIES_KIND, inputs=inputs) as staging:
         for name, dyn in conditions.items():
             dyn.save(staging / f"dynamics_{name}.safetensors")
@@ -287,14 +302,25 @@ def _dsa(folders: list[Path], seed: int) -> tuple[Tensor, Tensor]:
     return torch.tensor(distances, dtype=torch.float64), torch.tensor(floors, dtype=torch.float64)
 
 
+def _contrasts(record: dict[str, Any], findings: tuple[Finding, ...]) -> tuple[Contrast, ...]:
+    """A checkpoint's contrasts with the shuffled control; undecided with NaN numbers, one
+    per finding, for a checkpoint written before contrasts were recorded."""
+    if "contrasts" in record:
+        return tuple(Contrast.from_json(c) for c in record["contrasts"][CONTROL])
+    nan = math.nan
+    return tuple(Contrast(f.key, CONTROL, nan, (nan, nan), nan, nan, nan, "undecided") for f in findings)
+
+
 def _load(out: Path, labels: list[str], dsa: tuple[Tensor, Tensor]) -> Series:
     records = [json.loads((out / CHECKPOINTS / label / CHECKPOINT_JSON).read_text()) for label in labels]
     measures = [r["original"]["measures"] for r in records]
+    findings = tuple(tuple(Finding.from_json(f) for f in r["original"]["findings"]) for r in records)
     return Series(
         labels=tuple(labels),
         steps=tuple(r["step"] for r in records),
-        findings=tuple(tuple(Finding.from_json(f) for f in r["original"]["findings"]) for r in records),
+        findings=findings,
         control=tuple(tuple(Finding.from_json(f) for f in r["shuffled"]["findings"]) for r in records),
+        contrasts=tuple(_contrasts(r, found) for r, found in zip(records, findings)),
         sublayers=tuple(measures[0]["labels"]),
         depth={
             name: torch.tensor([[float("nan") if v is None else v for v in m[key]] for m in measures])
