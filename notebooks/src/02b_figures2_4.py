@@ -361,8 +361,8 @@ testing.check_prediction(control_prediction, CONTROL_CHOICES)
 # `tl_dynamics.findings` turns each of the paper's qualitative statements into a test. Each
 # finding is one number, the *effect* (its unit in `effect_unit`), and a minimum size in the
 # paper's direction that counts as the finding (`min_effect`, a named constant with its
-# reason). The texts are resampled 4999 times (the bootstrap; for the teleports, the
-# prompts): the 95 % interval is the basic bootstrap interval, and two one-sided p-values ask
+# reason). The texts are resampled (the bootstrap, `N_RESAMPLES` times; for the teleports,
+# the prompts): the 95 % interval is the basic bootstrap interval, and two one-sided p-values ask
 # whether the effect passes the minimum (`p_value`) or falls short of it (`p_short`). All
 # these p-values of one condition are corrected together (Holm) at 0.01: "yes" when the first
 # passes, "no" when the second does, "undecided" when neither does (or when there are too
