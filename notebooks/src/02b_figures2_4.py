@@ -509,9 +509,10 @@ contrast_table
 # Read the contrasts of the findings that hold on the original texts, in three groups:
 # **language-specific** ("higher" than on shuffled text), **training-specific** ("higher"
 # than on the twin), and **any depth ordering gives it** (the twin shows it too, and its
-# contrast is "same" or "lower": the untrained stack shows as much of it or more). A finding
-# can be language- and training-specific at once; one in no group is not separated by these
-# controls. The cell sorts them from the table and asserts two cases of Figure 1E: the
+# contrast is "same" or "lower": the untrained stack shows as much of it or more). The
+# groups overlap: a finding can be language- and training-specific at once, or
+# language-specific while an untrained twin shows as much of it (the text's order then sets
+# its size, the training does not); one in no group is not separated by these controls. The cell sorts them from the table and asserts two cases of Figure 1E: the
 # cosine's rise with depth is given by any depth ordering, so on its own it says nothing
 # about what SmolLM2 learnt, while the within-layer over cross-layer cosine is
 # training-specific.
