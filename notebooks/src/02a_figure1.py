@@ -14,7 +14,8 @@
 # 2. estimate the mutual information of one unit across one transition with Gaussian kernel
 #    density estimates, as the paper does, and check it against the library;
 # 3. use the shuffled-token control to ask which measures depend on word order;
-# 4. state which of Figure 1's findings hold for SmolLM2, from numbers the notebook computes;
+# 4. check statements of Figure 1 against SmolLM2's numbers, computed and asserted in the
+#    notebook (02b then tests every finding of the paper with an interval and a verdict);
 # 5. say which token a trajectory is read at, and what the shuffled control does to it.
 #
 # **Time:** about 90 minutes (four exercises of 3-20 minutes and a bonus). The solved

@@ -5,8 +5,8 @@
 # next. This session follows the paper's Figures 2-4: single units as oscillators in phase
 # space (Fig 2), a two-dimensional squeeze of the trajectories (Fig 3, a compressing
 # autoencoder; Fig 4A-C, PCA), and perturbations that "teleport" the state (Fig 4D). It ends
-# with every finding of the paper tested on SmolLM2, for the original texts and the
-# shuffled-token control.
+# with every finding of the paper tested on SmolLM2, for the original texts and two matched
+# controls: the same tokens shuffled, and the same texts through a random-weight twin.
 #
 # **Learning objectives.** After this notebook you can
 # 1. draw a unit's phase portrait $(a_l, \mathrm{d}a_l/\mathrm{d}l)$ and count its rotations
@@ -14,10 +14,12 @@
 # 2. explain why the layer-shuffle null of the rotation count does not give "about zero", and
 #    which choices of the count the paper leaves open;
 # 3. read Figures 3 and 4 (what two dimensions keep, what a teleport measures);
-# 4. read the findings table, and say which findings hold in which condition.
+# 4. read the findings table, and say which findings hold in which condition;
+# 5. tell a language-specific finding from a training-specific one, and from one any
+#    untrained stack of the same blocks shows, with paired contrasts against two controls.
 #
-# **Time:** about 90 minutes (three exercises of 3-20 minutes and a bonus). The solved
-# notebook runs in about 3 minutes on a laptop CPU.
+# **Time:** about 95 minutes (four exercises of 3-20 minutes and a bonus). The solved
+# notebook runs in about 3-4 minutes on a laptop CPU.
 
 # %% [setup]
 
@@ -31,7 +33,8 @@ import torch
 
 import tl_dynamics as tld
 from tl_dynamics import testing
-from tl_dynamics.findings import decide, dynamics_findings, trajectory_findings
+from tl_dynamics.findings import contrasts, decide, dynamics_findings, mid_layers_attract, trajectory_findings
+from tl_dynamics.stability import DEFAULT_PROMPTS
 
 N_TEXTS = 64
 model = tld.models.load_model("smollm2-135m", device=DEVICE)
@@ -272,20 +275,62 @@ tld.plot.pca_variance_per_sublayer(pca)
 # first layer (0) and the last one shown (31) do not.
 #
 # *Contraction* is the median over grid points of the final distance to the control divided
-# by the distance at injection: below 1, pulled back. We use a 4 x 4 grid (the paper's is
-# 10 x 10) to keep this fast; notebook 03 takes teleports apart.
+# by the distance at injection: below 1, pulled back. Later layers have fewer sublayers left,
+# so layers are compared per sublayer, `contraction ** (1 / steps)`.
+#
+# One prompt is not enough to test the paper's pattern: the grid points of one prompt are
+# neighbours whose runs move together, so 16 of them are not 16 measurements. The unit is
+# the **prompt**. `tl_dynamics.stability.DEFAULT_PROMPTS` holds the paper's line and seven
+# prompts of other kinds (prose, code, a list, a question, dialogue, numbers, a definition);
+# each gets the same 4 x 4 grid (the paper's is 10 x 10) at the same layers. Notebook 03
+# takes teleports apart.
 
 # %%
-sweep = tld.teleport_sweep(model, pca, n=4, progress=False)
-sweep.to_frame().round(3)
+GRID = 4
+
+
+def prompt_sweeps(model, pca):
+    """One teleport sweep per prompt of DEFAULT_PROMPTS: the same GRID x GRID points, the same layers."""
+    return [tld.teleport_sweep(model, pca, n=GRID, prompt=prompt, progress=False) for prompt in DEFAULT_PROMPTS]
+
+
+sweeps = prompt_sweeps(model, pca)
+per_sublayer = pd.DataFrame(
+    {prompt[:32]: (frame["contraction"] ** (1 / frame["steps"].clip(lower=1))).to_numpy()
+     for prompt, frame in zip(DEFAULT_PROMPTS, (s.to_frame() for s in sweeps))},
+    index=pd.Index(sweeps[0].layers, name="layer"),
+).T
+per_sublayer.round(3)        # contraction per sublayer: one row per prompt, one column per layer
 
 # %%
-tld.plot.teleport_quiver(sweep, pca=pca)
+tld.plot.teleport_quiver(sweeps[0], pca=pca)      # the paper's prompt
+
+# %% [markdown]
+# `mid_layers_attract` tests the paper's pattern on these prompts. Per prompt and layer, the
+# *pull* is $-\log$ (final distance / distance at injection) per sublayer, averaged over the
+# grid points (0: no pull; 0.1: about 10 % closer per sublayer; negative: pushed away). The
+# effect is the middle layers' mean pull minus the stronger of the first and last layers'
+# pulls, bootstrapped over the 8 prompts; the minimum effect that counts is
+# `tl_dynamics.findings.MIN_LOG_PULL` per sublayer. Its verdict is "yes" (the middle layers
+# pull back faster, by at least that much), "no" (they fall short of it) or "undecided"
+# (the interval over prompts reaches both sides of it). The cell prints which, with the
+# numbers it rests on. (Alone, it is corrected only for itself; in the findings table it is
+# corrected together with the other findings, which can turn a narrow verdict into
+# "undecided".)
+
+# %%
+attract = mid_layers_attract(sweeps)
+print(f"mid_layers_attract over {len(sweeps)} prompts: {attract.verdict}")
+print(attract.observed)
+pulls = dict(zip(sweeps[0].layers, attract.numbers["pull_per_sublayer"]))
+print("layers whose teleports end further from the control than they started (negative mean pull):",
+      [layer for layer, pull in pulls.items() if pull < 0])
 
 # %% [markdown]
 # **Recap.** PCA gives one set of axes for the whole depth (4A-4C); a teleport writes a point
-# of the PC1-PC2 plane into the stream at one layer and follows the run (4D). Notebook 03
-# takes teleports apart; the findings table below says what this small grid decides.
+# of the PC1-PC2 plane into the stream at one layer and follows the run (4D). The prompt is
+# the unit of the teleport test: 8 prompts, one grid each, and the verdict above is computed
+# from them.
 
 # %% [markdown]
 # ## 4. The paper's findings on SmolLM2, both conditions
@@ -313,34 +358,40 @@ testing.check_prediction(control_prediction, CONTROL_CHOICES)
 # ```
 
 # %% [markdown]
-# `tl_dynamics.findings` turns each of the paper's qualitative statements into a statistical
-# test on the measured numbers: an effect, its 95 % bootstrap interval over texts, and a
-# p-value against a null stated in words, Holm-corrected across the findings at 0.01. A
-# finding is "yes" only if the test rejects the null in the paper's direction *and* the effect
-# reaches a stated minimum size; "no" if it rejects the other way or the interval falls short;
-# otherwise "undecided". Nothing is written by hand: where the data disagree with the paper,
-# the table says so, in both conditions. The same table heads every `tl-dynamics report`.
+# `tl_dynamics.findings` turns each of the paper's qualitative statements into a test. Each
+# finding is one number, the *effect* (its unit in `effect_unit`), and a minimum size in the
+# paper's direction that counts as the finding (`min_effect`, a named constant with its
+# reason). The texts are resampled (the bootstrap, `N_RESAMPLES` times; for the teleports,
+# the prompts): the 95 % interval is the basic bootstrap interval, and two one-sided p-values ask
+# whether the effect passes the minimum (`p_value`) or falls short of it (`p_short`). All
+# these p-values of one condition are corrected together (Holm) at 0.01: "yes" when the first
+# passes, "no" when the second does, "undecided" when neither does (or when there are too
+# few texts or prompts; `observed` says why). Where a permutation null exists (layer orders
+# for the rotations, sign flips of whole texts for the signs) the "yes" test must beat it
+# too. Nothing is written by hand: where the data disagree with the paper, the table says
+# so. The same table heads every `tl-dynamics report`.
 
 # %%
-mi, mi_shuffled = dyn.mutual_information(method="binned"), shuffled.mutual_information(method="binned")
+def all_findings(dyn, null, pca, sweeps):
+    """The paper's 15 findings in one condition, decided together (Holm), as a report does."""
+    mi = dyn.mutual_information(method="binned")
+    return decide(dynamics_findings(dyn, mi, null) + trajectory_findings(pca, sweeps, dyn))
+
+
 null_shuffled = shuffled.rotation_null(n_shuffles=1000, seed=0)
 pca_shuffled = tld.pca_trajectories(shuffled, n_components=20, seed=0)
-sweep_shuffled = tld.teleport_sweep(model, pca_shuffled, n=4, progress=False)
-# Every finding is a test; `decide` corrects their p-values together (Holm), as a report does.
+# a control's teleports run the same prompts in the control's own PCA plane, as a report does
 found = {
-    "original": decide(dynamics_findings(dyn, mi, null) + trajectory_findings(pca, sweep, dyn)),
-    "shuffled": decide(
-        dynamics_findings(shuffled, mi_shuffled, null_shuffled)
-        + trajectory_findings(pca_shuffled, sweep_shuffled, shuffled)
-    ),
+    "original": all_findings(dyn, null, pca, sweeps),
+    "shuffled": all_findings(shuffled, null_shuffled, pca_shuffled, prompt_sweeps(model, pca_shuffled)),
 }
 table = pd.DataFrame(
     {
         "the paper's finding (Llama 3.1 8B)": [f.claim for f in found["original"]],
         "SmolLM2": [f.verdict for f in found["original"]],
-        "effect [95% CI], Holm p": [
-            f"{f.effect:+.3g} [{f.ci[0]:+.3g}, {f.ci[1]:+.3g}], p={f.p_adjusted:.2g}" for f in found["original"]
-        ],
+        "effect [95% CI]": [f"{f.effect:+.3g} [{f.ci[0]:+.3g}, {f.ci[1]:+.3g}]" for f in found["original"]],
+        "min effect": [f.min_effect for f in found["original"]],
+        "Holm p: passes / falls short": [f"{f.p_adjusted:.2g} / {f.p_short_adjusted:.2g}" for f in found["original"]],
         "observed": [f.observed for f in found["original"]],
         "shuffled control": [f.verdict for f in found["shuffled"]],
         "observed (control)": [f.observed for f in found["shuffled"]],
@@ -359,21 +410,140 @@ testing.check_prediction(control_prediction, CONTROL_CHOICES, outcome=control_ou
 
 # %%
 counts = table[["SmolLM2", "shuffled control"]].apply(pd.Series.value_counts).fillna(0).astype(int)
-print(f"{counts.loc['yes', 'SmolLM2'] if 'yes' in counts.index else 0} of {len(table)} findings hold on the original texts")
+for column in counts:
+    print(f"{column}: {counts[column].get('yes', 0)} of {len(table)} findings hold, "
+          f"{counts[column].get('no', 0)} do not, {counts[column].get('undecided', 0)} undecided")
+print("hold on the original texts:", list(table.index[table["SmolLM2"] == "yes"]))
+print("teleports, in the table:", table.loc["mid_layers_attract", "SmolLM2"])
 counts
 
 # %% [markdown]
 # How to read it. A "no" is a result, not a failure: the paper's statements are about a
 # 32-layer, 8-billion-parameter model; SmolLM2 shares its architecture at 135 million
-# parameters and 4-bit weights. Two limits of the tests themselves: a per-layer comparison
-# "holds" when it holds in more than half the layers, and a trend is Spearman's rank
-# correlation with depth. The `numbers` field of each `Finding` holds everything behind a
-# verdict.
+# parameters and 4-bit weights. The designs keep an order over depth from passing for the
+# paper's structure: a trend compares the last third of depth with the first third (so a curve
+# that is low only at its first few steps, as 02a found the cosine, can pass it); a
+# within-layer step is compared with the mean of *both* neighbouring cross-layer steps (so a
+# steady trend cancels); the PCA findings fit their axes on half of the texts and measure the
+# other half. The `numbers` field of each `Finding` holds everything behind a verdict.
 #
-# **Recap.** Each of the paper's statements is a test with an effect, an interval and a
-# Holm-corrected p-value, run on the original texts and on the shuffled control.
+# **Recap.** Each of the paper's statements is a test with an effect, an interval, a minimum
+# effect and two Holm-corrected p-values, run on the original texts and on the shuffled
+# control; the counts above are computed from the table, not written down.
 #
-# ## 5. The real thing on a GPU (not executed here)
+# ## 5. Two controls: language-specific or training-specific?
+#
+# A finding that holds on SmolLM2 can hold for three different reasons, and each control
+# rules one out:
+#
+# * **language-specific**: it needs the text in its order. The shuffled control keeps the
+#   model and the tokens but not their order (nor, 02a showed, the token read); if the
+#   original texts show *more* of a finding than the shuffled ones, it depends on them.
+# * **training-specific**: it needs the learnt weights. A *random-weight twin*
+#   (`tld.random_weight_twin(model, seed=0)`) has SmolLM2's architecture with every weight
+#   drawn afresh, as before training; the same texts through it show what the architecture
+#   alone does.
+# * **any depth ordering gives it**: any stack of these blocks, run in depth order, shows it,
+#   trained or not. Then the finding, however true, says nothing about what the model learnt.
+#
+# Verdicts per condition cannot tell these apart: "yes" in both can hide a much larger effect
+# in one. `tl_dynamics.findings.contrasts(original, control, name)` takes the paired difference
+# original minus control, finding by finding. Both conditions run the same texts with the same
+# bootstrap draws, so each resampled difference is paired. Its verdict is "higher" (the
+# original shows more of the finding), "lower", "same" (the interval lies within the finding's
+# minimum effect either side) or "undecided", Holm-corrected over the findings of one control.
+#
+# **Predict before you run the twin.** Figure 1E has two findings: the cosine of successive
+# sublayers rises with depth (`cosine_rises`), and within-layer steps are more aligned than
+# cross-layer ones (`cosine_within_above_cross`). Which will the untrained twin also show
+# (verdict "yes"): `"cosine rises"`, `"within above cross"`, `"both"` or `"neither"`?
+
+# %% [exercise] title="What does an untrained twin show?" kind=predict importance=3 difficulty=2 minutes=5
+TWIN_CHOICES = ("cosine rises", "within above cross", "both", "neither")
+# SOLUTION
+twin_prediction = "cosine rises"    # a stream that keeps growing aligns successive states; the kinds need trained updates
+# STUB
+# twin_prediction = ...             # one of TWIN_CHOICES
+# END
+testing.check_prediction(twin_prediction, TWIN_CHOICES)
+
+# %% [hint]
+# An untrained block still adds its output to the stream. What happens to the angle between
+# successive states when every update is about the same size and the stream keeps growing?
+# And is there anything in random weights that makes an attention update smaller than an MLP
+# update?
+
+# %% [hint] code
+# ```python
+# twin_prediction = "both"   # or "cosine rises", "within above cross", "neither"
+# ```
+
+# %%
+twin = tld.random_weight_twin(model, seed=0)
+dyn_twin = tld.collect(twin, texts, batch_size=16, corpus="python-docs", progress=False)
+pca_twin = tld.pca_trajectories(dyn_twin, n_components=20, seed=0)
+found["random twin"] = all_findings(dyn_twin, dyn_twin.rotation_null(n_shuffles=1000, seed=0), pca_twin,
+                                    prompt_sweeps(twin, pca_twin))
+del twin
+verdicts = pd.DataFrame({condition: {f.key: f.verdict for f in fs} for condition, fs in found.items()})
+FIG_1E = {"cosine rises": "cosine_rises", "within above cross": "cosine_within_above_cross"}
+shown = [name for name, key in FIG_1E.items() if verdicts.loc[key, "random twin"] == "yes"]
+twin_outcome = "both" if len(shown) == 2 else shown[0] if shown else "neither"
+print("Fig 1E on the random-weight twin:", {name: verdicts.loc[key, "random twin"] for name, key in FIG_1E.items()})
+testing.check_prediction(twin_prediction, TWIN_CHOICES, outcome=twin_outcome)
+
+# %%
+contrast = {
+    control: contrasts(found["original"], found[condition], control)
+    for control, condition in (("shuffled", "shuffled"), ("random_twin", "random twin"))
+}
+contrast_table = verdicts.copy()
+for control, rows in contrast.items():
+    contrast_table[f"vs {control}"] = [c.verdict for c in rows]
+    contrast_table[f"vs {control}: difference [95% CI]"] = [
+        f"{c.effect:+.3g} [{c.ci[0]:+.3g}, {c.ci[1]:+.3g}]" for c in rows
+    ]
+contrast_table
+
+# %% [markdown]
+# Read the contrasts of the findings that hold on the original texts, in three groups:
+# **language-specific** ("higher" than on shuffled text), **training-specific** ("higher"
+# than on the twin), and **any depth ordering gives it** (the twin shows it too, and its
+# contrast is "same" or "lower": the untrained stack shows as much of it or more). The
+# groups overlap: a finding can be language- and training-specific at once, or
+# language-specific while an untrained twin shows as much of it (the text's order then sets
+# its size, the training does not); one in no group is not separated by these controls. The cell sorts them from the table and asserts two cases of Figure 1E: the
+# cosine's rise with depth is given by any depth ordering, so on its own it says nothing
+# about what SmolLM2 learnt, while the within-layer over cross-layer cosine is
+# training-specific.
+
+# %%
+holds = [key for key in verdicts.index if verdicts.loc[key, "original"] == "yes"]
+column = {control: {c.key: c.verdict for c in rows} for control, rows in contrast.items()}
+groups = {
+    "language-specific": [k for k in holds if column["shuffled"][k] == "higher"],
+    "training-specific": [k for k in holds if column["random_twin"][k] == "higher"],
+    "any depth ordering gives it": [
+        k for k in holds if verdicts.loc[k, "random twin"] == "yes" and column["random_twin"][k] in ("same", "lower")
+    ],
+}
+groups["not separated"] = [k for k in holds if not any(k in keys for keys in groups.values())]
+for group, keys in groups.items():
+    print(f"{group}: {keys}")
+assert "cosine_rises" in groups["any depth ordering gives it"]
+assert "cosine_within_above_cross" in groups["training-specific"]
+
+# %% [markdown]
+# A finding that an untrained twin shows as well is something this architecture does to any
+# input, not something it learnt; the matched controls, not the verdicts alone, are what
+# separate the three readings. `tl-dynamics report` runs both
+# controls and prints the same contrasts beside its findings table.
+#
+# **Recap.** The shuffled control asks "language-specific?", the random-weight twin
+# "training-specific?"; a paired contrast, original minus control, answers each per finding,
+# and a finding the twin shows as strongly is one any depth ordering gives.
+#
+# ## 6. The real thing on a GPU (not executed here)
 #
 # The same calls run on Llama 3.1 8B with the Hugging Face hub (gated: accept the licence and
 # log in), a GPU with about 20 GB free, and `pip install "tl-dynamics[hub]"` for WikiText:

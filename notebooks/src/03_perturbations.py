@@ -223,8 +223,29 @@ table.round(3)
 tld.plot.teleport_quiver(sweep, pca=pca)
 
 # %% [markdown]
+# Is this the paper's pattern, middle layers pulling back faster than the first and the last?
+# One prompt cannot say: its grid points are neighbours whose runs move together, so the
+# `mid_layers_attract` finding (notebook 02b) needs at least `MIN_PROMPTS` prompts, and calls
+# one prompt undecided (asserted below). Over the 8 prompts of `DEFAULT_PROMPTS`, the paper's
+# line first (so the sweep above is reused), the same test decides; the cell prints the
+# verdict with its numbers, and section 8 reads it.
+
+# %%
+from tl_dynamics.findings import MIN_PROMPTS, mid_layers_attract
+from tl_dynamics.stability import DEFAULT_PROMPTS
+
+one_prompt = mid_layers_attract(sweep)
+print(f"one prompt: {one_prompt.verdict} ({one_prompt.observed})")
+assert one_prompt.verdict == "undecided" and len(DEFAULT_PROMPTS) >= MIN_PROMPTS
+assert DEFAULT_PROMPTS[0] == tld.DEFAULT_PROMPT
+sweeps = [sweep] + [tld.teleport_sweep(model, pca, n=5, prompt=prompt, progress=False) for prompt in DEFAULT_PROMPTS[1:]]
+attract = mid_layers_attract(sweeps)
+print(f"{len(sweeps)} prompts: {attract.verdict}\n{attract.observed}")
+
+# %% [markdown]
 # **Recap.** Layers are compared per sublayer (`contraction ** (1 / steps)`), and the plane
-# shows 2 of 576 dimensions: read the quivers beside the table.
+# shows 2 of 576 dimensions: read the quivers beside the table. The prompt is the unit of the
+# test: one prompt leaves it undecided, eight decide it or say why not.
 
 # %% [markdown]
 # ## 6. Learnt or forced? A pre-norm and a post-norm model
@@ -357,8 +378,22 @@ figure
 # * **The stream is not the output.** A run can return near the control path and still change
 #   the prediction; compare `result.logits` with `result.control_logits`.
 #
-# Whether SmolLM2's teleports fit the paper's pattern (middle layers pulled back faster per
-# sublayer than the first and last) is the `mid_layers_attract` finding of notebook 02b.
-#
+# Do SmolLM2's teleports fit the paper's pattern at all? Section 5's verdict over 8 prompts,
+# in words:
+
+# %%
+READING = {
+    "yes": "SmolLM2's middle layers pull teleported states back faster per sublayer than its first and "
+           "last layers, across prompts: the paper's pattern, within the cautions above.",
+    "no": "SmolLM2's middle layers do not pull teleported states back faster per sublayer than its first "
+          "and last layers by the minimum effect, across prompts: the paper's pattern is not seen here.",
+    "undecided": "8 prompts do not decide whether SmolLM2's middle layers pull teleported states back faster "
+                 "per sublayer than its first and last layers: the interval reaches both sides of the minimum effect.",
+}
+print(f"mid_layers_attract: {attract.verdict}. {READING[attract.verdict]}")
+print(f"middle minus stronger edge pull {attract.effect:+.4f} [{attract.ci[0]:+.4f}, {attract.ci[1]:+.4f}] "
+      f"per sublayer; minimum effect {attract.min_effect}")
+
+# %% [markdown]
 # **Recap.** A teleport shows whether runs end up closer to the control path, no more: read
 # it beside the architecture, the size of the kick, the plane and the logits.

@@ -42,7 +42,7 @@ import torch
 import tl_dynamics as tld
 from tl_dynamics import testing
 from tl_dynamics.report.compare import depth_curves
-from tl_dynamics.findings import dynamics_findings
+from tl_dynamics.findings import contrasts, dynamics_findings
 
 PRESETS = {"SmolLM2-135M": "smollm2-135m", "Gemma-3-270M": "gemma-3-270m", "MiniLM": "minilm"}
 N_TEXTS = 48
@@ -257,10 +257,25 @@ verdicts
 (verdicts == "yes").sum().rename("findings that hold").to_frame().T
 
 # %% [markdown]
-# Read it column against column: a finding that holds in both decoders and not in MiniLM points
-# to the architecture (or the token read); one that holds equally on shuffled tokens does not
-# depend on word order (nor, for a decoder, on the token read). With 48 texts a verdict can
-# flip between samples of texts: the default report (below) uses more.
+# The same verdict in both conditions is not the same effect: "yes" in both can hide a larger
+# effect in one. The paired contrast of notebook 02b, original minus shuffled on the same
+# texts, says per model whether the original texts show more of a finding (`"higher"`: it
+# depends on word order or, for a decoder, on the token read), less, the same within its
+# minimum effect, or `"undecided"`:
+
+# %%
+order = pd.DataFrame({
+    name: {c.key: c.verdict for c in contrasts(findings[(name, "original")], findings[(name, "shuffled")], "shuffled")}
+    for name in PRESETS
+})
+order
+
+# %% [markdown]
+# Read the tables column against column: a finding that holds in both decoders and not in
+# MiniLM points to something the decoders share and MiniLM lacks (the architecture, the
+# training or the token read); one whose contrast is `"same"` does not depend on word order
+# (nor, for a decoder, on the token read) beyond its minimum effect. With 48 texts a verdict
+# can flip between samples of texts: the default report (below) uses more.
 #
 # **Recap.** One column per model and condition: a finding's verdict is read against the
 # other family and against the control.
