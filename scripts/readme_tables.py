@@ -54,7 +54,8 @@ def findings_table(records: list[dict[str, Any]], labels: list[str]) -> str:
                 f"T {_contrast(contrasts.get('random_twin'), key)}"
             )
         claim = records[0]["findings"]["original"][keys.index(key)]["claim"]
-        lines.append(f"| {claim.split(' (')[0].rstrip('.')} | " + " | ".join(cells) + " |")
+        name = claim.split(" (")[0].split(":")[0].rstrip(".").replace("|", "\\|")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
