@@ -16,22 +16,24 @@ from tl_dynamics.report.compare import DSA_RESAMPLES, DSA_SAMPLES, DSA_SPLITS, d
 from tl_dynamics.report.record import TWIN_FILE
 
 
+def _tiny_llama_report(tmp_path_factory, tiny_model_folders, name: str, twin_flag: str):
+    """A 30-text report of the tiny Llama, written with ``twin_flag``."""
+    out = tmp_path_factory.mktemp("reports") / name
+    args = ["report", "--model", str(tiny_model_folders["llama"]), "--n", "30", "--quiet"]
+    assert main([*args, twin_flag, "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def twin_report(tmp_path_factory, tiny_model_folders):
     """A tiny-Llama report with its random-weight twin's trajectories."""
-    out = tmp_path_factory.mktemp("reports") / "llama-twin"
-    args = ["report", "--model", str(tiny_model_folders["llama"]), "--n", "30", "--quiet"]
-    assert main([*args, "--random-twin", "--out", str(out)]) == 0
-    return out
+    return _tiny_llama_report(tmp_path_factory, tiny_model_folders, "llama-twin", "--random-twin")
 
 
 @pytest.fixture(scope="module")
 def plain_report(tmp_path_factory, tiny_model_folders):
     """A tiny-Llama report written without its random-weight twin."""
-    out = tmp_path_factory.mktemp("reports") / "llama-plain"
-    args = ["report", "--model", str(tiny_model_folders["llama"]), "--n", "30", "--quiet"]
-    assert main([*args, "--no-random-twin", "--out", str(out)]) == 0
-    return out
+    return _tiny_llama_report(tmp_path_factory, tiny_model_folders, "llama-plain", "--no-random-twin")
 
 
 @pytest.mark.slow

@@ -26,6 +26,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from typing import TYPE_CHECKING
 
@@ -61,6 +63,16 @@ def _x(series: Series) -> list[int]:
     return [step + 1 for step in series.steps]
 
 
+def _interval_bars(found: list[Any]) -> dict[str, Any]:
+    """Plotly ``error_y`` drawing each effect's 95 % interval ``ci`` (findings or contrasts)."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [f.ci[1] - f.effect for f in found],
+        "arrayminus": [f.effect - f.ci[0] for f in found],
+    }
+
+
 def finding_over_training(series: Series, key: str) -> go.Figure:
     """Effect of finding ``key`` (with its 95 % bootstrap interval) at every checkpoint,
     on the original texts and on the token-shuffled control."""
@@ -74,12 +86,7 @@ def finding_over_training(series: Series, key: str) -> go.Figure:
             go.Scatter(
                 x=_x(series),
                 y=[f.effect for f in found],
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [f.ci[1] - f.effect for f in found],
-                    "arrayminus": [f.effect - f.ci[0] for f in found],
-                },
+                error_y=_interval_bars(found),
                 text=[f.verdict for f in found],
                 mode="lines+markers",
                 name=condition,
@@ -111,12 +118,7 @@ def contrast_over_training(series: Series, key: str) -> go.Figure:
         go.Scatter(
             x=_x(series),
             y=[c.effect for c in found],
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": [c.ci[1] - c.effect for c in found],
-                "arrayminus": [c.effect - c.ci[0] for c in found],
-            },
+            error_y=_interval_bars(found),
             text=[c.verdict for c in found],
             mode="lines+markers",
             name="original - shuffled",
