@@ -26,10 +26,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import plotly.colors
 import plotly.graph_objects as go
