@@ -238,10 +238,11 @@ def test_model_cache_without_file_hashes_is_rebuilt(fake_conversion):
 # 5. Seeds out of range, refused by the parser.
 
 
-@pytest.mark.parametrize("command", ["report", "collect"])
+@pytest.mark.parametrize("command", ["report", "collect", "series"])
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "1e23"])
 def test_seed_out_of_range_is_refused_by_the_parser(command, seed, tmp_path, capsys):
-    args = [command, "--model", "/no/such/model", "--seed", seed, "--out", str(tmp_path / "o")]
+    model = ["--model", "/no/such/model"] + (["--checkpoints", "/no/such/step0"] if command == "series" else [])
+    args = [command, *model, "--seed", seed, "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as exit:
         main(args)
     assert exit.value.code == EXIT_BAD_INPUT
@@ -295,6 +296,47 @@ def test_disk_full_is_one_line(command, tmp_path, monkeypatch, capsys):
     }[command]
     assert main([*args, "--out", str(tmp_path / "out")]) == EXIT_BAD_INPUT
     one_line_error(capsys, "No space left on device")
+
+
+SAFETENSORS_DISK_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+
+def disk_full_on_save(monkeypatch):
+    """Make every safetensors write fail as safetensors does on a full disk: a
+    ``SafetensorError`` carrying the OS error, not an ``OSError``."""
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError(SAFETENSORS_DISK_FULL)
+
+    monkeypatch.setattr(_output, "save_file", full)
+
+
+def test_safetensors_disk_full_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    disk_full_on_save(monkeypatch)
+    with pytest.raises(OSError) as raised:
+        _output.save_safetensors({"a": torch.zeros(2)}, tmp_path / "a.safetensors")
+    assert raised.value.errno == errno.ENOSPC
+    assert raised.value.filename == str(tmp_path / "a.safetensors")
+
+
+def test_disk_full_while_collect_writes_a_shard_is_one_line(tmp_path, monkeypatch, llama, texts, capsys):
+    disk_full_on_save(monkeypatch)
+    monkeypatch.setattr(tld.models, "load_model", lambda *args, **kwargs: llama)
+    out = tmp_path / "store"
+    assert main(["collect", "--first", "2", "--out", str(out), "--quiet"]) == EXIT_BAD_INPUT
+    one_line_error(capsys, "No space left on device", "shard-")
+    left = list(out.iterdir()) if out.exists() else []
+    assert not [path for path in left if path.name.startswith(".tmp-")], left
+
+
+def test_disk_full_while_the_cache_is_saved_is_an_oserror(tmp_path, monkeypatch):
+    disk_full_on_save(monkeypatch)
+    cache = tld.DynamicsCache(
+        torch.zeros(2, 2, 4), ("0_pre", "0_mid"), text_index=torch.arange(2), position=torch.ones(2, dtype=torch.long)
+    )
+    with pytest.raises(OSError, match="No space left on device"):
+        cache.save(tmp_path / "cache")
 
 
 def test_lone_surrogate_in_jsonl_names_the_line(tmp_path):

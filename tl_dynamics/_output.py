@@ -52,6 +52,10 @@ from pathlib import Path
 from typing import Any
 
 
+from safetensors import SafetensorError
+from safetensors.torch import save_file
+from torch import Tensor
+
 from tl_dynamics._version import __version__
 from tl_dynamics.errors import DynamicsInputError, OutputExistsError
 
@@ -132,6 +136,25 @@ def follow_umask(path: str | Path) -> None:
         path.chmod(FOLDER_MODE)
     elif path.is_file():
         path.chmod(FILE_MODE)
+
+
+def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` to the safetensors file ``path``; a failed write raises ``OSError``.
+
+    safetensors reports the system's refusal (disk full, read-only, a file on the way) as a
+    ``SafetensorError`` carrying the text ``(os error N)``; it is raised again as the
+    ``OSError`` with that ``errno`` and ``filename=path``, which the command line reports in
+    one line. The file is created private (0600), as safetensors makes it: see
+    :func:`follow_umask`.
+    """
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as error:
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise OSError(f"could not write {path}: {error}") from error
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from error
 
 
 def read_json_record(path: Path, version_key: str, newest: int, what: str) -> dict[str, Any]:

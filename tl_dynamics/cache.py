@@ -35,11 +35,11 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from tl_dynamics import metrics
-from tl_dynamics._output import follow_umask, read_json_record
+from tl_dynamics._output import follow_umask, read_json_record, save_safetensors
 from tl_dynamics._version import __version__
 from tl_dynamics.errors import DynamicsInputError, InputNotFoundError, InputTypeError
 
@@ -233,7 +233,7 @@ class DynamicsCache:
             "text_index": self.text_index.to("cpu").contiguous(),
             "position": self.position.to("cpu").contiguous(),
         }
-        save_file(tensors, str(path), metadata={"format": FILE_FORMAT, "version": __version__})
+        save_safetensors(tensors, path, metadata={"format": FILE_FORMAT, "version": __version__})
         follow_umask(path)  # safetensors creates its files private (0600)
         sidecar = {
             "format_version": FORMAT_VERSION,

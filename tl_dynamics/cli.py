@@ -206,7 +206,7 @@ def _add_series_parser(commands: Any) -> None:
     series.add_argument("--sample", dest="n", metavar="N", type=positive_int, default=128, help="texts of the bundled corpus")
     series.add_argument("--pre-only", action="store_true", help="read only resid_pre (parallel-attention models: Pythia)")
     series.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    series.add_argument("--seed", type=int, default=0, help="seed of the control, bootstrap and DSA")
+    series.add_argument("--seed", type=seed_int, default=0, help="seed of the control, bootstrap and DSA, in [0, 2^32)")
     series.add_argument("--no-dsa", action="store_true", help="skip the DSA between checkpoints")
     series.add_argument("--out", required=True, help="series folder (rerun the same command to resume)")
     series.add_argument("--overwrite", action="store_true", help="replace an --out that tl-dynamics wrote")

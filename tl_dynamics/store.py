@@ -85,12 +85,11 @@ import torch
 from jaxtyping import Int
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
-from safetensors.torch import save_file
 from torch import Tensor
 
 from tl_dynamics._checks import check_int
 from tl_dynamics._digest import file_digest
-from tl_dynamics._output import follow_umask, read_json_record, refuse_symlink, writer_lock
+from tl_dynamics._output import follow_umask, read_json_record, refuse_symlink, save_safetensors, writer_lock
 from tl_dynamics._version import __version__
 from tl_dynamics.cache import DynamicsCache, DynamicsMetadata
 from tl_dynamics.collect import (
@@ -781,7 +780,7 @@ def _write_shard(
     tensors = {"resid": resid, "text_index": text_index[order], "position": position}
     file = SHARD_NAME.format(rank=rank, number=number)
     header = {"format": STORE_FORMAT, "fingerprint": store.fingerprint, "version": __version__}
-    _atomic_write(store.path / file, lambda path: save_file(tensors, path, metadata=header))
+    _atomic_write(store.path / file, lambda path: save_safetensors(tensors, path, metadata=header))
     size, sha256 = file_digest([store.path / file])
     texts, rows = torch.unique_consecutive(tensors["text_index"], return_counts=True)
     return ShardRecord(
