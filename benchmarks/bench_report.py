@@ -72,7 +72,7 @@ def main(repeats: int = REPEATS) -> None:
           f"(range {min(totals):.1f}-{max(totals):.1f}); target <= {TARGET_SECONDS:.0f} s: "
           f"{'met' if max(totals) <= TARGET_SECONDS else 'NOT met'}")
     print(f"  total / forward stages ({', '.join(FORWARD_STAGES)}): median {statistics.median(ratios):.2f}x "
-          f"(range {min(ratios):.2f}-{max(ratios):.2f}); target <= {TARGET_RATIO:.1f}x: "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}); target <= {TARGET_RATIO:.2f}x: "
           f"{'met' if max(ratios) <= TARGET_RATIO else 'NOT met'}")
 
 

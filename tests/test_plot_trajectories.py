@@ -108,6 +108,21 @@ def test_quiver_arrows_follow_at_most_the_requested_sublayers(sweep):
     assert len(two_steps.data[0].x) == 2 * len(one_step.data[0].x)  # 9 runs x arrows per step
 
 
+def test_quiver_lines_match_plotlys_quiver():
+    from plotly.figure_factory import create_quiver
+
+    generator = torch.Generator().manual_seed(0)
+    starts, moves = torch.randn(50, 2, generator=generator), torch.randn(50, 2, generator=generator)
+    x, y = plots.quiver_lines(starts, moves)
+    theirs = create_quiver(
+        *starts.T.double().numpy(), *moves.T.double().numpy(), scale=1, arrow_scale=plots.ARROW_SCALE
+    ).data[0]
+    for mine, reference in ((x, theirs.x), (y, theirs.y)):
+        assert [value is None for value in mine] == [value is None for value in reference]
+        numbers = [(a, b) for a, b in zip(mine, reference) if a is not None]
+        assert torch.allclose(*torch.tensor(numbers).T, atol=1e-5)
+
+
 def test_recovery_figure(sweep):
     figure = plots.teleport_recovery(sweep)
     assert [trace.name for trace in figure.data] == [f"layer {i}" for i in range(4)]
