@@ -278,9 +278,11 @@ def _moments(z: Float[np.ndarray, "*batch sample sublayer k"]) -> tuple[np.ndarr
     """``(C, A, ||dZ||^2)`` of populations ``z``: ``Z_t^T Z_t``, ``Z_t^T dZ`` summed over
     samples and steps, batched over leading axes."""
     z_t, dz = z[..., :-1, :], z[..., 1:, :] - z[..., :-1, :]
-    c = np.einsum("...btk,...btl->...kl", z_t, z_t)
-    a = np.einsum("...btk,...btl->...kl", z_t, dz)
-    return c, a, np.square(dz).sum(axis=(-3, -2, -1))
+    # As matrix products over (sample, step) rows: BLAS, where einsum loops (20x slower).
+    z_t = einops.rearrange(z_t, "... b t k -> ... (b t) k")
+    dz = einops.rearrange(dz, "... b t k -> ... (b t) k")
+    z_t_transposed = np.swapaxes(z_t, -1, -2)
+    return z_t_transposed @ z_t, z_t_transposed @ dz, np.square(dz).sum(axis=(-2, -1))
 
 
 def _surrogate_r2(z: np.ndarray, n_surrogates: int, seed: int) -> np.ndarray:
