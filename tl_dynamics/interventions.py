@@ -67,6 +67,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -559,8 +560,16 @@ class _Injection:
             position, "position", -n_tokens, n_tokens - 1, f" (the prompt has {n_tokens} tokens)"
         )
         hooks = tuple(trajectory_hooks(model))
-        injection = [hook.name for hook in hooks].index(f"blocks.{layer}.hook_resid_{site}")
-        return cls(model, prompt, tokens, layer, site, position % n_tokens, hooks, injection)
+        return cls(model, prompt, tokens, layer, site, position % n_tokens, hooks, 0).at(layer)
+
+    def at(self, layer: Any) -> _Injection:
+        """The same prompt, site and position, injected at ``layer`` (checked); the hooks
+        are reused, not looked up on the model again."""
+        layer, _ = _check_point(self.model, layer, self.site)
+        names = [hook.name for hook in self.hooks]
+        return dataclasses.replace(
+            self, layer=layer, injection=names.index(f"blocks.{layer}.hook_resid_{self.site}")
+        )
 
     def run(self, values: Float[Tensor, "row d_model"] | None) -> tuple[Tensor, Tensor]:
         """``(trajectories [row, sublayer, d_model], logits [row, vocab])`` at ``position``.
@@ -769,7 +778,8 @@ def teleport_sweep(
     if not layers:
         raise DynamicsInputError("layers is empty; pass at least one layer or None for the default")
     grid = pca_grid(pca, n=n, r_min=r_min, r_max=r_max)
-    setups = [_Injection.check(model, prompt, layer, site, position) for layer in layers]
+    first = _Injection.check(model, prompt, layers[0], site, position)
+    setups = [first.at(layer) for layer in layers]
     control = setups[0].run(None)  # the unperturbed run is the same for every layer
     results = [
         setup.run_points(grid, batch_size, pca, progress=False, control=control)
