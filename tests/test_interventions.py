@@ -125,7 +125,7 @@ def test_points_run_in_batched_passes(tiny_models, monkeypatch):
     monkeypatch.setattr(interventions, "forward_trajectories", counting)
     model = tiny_models["gpt2"]
     teleport(model, layer=1, points=torch.zeros(9, model.cfg.d_model), batch_size=4)
-    assert passes == [1, 4, 4, 1]  # the control, then ceil(9 / 4) = 3 batched passes
+    assert passes == [1, 3, 3, 3]  # the control, then ceil(9 / 4) = 3 passes of equal size
 
 
 def test_position_picks_the_token_written_and_read(minilm):

@@ -621,8 +621,12 @@ class _Injection:
         batch_size = check_int(batch_size, "batch_size", 1)
         control_resid, control_logits = control or self.run(None)
         _check_norms(points, control_resid)
+        # Passes of nearly equal size (100 points at 32: 34, 33, 33, not 32, 32, 32, 4): a
+        # pass of a few rows costs almost twice as much per row on CPU.
         chunks = tqdm(
-            points.split(batch_size), desc=f"teleport L{self.layer}", disable=not progress
+            points.tensor_split(math.ceil(len(points) / batch_size)),
+            desc=f"teleport L{self.layer}",
+            disable=not progress,
         )
         runs = [self.run(chunk) for chunk in chunks]
         return TeleportResult(
