@@ -281,3 +281,22 @@ def test_contraction_plot_draws_the_sweep_and_the_teleports(tiny_models):
     assert list(figure.data[0].y) == pytest.approx(list(sweep.to_frame()["top_lyapunov"]))
     with pytest.raises(TypeError, match="JacobianSweep"):
         tld.plot.jacobian_contraction(teleports)
+
+
+def test_jacobian_decoders_script_prints_every_measure_and_the_kick_check(tiny_models, monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "jacobian_decoders.py"
+    spec = importlib.util.spec_from_file_location("jacobian_decoders", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "load_model", lambda preset, progress: tiny_models["llama"])
+    monkeypatch.setattr(script, "DEFAULT_PROMPTS", script.DEFAULT_PROMPTS[:2])
+    script.measure("tiny-llama")
+    out = capsys.readouterr().out
+    assert "2 prompts, last token" in out
+    for name in script.MEASURES:
+        line = next(line for line in out.splitlines() if line.split()[:1] == [name])
+        assert "[" in line and "nan" not in line.lower(), line
+    assert "kicks: rms growth" in out
