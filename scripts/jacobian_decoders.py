@@ -1,7 +1,7 @@
 """The decoders' Jacobian spectra at their middle teleport layer, over the report's 8 prompts.
 
 The report's full Jacobian sweep (``--jacobian``: every teleported layer, 8 prompts, two
-positions, the whole spectrum) costs about 70 s per map on SmolLM2-135M on a 2-core CPU,
+positions, the whole spectrum) costs up to about 70 s per map on SmolLM2-135M on a 2-core CPU,
 some 90 minutes a model; this script measures the part the README states for the two
 decoders: the map from the middle teleport layer's input to the end of the stream (what a
 teleport there is followed through), at the last token of each of
@@ -10,7 +10,8 @@ model, the mean over prompts and its Student t 95 % interval of the top singular
 the number of expanding directions, the log-volume change (both also above the robust
 floor), and the causal check: the root mean square growth of 64 small random kicks
 (:func:`tl_dynamics.kick_growth`) beside the spectrum's prediction
-``sqrt(mean sigma^2)`` on the first prompt. About 10 minutes per model here::
+``sqrt(mean sigma^2)`` on the first prompt. About 4 minutes per model here (about 30 s a
+map from the middle layer)::
 
     python scripts/jacobian_decoders.py smollm2-135m gemma-3-270m
 """

@@ -51,7 +51,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import Tensor

@@ -538,6 +538,11 @@ def _check_point(model: TLModel, layer: Any, site: Any) -> tuple[int, str]:
     return layer, site
 
 
+def _hook_index(hooks: Sequence[TrajectoryHook], layer: int, site: str) -> int:
+    """Index in ``hooks`` of ``blocks.{layer}.hook_resid_{site}``."""
+    return [hook.name for hook in hooks].index(f"blocks.{layer}.hook_resid_{site}")
+
+
 @dataclass(frozen=True)
 class _Injection:
     """A checked (model, prompt, hook point, position): runs the prompt, with or without writes."""
@@ -560,16 +565,14 @@ class _Injection:
             position, "position", -n_tokens, n_tokens - 1, f" (the prompt has {n_tokens} tokens)"
         )
         hooks = tuple(trajectory_hooks(model))
-        return cls(model, prompt, tokens, layer, site, position % n_tokens, hooks, 0).at(layer)
+        injection = _hook_index(hooks, layer, site)
+        return cls(model, prompt, tokens, layer, site, position % n_tokens, hooks, injection)
 
     def at(self, layer: Any) -> _Injection:
         """The same prompt, site and position, injected at ``layer`` (checked); the hooks
         are reused, not looked up on the model again."""
         layer, _ = _check_point(self.model, layer, self.site)
-        names = [hook.name for hook in self.hooks]
-        return dataclasses.replace(
-            self, layer=layer, injection=names.index(f"blocks.{layer}.hook_resid_{self.site}")
-        )
+        return dataclasses.replace(self, layer=layer, injection=_hook_index(self.hooks, layer, self.site))
 
     def run(self, values: Float[Tensor, "row d_model"] | None) -> tuple[Tensor, Tensor]:
         """``(trajectories [row, sublayer, d_model], logits [row, vocab])`` at ``position``.
@@ -783,7 +786,7 @@ def teleport_sweep(
         raise DynamicsInputError("layers is empty; pass at least one layer or None for the default")
     grid = pca_grid(pca, n=n, r_min=r_min, r_max=r_max)
     first = _Injection.check(model, prompt, layers[0], site, position)
-    setups = [first.at(layer) for layer in layers]
+    setups = [first, *(first.at(layer) for layer in layers[1:])]
     control = setups[0].run(None)  # the unperturbed run is the same for every layer
     results = [
         setup.run_points(grid, batch_size, pca, progress=False, control=control)

@@ -278,7 +278,8 @@ def _moments(z: Float[np.ndarray, "*batch sample sublayer k"]) -> tuple[np.ndarr
     """``(C, A, ||dZ||^2)`` of populations ``z``: ``Z_t^T Z_t``, ``Z_t^T dZ`` summed over
     samples and steps, batched over leading axes."""
     z_t, dz = z[..., :-1, :], z[..., 1:, :] - z[..., :-1, :]
-    # As matrix products over (sample, step) rows: BLAS, where einsum loops (20x slower).
+    # As matrix products over (sample, step) rows, by BLAS: 3x faster than einsum here
+    # (16 surrogates of 823 x 60 x 6: 0.036 s against 0.118 s).
     z_t = einops.rearrange(z_t, "... b t k -> ... (b t) k")
     dz = einops.rearrange(dz, "... b t k -> ... (b t) k")
     z_t_transposed = np.swapaxes(z_t, -1, -2)
